@@ -196,8 +196,20 @@ mod tests {
     #[test]
     fn at_parses_strictly() {
         assert_eq!(At::parse("sunset"), Some(At::Sunset));
-        assert_eq!(At::parse("23:00"), Some(At::Local { hour: 23, minute: 0 }));
-        assert_eq!(At::parse("00:59"), Some(At::Local { hour: 0, minute: 59 }));
+        assert_eq!(
+            At::parse("23:00"),
+            Some(At::Local {
+                hour: 23,
+                minute: 0
+            })
+        );
+        assert_eq!(
+            At::parse("00:59"),
+            Some(At::Local {
+                hour: 0,
+                minute: 59
+            })
+        );
         for bad in ["24:00", "12:60", "1:00", "12-00", "sunrise", "", "12:0a"] {
             assert_eq!(At::parse(bad), None, "{bad}");
         }

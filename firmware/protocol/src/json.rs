@@ -168,7 +168,9 @@ struct Unescape<'a> {
 
 impl Unescape<'_> {
     fn hex4(&mut self) -> Option<u32> {
-        (0..4).try_fold(0u32, |acc, _| Some(acc * 16 + self.rest.next()?.to_digit(16)?))
+        (0..4).try_fold(0u32, |acc, _| {
+            Some(acc * 16 + self.rest.next()?.to_digit(16)?)
+        })
     }
 }
 
@@ -368,8 +370,12 @@ impl<'a> Cursor<'a> {
     fn value(&mut self, mode: Mode) -> Result<Value<'a>, Reject> {
         self.skip_whitespace();
         match self.peek().ok_or(Reject::NotJson)? {
-            b'{' => self.container(mode, b'}').map(|text| Value::Object(Object(text))),
-            b'[' => self.container(mode, b']').map(|text| Value::Array(Array(text))),
+            b'{' => self
+                .container(mode, b'}')
+                .map(|text| Value::Object(Object(text))),
+            b'[' => self
+                .container(mode, b']')
+                .map(|text| Value::Array(Array(text))),
             b'"' => self.string().map(Value::String),
             b't' => self.literal("true").map(|()| Value::Bool(true)),
             b'f' => self.literal("false").map(|()| Value::Bool(false)),
@@ -499,7 +505,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn hex4(&mut self) -> Result<u32, Reject> {
-        let digits = self.text.get(self.pos..self.pos + 4).ok_or(Reject::NotJson)?;
+        let digits = self
+            .text
+            .get(self.pos..self.pos + 4)
+            .ok_or(Reject::NotJson)?;
         if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Reject::NotJson);
         }
@@ -600,8 +609,14 @@ mod tests {
     #[test]
     fn duplicate_keys_at_any_level_and_after_escapes() {
         assert_eq!(verdict("{\"a\":1,\"a\":2}"), Err(Reject::DuplicateKey));
-        assert_eq!(verdict("{\"x\":[{\"b\":1,\"b\":1}]}"), Err(Reject::DuplicateKey));
-        assert_eq!(verdict("{\"a\":1,\"\\u0061\":2}"), Err(Reject::DuplicateKey));
+        assert_eq!(
+            verdict("{\"x\":[{\"b\":1,\"b\":1}]}"),
+            Err(Reject::DuplicateKey)
+        );
+        assert_eq!(
+            verdict("{\"a\":1,\"\\u0061\":2}"),
+            Err(Reject::DuplicateKey)
+        );
         assert_eq!(verdict("{\"a\":{\"a\":1}}"), Ok(()));
     }
 
@@ -627,7 +642,10 @@ mod tests {
         assert_eq!(number("5.0").to_u64(), Err(Reject::WrongType));
         assert_eq!(number("1e2").to_u64(), Err(Reject::WrongType));
         assert_eq!(number("-3").to_u64(), Err(Reject::OutOfRange));
-        assert_eq!(number("18446744073709551616").to_u64(), Err(Reject::OutOfRange));
+        assert_eq!(
+            number("18446744073709551616").to_u64(),
+            Err(Reject::OutOfRange)
+        );
         assert_eq!(number("1e400").to_f64(), Err(Reject::OutOfRange));
         assert_eq!(number("7.0e0").to_f64(), Ok(7.0));
     }

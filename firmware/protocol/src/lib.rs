@@ -153,6 +153,8 @@ pub fn check_version(object: Object<'_>) -> Result<(), DecodeError> {
 }
 
 /// What a node publishes, decoded.
+// Without an allocator there is nothing to box into; a decoded message is short-lived.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Uplink {
     /// A report.
@@ -223,6 +225,7 @@ pub(crate) fn read_command_id(field: &fields::Field<'_>) -> Result<CommandId, De
 }
 
 /// What the gateway sends a node, decoded.
+#[allow(clippy::large_enum_variant)] // as for `Uplink`
 #[derive(Debug, Clone, PartialEq)]
 pub enum Downlink {
     /// Desired configuration.
@@ -239,8 +242,6 @@ pub fn decode_downlink(kind: NodeTopic, payload: &[u8]) -> Result<Downlink, Deco
         NodeTopic::Config => Config::decode(payload).map(Downlink::Config),
         NodeTopic::Cmd => Command::decode(payload).map(Downlink::Command),
         NodeTopic::Ack => Ack::decode(payload).map(Downlink::Ack),
-        NodeTopic::Telemetry | NodeTopic::Status | NodeTopic::Event => {
-            Err(Reject::BadTopic.into())
-        }
+        NodeTopic::Telemetry | NodeTopic::Status | NodeTopic::Event => Err(Reject::BadTopic.into()),
     }
 }

@@ -145,7 +145,12 @@ pub fn parse_node_topic<'a>(prefix: &str, topic: &'a str) -> Result<ParsedTopic<
 }
 
 /// Builds `{prefix}/{site}/{node}/{kind}`.
-pub fn node_topic(prefix: &str, site: &str, node: &str, kind: NodeTopic) -> Result<TopicBuf, fmt::Error> {
+pub fn node_topic(
+    prefix: &str,
+    site: &str,
+    node: &str,
+    kind: NodeTopic,
+) -> Result<TopicBuf, fmt::Error> {
     let mut topic = TopicBuf::new();
     write!(topic, "{prefix}/{site}/{node}/{}", kind.as_str())?;
     Ok(topic)
@@ -185,7 +190,10 @@ mod tests {
         let topic = node_topic(DEFAULT_PREFIX, "remiseparken", "pole-017", NodeTopic::Ack).unwrap();
         assert_eq!(topic, "parklight/v1/remiseparken/pole-017/ack");
         let parsed = parse_node_topic(DEFAULT_PREFIX, &topic).unwrap();
-        assert_eq!((parsed.site, parsed.node, parsed.kind), ("remiseparken", "pole-017", NodeTopic::Ack));
+        assert_eq!(
+            (parsed.site, parsed.node, parsed.kind),
+            ("remiseparken", "pole-017", NodeTopic::Ack)
+        );
         for bad in [
             "parklight/v1/remiseparken/pole-017",
             "parklight/v1/remiseparken/pole-017/telemetry/x",
@@ -195,7 +203,11 @@ mod tests {
             "parklight/v1/remiseparken/pole-017/alerts",
             "parklight/v1/+/pole-017/telemetry",
         ] {
-            assert_eq!(parse_node_topic(DEFAULT_PREFIX, bad), Err(Reject::BadTopic), "{bad}");
+            assert_eq!(
+                parse_node_topic(DEFAULT_PREFIX, bad),
+                Err(Reject::BadTopic),
+                "{bad}"
+            );
         }
         assert_eq!(gateway_topic("p", "gw").unwrap(), "p/_gateways/gw");
         assert_eq!(alerts_topic("p", "s").unwrap(), "p/s/alerts");

@@ -25,7 +25,11 @@ fn report_id() -> impl Strategy<Value = ReportId> {
 fn lux() -> impl Strategy<Value = Lux> {
     [0.0..=200_000.0f64, 0.0..=200_000.0f64, 0.0..=200_000.0f64].prop_map(|mut v| {
         v.sort_by(f64::total_cmp);
-        Lux { min: v[0], avg: v[1], max: v[2] }
+        Lux {
+            min: v[0],
+            avg: v[1],
+            max: v[2],
+        }
     })
 }
 
@@ -40,32 +44,73 @@ fn faults() -> impl Strategy<Value = Faults> {
 fn telemetry() -> impl Strategy<Value = Telemetry> {
     (
         (report_id(), any::<u64>(), any::<Option<u64>>(), 1..=3600u16),
-        (proptest::option::of(lux()), any::<u32>(), any::<bool>(), 0..=100u8, proptest::option::of(0.0..1e6f64)),
-        (any::<Option<u32>>(), faults(), proptest::option::of(report_id()), proptest::option::of(-1e3..1e3f64)),
+        (
+            proptest::option::of(lux()),
+            any::<u32>(),
+            any::<bool>(),
+            0..=100u8,
+            proptest::option::of(0.0..1e6f64),
+        ),
+        (
+            any::<Option<u32>>(),
+            faults(),
+            proptest::option::of(report_id()),
+            proptest::option::of(-1e3..1e3f64),
+        ),
     )
-        .prop_map(|((id, ts, up_ms, period_s), (lux, motion, on, level, power_w), (cfg, faults, oldest, temp_c))| Telemetry {
-            boot: id.boot,
-            seq: id.seq,
-            ts,
-            up_ms,
-            period_s,
-            lux,
-            motion,
-            lamp: Lamp { on, level, power_w },
-            cfg,
-            faults,
-            oldest,
-            temp_c,
-        })
+        .prop_map(
+            |(
+                (id, ts, up_ms, period_s),
+                (lux, motion, on, level, power_w),
+                (cfg, faults, oldest, temp_c),
+            )| Telemetry {
+                boot: id.boot,
+                seq: id.seq,
+                ts,
+                up_ms,
+                period_s,
+                lux,
+                motion,
+                lamp: Lamp { on, level, power_w },
+                cfg,
+                faults,
+                oldest,
+                temp_c,
+            },
+        )
 }
 
 fn status() -> impl Strategy<Value = Status> {
-    let birth = (any::<u32>(), any::<u32>(), proptest::option::of("[0-9a-z.+-]{1,32}"), proptest::option::of(1..=3600u16), any::<Option<u32>>(), report_id(), any::<Option<u32>>(), any::<Option<u32>>())
-        .prop_map(|(boot, conn, fw, interval_s, cfg, oldest, buffered, dropped)| {
-            Status::Online(Birth { boot, conn, fw: fw.map(|f| heapless_string(&f)), interval_s, cfg, oldest, buffered, dropped })
-        });
+    let birth = (
+        any::<u32>(),
+        any::<u32>(),
+        proptest::option::of("[0-9a-z.+-]{1,32}"),
+        proptest::option::of(1..=3600u16),
+        any::<Option<u32>>(),
+        report_id(),
+        any::<Option<u32>>(),
+        any::<Option<u32>>(),
+    )
+        .prop_map(
+            |(boot, conn, fw, interval_s, cfg, oldest, buffered, dropped)| {
+                Status::Online(Birth {
+                    boot,
+                    conn,
+                    fw: fw.map(|f| heapless_string(&f)),
+                    interval_s,
+                    cfg,
+                    oldest,
+                    buffered,
+                    dropped,
+                })
+            },
+        );
     let offline = (any::<bool>(), any::<u32>(), any::<u32>()).prop_map(|(lost, boot, conn)| {
-        let reason = if lost { OfflineReason::Lost } else { OfflineReason::Shutdown };
+        let reason = if lost {
+            OfflineReason::Lost
+        } else {
+            OfflineReason::Shutdown
+        };
         Status::Offline(Offline { reason, boot, conn })
     });
     prop_oneof![birth, offline]
@@ -78,13 +123,20 @@ fn command_id() -> impl Strategy<Value = CommandId> {
 fn event() -> impl Strategy<Value = Event> {
     let state = prop_oneof![Just(FaultState::Raised), Just(FaultState::Cleared)];
     let kind = prop_oneof![
-        (prop::sample::select(Fault::ALL.to_vec()), state).prop_map(|(f, s)| EventKind::fault(f, s)),
+        (prop::sample::select(Fault::ALL.to_vec()), state)
+            .prop_map(|(f, s)| EventKind::fault(f, s)),
         Just(EventKind::Reboot),
         Just(EventKind::PowerLoss),
         proptest::option::of(command_id()).prop_map(|id| EventKind::CommandApplied { id }),
         proptest::option::of(command_id()).prop_map(|id| EventKind::CommandRejected { id }),
     ];
-    (any::<u32>(), any::<u32>(), any::<u64>(), kind, proptest::option::of("\\PC{0,200}"))
+    (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+        kind,
+        proptest::option::of("\\PC{0,200}"),
+    )
         .prop_map(|(boot, eseq, ts, kind, detail)| Event {
             boot,
             eseq,
@@ -97,35 +149,100 @@ fn event() -> impl Strategy<Value = Event> {
 fn config() -> impl Strategy<Value = Config> {
     let location = (-90.0..=90.0f64, -180.0..=180.0f64, "[A-Z]{3}[-+]?[0-9]{1,2}([A-Z]{3,4},M[0-9]{1,2}\\.[1-5]\\.[0-6](/[0-9])?,M[0-9]{1,2}\\.[1-5]\\.[0-6](/[0-9])?)?")
         .prop_map(|(lat, lon, tz)| Location { lat, lon, tz: heapless_string(&tz) });
-    let clock_step = (0..24u8, 0..60u8, 0..=100u8, proptest::option::of("P[1-6]"))
-        .prop_map(|(hour, minute, level, class)| Step { at: At::Local { hour, minute }, level, class: class.map(|c| heapless_string(&c)) });
-    let profile = (any::<bool>(), 0..=100u8, proptest::collection::vec(clock_step, 0..7)).prop_map(|(sunset, level, steps)| {
-        let mut profile = heapless::Vec::new();
-        if sunset || steps.is_empty() {
-            profile.push(Step { at: At::Sunset, level, class: None }).unwrap();
-        }
-        for step in steps {
-            profile.push(step).unwrap();
-        }
-        profile
-    });
-    let boost = (0..=100u8, 0..=86_400u32).prop_map(|(level, hold_s)| MotionBoost { level, hold_s });
-    (command_id(), 1..=u32::MAX, proptest::option::of(1..=3600u16), proptest::option::of(location), proptest::option::of(profile), proptest::option::of(boost))
-        .prop_map(|(id, cfg, interval_s, location, profile, motion_boost)| Config { id, cfg, interval_s, location, profile, motion_boost })
+    let clock_step = (0..24u8, 0..60u8, 0..=100u8, proptest::option::of("P[1-6]")).prop_map(
+        |(hour, minute, level, class)| Step {
+            at: At::Local { hour, minute },
+            level,
+            class: class.map(|c| heapless_string(&c)),
+        },
+    );
+    let profile = (
+        any::<bool>(),
+        0..=100u8,
+        proptest::collection::vec(clock_step, 0..7),
+    )
+        .prop_map(|(sunset, level, steps)| {
+            let mut profile = heapless::Vec::new();
+            if sunset || steps.is_empty() {
+                profile
+                    .push(Step {
+                        at: At::Sunset,
+                        level,
+                        class: None,
+                    })
+                    .unwrap();
+            }
+            for step in steps {
+                profile.push(step).unwrap();
+            }
+            profile
+        });
+    let boost =
+        (0..=100u8, 0..=86_400u32).prop_map(|(level, hold_s)| MotionBoost { level, hold_s });
+    (
+        command_id(),
+        1..=u32::MAX,
+        proptest::option::of(1..=3600u16),
+        proptest::option::of(location),
+        proptest::option::of(profile),
+        proptest::option::of(boost),
+    )
+        .prop_map(
+            |(id, cfg, interval_s, location, profile, motion_boost)| Config {
+                id,
+                cfg,
+                interval_s,
+                location,
+                profile,
+                motion_boost,
+            },
+        )
 }
 
 fn alert() -> impl Strategy<Value = Alert> {
     let ident = "[a-z0-9][a-z0-9_-]{0,20}";
     (
-        ("[ -~]{1,40}", prop::sample::select(AlertKind::ALL.to_vec()), ident, proptest::option::of(ident), proptest::option::of(ident)),
-        (prop::sample::select(AlertState::ALL.to_vec()), prop::sample::select(Severity::ALL.to_vec()), any::<u64>(), any::<u64>(), "\\PC{0,100}", proptest::collection::vec(ident, 0..5)),
+        (
+            "[ -~]{1,40}",
+            prop::sample::select(AlertKind::ALL.to_vec()),
+            ident,
+            proptest::option::of(ident),
+            proptest::option::of(ident),
+        ),
+        (
+            prop::sample::select(AlertState::ALL.to_vec()),
+            prop::sample::select(Severity::ALL.to_vec()),
+            any::<u64>(),
+            any::<u64>(),
+            "\\PC{0,100}",
+            proptest::collection::vec(ident, 0..5),
+        ),
     )
-        .prop_map(|((id, kind, site, zone, node), (state, severity, since, ts, detail, children))| Alert { id, kind, site, zone, node, state, severity, since, ts, detail, children })
+        .prop_map(
+            |((id, kind, site, zone, node), (state, severity, since, ts, detail, children))| {
+                Alert {
+                    id,
+                    kind,
+                    site,
+                    zone,
+                    node,
+                    state,
+                    severity,
+                    since,
+                    ts,
+                    detail,
+                    children,
+                }
+            },
+        )
 }
 
 fn round_trips<M: Message + PartialEq + std::fmt::Debug>(message: &M) -> Result<(), TestCaseError> {
-    let payload = message.to_payload().map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let decoded = M::decode(&payload).map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&payload))))?;
+    let payload = message
+        .to_payload()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let decoded = M::decode(&payload)
+        .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&payload))))?;
     prop_assert_eq!(&decoded, message);
     Ok(())
 }

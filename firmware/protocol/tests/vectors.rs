@@ -25,7 +25,12 @@ fn base64_decode(text: &str) -> Vec<u8> {
     let sextets: Vec<u32> = text
         .bytes()
         .filter(|b| *b != b'=')
-        .map(|b| ALPHABET.iter().position(|a| *a == b).expect("base64 character") as u32)
+        .map(|b| {
+            ALPHABET
+                .iter()
+                .position(|a| *a == b)
+                .expect("base64 character") as u32
+        })
         .collect();
     sextets
         .chunks(4)
@@ -81,7 +86,10 @@ fn all_cases() -> Vec<Case> {
 fn decode_and_reencode(topic: &str, payload: &[u8]) -> Result<Vec<u8>, Reject> {
     let kind = parse_node_topic(DEFAULT_PREFIX, topic)?.kind;
     let encoded = if kind.is_uplink() {
-        match decode_uplink(DEFAULT_PREFIX, topic, payload).map_err(|e| e.reason)?.message {
+        match decode_uplink(DEFAULT_PREFIX, topic, payload)
+            .map_err(|e| e.reason)?
+            .message
+        {
             Uplink::Telemetry(m) => m.to_payload(),
             Uplink::Status(m) => m.to_payload(),
             Uplink::Event(m) => m.to_payload(),
@@ -103,10 +111,22 @@ fn every_vector_gets_its_verdict_and_code() {
     for case in &cases {
         let got = decode_and_reencode(&case.topic, &case.payload);
         if got.as_ref().map(|_| ()).map_err(|e| *e) != case.expect {
-            failures.push(format!("{}:{}: expected {:?}, got {:?}", case.file, case.name, case.expect, got.map(|_| ())));
+            failures.push(format!(
+                "{}:{}: expected {:?}, got {:?}",
+                case.file,
+                case.name,
+                case.expect,
+                got.map(|_| ())
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} vectors failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     let telemetry = cases.iter().filter(|c| c.file == "telemetry.json").count();
     assert_eq!(telemetry, 42, "the shared telemetry vectors have 42 cases");
 }

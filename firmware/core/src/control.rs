@@ -1,0 +1,337 @@
+//! Lamp control: the night profile, motion boost, override and the photocell fallback.
+//!
+//! [`Controller`] is pure: samples, detections and the time go in, a lamp level comes out.
+
+use parklight_protocol::Config;
+use parklight_protocol::config::{At, MotionBoost, Profile};
+
+use crate::solar::{self, Night};
+use crate::tz::{DAY_MS, TimeZone, TzError};
+
+/// Photocell: ambient light below this for [`PHOTOCELL_ON_MS`] switches the lamp on.
+pub const PHOTOCELL_ON_LUX: f64 = 20.0;
+/// Photocell: ambient light above this for [`PHOTOCELL_OFF_MS`] switches the lamp off.
+pub const PHOTOCELL_OFF_LUX: f64 = 40.0;
+/// How long it must stay dark before the photocell switches on.
+pub const PHOTOCELL_ON_MS: u64 = 60_000;
+/// How long it must stay light before the photocell switches off.
+pub const PHOTOCELL_OFF_MS: u64 = 600_000;
+/// Time after a level change before the sensor reading includes the new lamp output.
+const SETTLE_MS: u64 = 3_000;
+/// Only level changes this large teach the lamp's contribution.
+const LEARN_MIN_STEP: i32 = 20;
+/// Only readings this dark teach it: in daylight the lamp is lost in the noise.
+const LEARN_MAX_LUX: f64 = 200.0;
+
+/// The time as the controller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// Milliseconds since boot.
+    pub up_ms: u64,
+    /// Unix time in ms, when the node has a valid clock.
+    pub unix_ms: Option<i64>,
+}
+
+/// A config the controller cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The location's TZ string is invalid.
+    TimeZone(TzError),
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::TimeZone(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Why an override was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideError {
+    /// The node has no valid clock to tell when `until` is.
+    NoClock,
+    /// `until` is not in the future.
+    InThePast,
+}
+
+impl OverrideError {
+    /// The reason as the answer's `detail` gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverrideError::NoClock => "no valid clock to time the override",
+            OverrideError::InThePast => "override until a time in the past",
+        }
+    }
+}
+
+/// Where the node is: sun position and local time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Place {
+    lat: f64,
+    lon: f64,
+    tz: TimeZone,
+}
+
+/// The photocell fallback: a switch with hysteresis in light and in time, reading the
+/// ambient light with the node's own lamp subtracted.
+#[derive(Debug, Clone, PartialEq)]
+struct Photocell {
+    on: bool,
+    condition_since: Option<u64>,
+    /// Lux the node's own lamp adds to its reading per percent of level, once learned.
+    lamp_lux_per_level: f64,
+    learned: bool,
+}
+
+impl Photocell {
+    fn sample(&mut self, ambient: f64, up_ms: u64) {
+        let wants_change = if self.on {
+            ambient > PHOTOCELL_OFF_LUX
+        } else {
+            ambient < PHOTOCELL_ON_LUX
+        };
+        if !wants_change {
+            self.condition_since = None;
+            return;
+        }
+        let since = *self.condition_since.get_or_insert(up_ms);
+        let needed = if self.on {
+            PHOTOCELL_OFF_MS
+        } else {
+            PHOTOCELL_ON_MS
+        };
+        if up_ms.saturating_sub(since) >= needed {
+            self.on = !self.on;
+            self.condition_since = None;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LevelChange {
+    from: u8,
+    to: u8,
+    at_ms: u64,
+    lux_before: f64,
+}
+
+/// Decides the lamp level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Controller {
+    place: Option<Place>,
+    profile: Option<Profile>,
+    boost: Option<MotionBoost>,
+    boost_until_ms: Option<u64>,
+    override_level: Option<(u8, u64)>,
+    photocell: Photocell,
+    level: u8,
+    last_lux: Option<f64>,
+    pending_change: Option<LevelChange>,
+}
+
+impl Default for Controller {
+    fn default() -> Self {
+        Controller::new()
+    }
+}
+
+impl Controller {
+    /// A controller at the safe boot level: lamp on until the photocell or the profile
+    /// says otherwise.
+    pub fn new() -> Self {
+        Controller {
+            place: None,
+            profile: None,
+            boost: None,
+            boost_until_ms: None,
+            override_level: None,
+            photocell: Photocell {
+                on: true,
+                condition_since: None,
+                lamp_lux_per_level: 0.0,
+                learned: false,
+            },
+            level: 100,
+            last_lux: None,
+            pending_change: None,
+        }
+    }
+
+    /// Checks that a config can run, without applying it.
+    pub fn check(config: &Config) -> Result<(), ConfigError> {
+        if let Some(location) = &config.location {
+            TimeZone::parse(&location.tz).map_err(ConfigError::TimeZone)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a config whole, or nothing when it cannot run.
+    pub fn configure(&mut self, config: &Config) -> Result<(), ConfigError> {
+        let place = match &config.location {
+            Some(location) => Some(Place {
+                lat: location.lat,
+                lon: location.lon,
+                tz: TimeZone::parse(&location.tz).map_err(ConfigError::TimeZone)?,
+            }),
+            None => None,
+        };
+        self.place = place;
+        self.profile = config.profile.clone();
+        self.boost = config.motion_boost;
+        if self.boost.is_none() {
+            self.boost_until_ms = None;
+        }
+        Ok(())
+    }
+
+    /// Holds the lamp at `level` until Unix ms `until`.
+    pub fn override_until(
+        &mut self,
+        level: u8,
+        until: u64,
+        now: Clock,
+    ) -> Result<(), OverrideError> {
+        let unix = now.unix_ms.ok_or(OverrideError::NoClock)?;
+        let remaining = i64::try_from(until)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(unix);
+        if remaining <= 0 {
+            return Err(OverrideError::InThePast);
+        }
+        // Timed on the uptime clock, so a clock change cannot stretch or cut it.
+        self.override_level = Some((level.min(100), now.up_ms.saturating_add(remaining as u64)));
+        Ok(())
+    }
+
+    /// A motion detection.
+    pub fn motion(&mut self, now: Clock) {
+        if let Some(boost) = self.boost {
+            self.boost_until_ms = Some(now.up_ms + u64::from(boost.hold_s) * 1000);
+        }
+    }
+
+    /// A valid lux reading: feeds the photocell and learns the lamp's own contribution.
+    pub fn lux(&mut self, lux: f64, now: Clock) {
+        if let Some(change) = self.pending_change
+            && now.up_ms.saturating_sub(change.at_ms) >= SETTLE_MS
+        {
+            self.pending_change = None;
+            self.learn(change, lux);
+        }
+        let ambient = lux - self.photocell.lamp_lux_per_level * f64::from(self.level);
+        self.photocell.sample(ambient, now.up_ms);
+        self.last_lux = Some(lux);
+    }
+
+    fn learn(&mut self, change: LevelChange, lux_after: f64) {
+        let step = i32::from(change.to) - i32::from(change.from);
+        if step.abs() < LEARN_MIN_STEP || change.lux_before.max(lux_after) > LEARN_MAX_LUX {
+            return;
+        }
+        let observed = ((lux_after - change.lux_before) / f64::from(step)).max(0.0);
+        let photocell = &mut self.photocell;
+        photocell.lamp_lux_per_level = if photocell.learned {
+            (photocell.lamp_lux_per_level + observed) / 2.0
+        } else {
+            observed
+        };
+        photocell.learned = true;
+    }
+
+    /// The lux the node's own lamp adds per percent of level, as learned so far.
+    pub fn lamp_lux_per_level(&self) -> f64 {
+        self.photocell.lamp_lux_per_level
+    }
+
+    /// Whether it is night for the lamp: by the sun where the node knows its place and the
+    /// time, otherwise by the photocell.
+    pub fn is_night(&self, now: Clock) -> bool {
+        self.night(now).is_some() || (!self.knows_sun(now) && self.photocell.on)
+    }
+
+    fn knows_sun(&self, now: Clock) -> bool {
+        self.place.is_some() && now.unix_ms.is_some()
+    }
+
+    fn night(&self, now: Clock) -> Option<Night> {
+        let place = self.place?;
+        solar::night_at(now.unix_ms?, place.lat, place.lon)
+    }
+
+    /// The level the lamp should have now; expires overrides and boosts.
+    pub fn level(&mut self, now: Clock) -> u8 {
+        if self
+            .override_level
+            .is_some_and(|(_, until)| now.up_ms >= until)
+        {
+            self.override_level = None;
+        }
+        if self.boost_until_ms.is_some_and(|until| now.up_ms >= until) {
+            self.boost_until_ms = None;
+        }
+        let level = match self.override_level {
+            Some((level, _)) => level,
+            None => self.scheduled_level(now),
+        };
+        if level != self.level {
+            self.pending_change = self.last_lux.map(|lux_before| LevelChange {
+                from: self.level,
+                to: level,
+                at_ms: now.up_ms,
+                lux_before,
+            });
+            self.level = level;
+        }
+        level
+    }
+
+    fn scheduled_level(&self, now: Clock) -> u8 {
+        let base = match (self.night(now), self.place, now.unix_ms) {
+            (Some(night), Some(place), Some(unix)) => match &self.profile {
+                Some(profile) => profile_level(profile, &place.tz, night, unix),
+                None => 100,
+            },
+            _ if self.knows_sun(now) => 0,
+            _ if self.photocell.on => 100,
+            _ => 0,
+        };
+        match (self.boost, self.boost_until_ms) {
+            (Some(boost), Some(_)) if base > 0 || self.is_night(now) => base.max(boost.level),
+            _ => base,
+        }
+    }
+}
+
+/// The first instant at or after `after` (Unix ms) when local time is `hour:minute`.
+fn next_local_time(tz: &TimeZone, after: i64, hour: u8, minute: u8) -> i64 {
+    let local_day = tz.to_local(after).div_euclid(DAY_MS);
+    let time_of_day = (i64::from(hour) * 60 + i64::from(minute)) * 60_000;
+    let today = tz.from_local(local_day * DAY_MS + time_of_day);
+    if today >= after {
+        today
+    } else {
+        tz.from_local((local_day + 1) * DAY_MS + time_of_day)
+    }
+}
+
+/// The profile's level at `unix_ms` within `night`. Steps apply in order, each at the
+/// first occurrence of its time after the step before; a step that falls after sunrise
+/// (a short summer night) is skipped with all after it. Before the first step: full.
+pub fn profile_level(profile: &Profile, tz: &TimeZone, night: Night, unix_ms: i64) -> u8 {
+    let mut level = 100;
+    let mut previous = night.sunset;
+    for step in profile {
+        let at = match step.at {
+            At::Sunset => night.sunset,
+            At::Local { hour, minute } => next_local_time(tz, previous, hour, minute),
+        };
+        if at >= night.sunrise || at > unix_ms {
+            break;
+        }
+        level = step.level;
+        previous = at;
+    }
+    level
+}

@@ -1,0 +1,745 @@
+//! The node state machine, driven by hand: inputs and time in, actions checked.
+
+use parklight_core::control::{PHOTOCELL_OFF_MS, PHOTOCELL_ON_MS};
+use parklight_core::tz::days_from_civil;
+use parklight_core::{Action, Identity, Input, Node, Now, Persist, Restored, Settings};
+use parklight_protocol::{
+    Ack, Config, DEFAULT_PREFIX, Event, EventKind, Id, Message, Status, Telemetry,
+};
+
+const LAT: f64 = 55.6605;
+const LON: f64 = 12.5935;
+const TZ: &str = "CET-1CEST,M3.5.0,M10.5.0/3";
+const PREFIX: &str = "parklight/v1/remiseparken/pole-017";
+
+fn utc(y: i32, mo: u32, d: u32, h: i64, mi: i64) -> i64 {
+    (days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60) * 1000
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Done {
+    Lamp(u8),
+    Subscribe(String),
+    Publish {
+        topic: String,
+        payload: String,
+        retain: bool,
+    },
+    Persist(Persist),
+}
+
+struct Harness<const N: usize> {
+    node: Node<N>,
+    up_ms: u64,
+    /// Unix ms at up_ms 0 (the clock the test gives the node).
+    epoch: i64,
+    done: Vec<Done>,
+}
+
+fn record(done: &mut Vec<Done>) -> impl FnMut(Action<'_>) + '_ {
+    move |action| {
+        done.push(match action {
+            Action::SetLamp(level) => Done::Lamp(level),
+            Action::Subscribe(topic) => Done::Subscribe(topic.to_owned()),
+            Action::Publish {
+                topic,
+                payload,
+                retain,
+            } => Done::Publish {
+                topic: topic.to_owned(),
+                payload: String::from_utf8(payload.to_vec()).unwrap(),
+                retain,
+            },
+            Action::Persist(what) => Done::Persist(what),
+        })
+    }
+}
+
+fn identity() -> Identity {
+    Identity {
+        prefix: heapless::String::try_from(DEFAULT_PREFIX).unwrap(),
+        site: Id::new("remiseparken").unwrap(),
+        node: Id::new("pole-017").unwrap(),
+    }
+}
+
+fn config_json(cfg: u32, profile: &str, extra: &str) -> String {
+    format!(
+        r#"{{"v":1,"id":"c-{cfg}","cfg":{cfg},"interval_s":60,"location":{{"lat":{LAT},"lon":{LON},"tz":"{TZ}"}},"profile":{profile}{extra}}}"#
+    )
+}
+
+impl<const N: usize> Harness<N> {
+    fn start(epoch: i64, restored: Restored<N>, settings: Settings) -> Self {
+        let mut done = Vec::new();
+        let node = Node::start(
+            identity(),
+            settings,
+            restored,
+            false,
+            Now {
+                up_ms: 0,
+                net_ms: 0,
+            },
+            &mut record(&mut done),
+        );
+        Harness {
+            node,
+            up_ms: 0,
+            epoch,
+            done,
+        }
+    }
+
+    /// A node that knows the time, connected, with `config` applied.
+    fn configured(epoch: i64, config: &str) -> Self {
+        let mut h = Self::start(epoch, Restored::default(), Settings::default());
+        h.input(Input::Clock(epoch));
+        h.input(Input::Connected);
+        h.message("config", config, true);
+        h
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            up_ms: self.up_ms,
+            net_ms: self.up_ms,
+        }
+    }
+
+    fn unix(&self) -> i64 {
+        self.epoch + self.up_ms as i64
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        let now = self.now();
+        self.node.handle(now, input, &mut record(&mut self.done));
+    }
+
+    fn message(&mut self, kind: &str, payload: &str, retained: bool) {
+        let topic = format!("{PREFIX}/{kind}");
+        self.input(Input::Message {
+            topic: &topic,
+            payload: payload.as_bytes(),
+            retained,
+        });
+    }
+
+    /// Advances to `unix` in one-second ticks, feeding `lux(unix, lamp level)` every 5 s.
+    fn run_until(&mut self, unix: i64, mut lux: impl FnMut(i64, u8) -> f64) {
+        while self.unix() < unix {
+            self.up_ms += 1000;
+            if self.up_ms.is_multiple_of(5000) {
+                let reading = lux(self.unix(), self.node.lamp_level());
+                self.input(Input::Lux(Some(reading)));
+            } else {
+                self.input(Input::Tick);
+            }
+        }
+    }
+
+    fn take(&mut self) -> Vec<Done> {
+        std::mem::take(&mut self.done)
+    }
+
+    fn published(&mut self, kind: &str) -> Vec<String> {
+        let topic = format!("{PREFIX}/{kind}");
+        self.take()
+            .into_iter()
+            .filter_map(|d| match d {
+                Done::Publish {
+                    topic: t, payload, ..
+                } if t == topic => Some(payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reports(&mut self) -> Vec<Telemetry> {
+        self.published("telemetry")
+            .iter()
+            .map(|p| Telemetry::decode(p.as_bytes()).unwrap())
+            .collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        self.published("event")
+            .iter()
+            .map(|p| Event::decode(p.as_bytes()).unwrap())
+            .collect()
+    }
+}
+
+fn dark(_: i64, _: u8) -> f64 {
+    0.5
+}
+
+#[test]
+fn boot_counter_is_persisted_before_anything_is_published() {
+    let restored = Restored::<8> {
+        boot: 41,
+        ..Restored::default()
+    };
+    let mut h = Harness::start(0, restored, Settings::default());
+    assert_eq!(h.node.boot(), 42);
+    h.input(Input::Connected);
+    let done = h.take();
+    assert_eq!(done[0], Done::Persist(Persist::Boot));
+    let first_publish = done
+        .iter()
+        .position(|d| matches!(d, Done::Publish { .. }))
+        .unwrap();
+    assert!(first_publish > 0);
+    let Done::Publish {
+        payload,
+        retain: true,
+        ..
+    } = &done[first_publish]
+    else {
+        panic!("{done:?}")
+    };
+    let Status::Online(birth) = Status::decode(payload.as_bytes()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (birth.boot, birth.conn, birth.oldest.boot, birth.oldest.seq),
+        (42, 1, 42, 0)
+    );
+    let started: Vec<Event> = done
+        .iter()
+        .filter_map(|d| match d {
+            Done::Publish { topic, payload, .. } if topic.ends_with("/event") => {
+                Event::decode(payload.as_bytes()).ok()
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            &started[..],
+            [Event {
+                kind: EventKind::Reboot,
+                boot: 42,
+                ..
+            }]
+        ),
+        "a restart is announced: {started:?}"
+    );
+}
+
+#[test]
+fn lamp_follows_sunset_and_sunrise() {
+    let profile = r#"[{"at":"sunset","level":100}]"#;
+    let mut h = Harness::<8>::configured(utc(2026, 11, 25, 12, 0), &config_json(3, profile, ""));
+    h.run_until(utc(2026, 11, 25, 14, 45), dark);
+    assert_eq!(h.node.lamp_level(), 0, "off by day");
+    h.run_until(utc(2026, 11, 25, 14, 55), dark);
+    assert_eq!(h.node.lamp_level(), 100, "on after sunset (14:50 UTC)");
+    h.run_until(utc(2026, 11, 26, 7, 0), dark);
+    assert_eq!(h.node.lamp_level(), 100, "on through the night");
+    h.run_until(utc(2026, 11, 26, 7, 10), dark);
+    assert_eq!(h.node.lamp_level(), 0, "off after sunrise (07:05 UTC)");
+}
+
+#[test]
+fn a_summer_night_shorter_than_the_profile_skips_late_steps() {
+    // Midsummer: sunset 21:57, sunrise 04:25 local. The 05:00 step never happens,
+    // and a 03:00 step does.
+    let profile = r#"[{"at":"sunset","level":100},{"at":"23:00","level":40},{"at":"03:00","level":60},{"at":"05:00","level":90}]"#;
+    let mut h = Harness::<8>::configured(utc(2026, 6, 21, 18, 0), &config_json(3, profile, ""));
+    h.run_until(utc(2026, 6, 21, 20, 30), dark); // 22:30 local
+    assert_eq!(h.node.lamp_level(), 100);
+    h.run_until(utc(2026, 6, 21, 21, 30), dark); // 23:30 local
+    assert_eq!(h.node.lamp_level(), 40);
+    h.run_until(utc(2026, 6, 22, 1, 30), dark); // 03:30 local
+    assert_eq!(h.node.lamp_level(), 60);
+    h.run_until(utc(2026, 6, 22, 2, 20), dark); // 04:20 local, just before sunrise
+    assert_eq!(
+        h.node.lamp_level(),
+        60,
+        "the 05:00 step is after sunrise: skipped"
+    );
+    h.run_until(utc(2026, 6, 22, 3, 5), dark); // 05:05 local
+    assert_eq!(h.node.lamp_level(), 0, "day");
+}
+
+#[test]
+fn a_23_00_step_keeps_local_time_across_the_change_to_winter_time() {
+    let profile =
+        r#"[{"at":"sunset","level":100},{"at":"23:00","level":30},{"at":"05:00","level":80}]"#;
+    // The night of 24/25 October 2026: clocks go back at 03:00 CEST.
+    let mut h = Harness::<8>::configured(utc(2026, 10, 24, 15, 0), &config_json(3, profile, ""));
+    h.run_until(utc(2026, 10, 24, 20, 59), dark); // 22:59 CEST
+    assert_eq!(h.node.lamp_level(), 100);
+    h.run_until(utc(2026, 10, 24, 21, 1), dark); // 23:01 CEST
+    assert_eq!(h.node.lamp_level(), 30);
+    h.run_until(utc(2026, 10, 25, 3, 59), dark); // 04:59 CET
+    assert_eq!(h.node.lamp_level(), 30);
+    h.run_until(utc(2026, 10, 25, 4, 1), dark); // 05:01 CET
+    assert_eq!(h.node.lamp_level(), 80);
+    // The next evening, in winter time, 23:00 is 22:00 UTC.
+    h.run_until(utc(2026, 10, 25, 21, 59), dark);
+    assert_eq!(h.node.lamp_level(), 100);
+    h.run_until(utc(2026, 10, 25, 22, 1), dark);
+    assert_eq!(h.node.lamp_level(), 30);
+}
+
+#[test]
+fn motion_boost_holds_then_returns_to_the_profile() {
+    let profile = r#"[{"at":"sunset","level":30}]"#;
+    let boost = r#","motion_boost":{"level":100,"hold_s":120}"#;
+    let mut h = Harness::<8>::configured(utc(2026, 11, 25, 18, 0), &config_json(3, profile, boost));
+    h.run_until(utc(2026, 11, 25, 18, 1), dark);
+    assert_eq!(h.node.lamp_level(), 30);
+    h.input(Input::Pir(true));
+    h.up_ms += 500;
+    h.input(Input::Pir(false));
+    assert_eq!(h.node.lamp_level(), 100, "boosted at once");
+    h.run_until(utc(2026, 11, 25, 18, 1) + 110_000, dark);
+    assert_eq!(
+        h.node.lamp_level(),
+        100,
+        "held for 120 s after the detection"
+    );
+    h.run_until(utc(2026, 11, 25, 18, 4), dark);
+    assert_eq!(h.node.lamp_level(), 30, "back to the profile");
+    // By day, motion does not light the lamp.
+    h.run_until(utc(2026, 11, 26, 11, 0), dark);
+    h.input(Input::Pir(true));
+    h.up_ms += 500;
+    h.input(Input::Pir(false));
+    assert_eq!(h.node.lamp_level(), 0);
+}
+
+#[test]
+fn override_holds_until_its_time_then_expires() {
+    let profile = r#"[{"at":"sunset","level":100}]"#;
+    let mut h = Harness::<8>::configured(utc(2026, 11, 25, 11, 0), &config_json(3, profile, ""));
+    h.run_until(utc(2026, 11, 25, 11, 1), dark);
+    assert_eq!(h.node.lamp_level(), 0);
+    h.take();
+    let until = utc(2026, 11, 25, 11, 31);
+    h.message(
+        "cmd",
+        &format!(r#"{{"v":1,"id":"o-1","cmd":"override","level":70,"until":{until}}}"#),
+        false,
+    );
+    assert_eq!(h.node.lamp_level(), 70, "a crew tests the lamp by day");
+    let events = h.events();
+    assert!(
+        matches!(&events[..], [Event { kind: EventKind::CommandApplied { id: Some(id) }, .. }] if id == "o-1"),
+        "{events:?}"
+    );
+    h.run_until(until - 1000, dark);
+    assert_eq!(h.node.lamp_level(), 70);
+    h.run_until(until + 2000, dark);
+    assert_eq!(h.node.lamp_level(), 0, "expired");
+}
+
+#[test]
+fn photocell_switches_without_oscillating_on_its_own_light() {
+    // No config: a photocell. The lamp adds 30 lx to its own sensor at full level,
+    // more than the 20 lx switch-on threshold: without subtracting it the node would
+    // switch itself off and on all night.
+    let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
+    let dusk_ms = 30 * 60_000i64;
+    let dawn_ms = 12 * 3_600_000i64;
+    let ambient = |t: i64| {
+        if t < dusk_ms || t > dawn_ms {
+            5_000.0
+        } else {
+            2.0
+        }
+    };
+    let mut switches = Vec::new();
+    let mut last = h.node.lamp_level();
+    while h.unix() < 14 * 3_600_000 {
+        h.run_until(h.unix() + 5_000, |t, level| {
+            ambient(t) + 0.3 * f64::from(level)
+        });
+        if h.node.lamp_level() != last {
+            last = h.node.lamp_level();
+            switches.push((h.unix(), last));
+        }
+    }
+    // Boot: on (safe). Daylight for 10 min: off. Dusk: on after a minute. Dawn: off after 10 min.
+    assert_eq!(switches.len(), 3, "{switches:?}");
+    assert_eq!(switches[0].1, 0);
+    assert!((PHOTOCELL_OFF_MS as i64..PHOTOCELL_OFF_MS as i64 + 10_000).contains(&switches[0].0));
+    assert_eq!(switches[1].1, 100);
+    assert!(
+        (dusk_ms + PHOTOCELL_ON_MS as i64..dusk_ms + PHOTOCELL_ON_MS as i64 + 10_000)
+            .contains(&switches[1].0)
+    );
+    assert_eq!(switches[2].1, 0);
+    assert!(
+        (dawn_ms + PHOTOCELL_OFF_MS as i64..dawn_ms + PHOTOCELL_OFF_MS as i64 + 10_000)
+            .contains(&switches[2].0)
+    );
+}
+
+fn seqs(reports: &[Telemetry]) -> Vec<u32> {
+    reports.iter().map(|r| r.seq).collect()
+}
+
+#[test]
+fn buffered_reports_are_replayed_oldest_first_after_reconnecting() {
+    let mut h = Harness::<64>::start(
+        utc(2026, 11, 25, 12, 0),
+        Restored::default(),
+        Settings::default(),
+    );
+    h.input(Input::Clock(h.epoch));
+    h.run_until(h.epoch + 5 * 60_000, dark); // offline: 5 reports buffered
+    assert_eq!(h.node.stats().buffered, 5);
+    assert!(h.reports().is_empty());
+    h.input(Input::Connected);
+    let replayed = h.reports();
+    // Paced: at most resend_rate (10) at once, oldest first.
+    assert_eq!(seqs(&replayed), [0, 1, 2, 3, 4]);
+    assert!(
+        replayed.windows(2).all(|w| w[1].ts - w[0].ts == 60_000),
+        "aligned 60 s windows"
+    );
+    h.message("ack", r#"{"v":1,"boot":1,"seq":4,"now":1}"#, false);
+    assert_eq!(h.node.stats().buffered, 0);
+    h.run_until(h.unix() + 60_000, dark);
+    assert_eq!(seqs(&h.reports()), [5], "live after the replay");
+}
+
+#[test]
+fn replays_are_paced_to_the_resend_rate() {
+    let mut h = Harness::<64>::start(0, Restored::default(), Settings::default());
+    h.run_until(30 * 60_000, dark); // 30 reports
+    h.input(Input::Connected);
+    assert_eq!(h.reports().len(), 10, "a burst of one second's worth");
+    h.up_ms += 1000;
+    h.input(Input::Tick);
+    assert_eq!(seqs(&h.reports()), (10..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn unacknowledged_reports_are_resent_after_the_ack_timeout_until_given_up() {
+    let settings = Settings {
+        max_resends: 2,
+        ..Settings::default()
+    };
+    let mut h = Harness::<64>::start(0, Restored::default(), settings);
+    h.input(Input::Connected);
+    h.run_until(60_000, dark);
+    assert_eq!(seqs(&h.reports()), [0]);
+    h.run_until(119_000, dark);
+    assert!(h.reports().is_empty(), "not before the ack timeout");
+    h.run_until(120_000, dark);
+    assert_eq!(
+        seqs(&h.reports()),
+        [1, 0],
+        "live report 1, then report 0 again"
+    );
+    h.run_until(180_000, dark);
+    assert_eq!(
+        seqs(&h.reports()),
+        [2, 0, 1],
+        "live first, then due resends oldest first"
+    );
+    // Report 0 has been resent twice: the third time it is given up and counted.
+    h.run_until(240_000, dark);
+    assert_eq!(seqs(&h.reports()), [3, 1, 2]);
+    assert_eq!(h.node.stats().dropped, 1);
+    h.run_until(300_000, dark);
+    let reports = h.reports();
+    let live = reports.iter().find(|r| r.seq == 4).unwrap();
+    assert_eq!(
+        live.oldest.map(|o| o.seq),
+        Some(1),
+        "the report after a drop names the oldest held"
+    );
+    h.message("ack", r#"{"v":1,"boot":1,"seq":4,"now":1}"#, false);
+    h.run_until(419_000, dark);
+    assert_eq!(seqs(&h.reports()), [5], "nothing resent once acknowledged");
+}
+
+#[test]
+fn acks_of_an_earlier_boot_clear_reports_restored_from_it() {
+    let mut restored = Restored::<16> {
+        boot: 6,
+        ..Restored::default()
+    };
+    for seq in 1200..1203 {
+        let report = Telemetry::decode(format!(r#"{{"v":1,"boot":6,"seq":{seq},"ts":0,"period_s":60,"lux":null,"motion":0,"lamp":{{"on":false,"level":0}}}}"#).as_bytes()).unwrap();
+        restored.reports.push(report).unwrap();
+    }
+    let mut h = Harness::start(0, restored, Settings::default());
+    assert_eq!(h.node.boot(), 7);
+    h.input(Input::Connected);
+    let sent = h.take();
+    let birth = sent.iter().find_map(|d| match d {
+        Done::Publish { topic, payload, .. } if topic.ends_with("/status") => Some(payload.clone()),
+        _ => None,
+    });
+    let Status::Online(birth) = Status::decode(birth.unwrap().as_bytes()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (birth.oldest.boot, birth.oldest.seq, birth.buffered),
+        (6, 1200, Some(3))
+    );
+    // An ack for boot 7 does not cover boot 6's reports; one for boot 6 does.
+    h.message("ack", r#"{"v":1,"boot":7,"seq":1300,"now":1}"#, true);
+    assert_eq!(h.node.stats().buffered, 3);
+    h.message("ack", r#"{"v":1,"boot":6,"seq":1201,"now":1}"#, true);
+    assert_eq!(
+        h.node.buffered_reports().map(|r| r.seq).collect::<Vec<_>>(),
+        [1202]
+    );
+    assert!(h.take().contains(&Done::Persist(Persist::Reports)));
+}
+
+#[test]
+fn a_full_buffer_drops_the_oldest_counts_it_and_says_so() {
+    let mut h = Harness::<4>::start(0, Restored::default(), Settings::default());
+    h.run_until(6 * 60_000, dark); // 6 reports into a buffer of 4
+    assert_eq!(h.node.stats().dropped, 2);
+    assert_eq!(
+        h.node.buffered_reports().map(|r| r.seq).collect::<Vec<_>>(),
+        [2, 3, 4, 5]
+    );
+    let announced: Vec<_> = h
+        .node
+        .buffered_reports()
+        .filter_map(|r| r.oldest.map(|o| (r.seq, o.seq)))
+        .collect();
+    assert_eq!(
+        announced,
+        [(4, 1), (5, 2)],
+        "each report made after a drop names the oldest still held"
+    );
+    h.input(Input::Connected);
+    let birth = h.published("status").pop().unwrap();
+    let Status::Online(birth) = Status::decode(birth.as_bytes()).unwrap() else {
+        panic!()
+    };
+    assert_eq!((birth.oldest.seq, birth.dropped), (2, Some(2)));
+}
+
+#[test]
+fn a_clockless_node_sends_ts_0_and_sets_its_clock_from_a_live_ack() {
+    let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
+    h.input(Input::Connected);
+    h.run_until(60_000, dark);
+    let first = h.reports();
+    assert_eq!((first[0].ts, first[0].up_ms), (0, Some(60_000)));
+    let now = utc(2026, 11, 25, 20, 0);
+    // A retained ack may be old: it does not set the clock.
+    h.message(
+        "ack",
+        &format!(r#"{{"v":1,"boot":1,"seq":0,"now":{now}}}"#),
+        true,
+    );
+    assert!(!h.node.has_clock());
+    h.message(
+        "ack",
+        &format!(r#"{{"v":1,"boot":1,"seq":0,"now":{now}}}"#),
+        false,
+    );
+    assert!(h.node.has_clock());
+    h.run_until(180_000, dark);
+    let later = h.reports();
+    let last = later.last().unwrap();
+    assert!(
+        last.ts as i64 > now && last.ts as i64 <= now + 120_000,
+        "{later:?}"
+    );
+    assert_eq!(
+        last.ts % 60_000,
+        0,
+        "windows align to the clock once it is known"
+    );
+}
+
+fn rejection(h: &mut Harness<8>) -> (Option<String>, String) {
+    let events = h.events();
+    match &events[..] {
+        [
+            Event {
+                kind: EventKind::CommandRejected { id },
+                detail: Some(detail),
+                ..
+            },
+        ] => (id.as_ref().map(|i| i.to_string()), detail.to_string()),
+        other => panic!("expected one command_rejected, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_input_is_refused_without_changing_state() {
+    let profile = r#"[{"at":"sunset","level":100},{"at":"23:00","level":40}]"#;
+    let mut h = Harness::<8>::configured(utc(2026, 11, 25, 18, 0), &config_json(3, profile, ""));
+    h.run_until(utc(2026, 11, 25, 18, 1), dark);
+    let config_before = h.node.config().cloned();
+    let level_before = h.node.lamp_level();
+    h.take();
+
+    h.message(
+        "cmd",
+        r#"{"v":1,"id":"x-1","cmd":"self_destruct","level":0,"until":1}"#,
+        false,
+    );
+    assert_eq!(
+        rejection(&mut h),
+        (Some("x-1".into()), "out_of_range (cmd)".into())
+    );
+
+    let past = utc(2026, 11, 25, 17, 0);
+    h.message(
+        "cmd",
+        &format!(r#"{{"v":1,"id":"o-2","cmd":"override","level":5,"until":{past}}}"#),
+        false,
+    );
+    assert_eq!(
+        rejection(&mut h),
+        (
+            Some("o-2".into()),
+            "override until a time in the past".into()
+        )
+    );
+
+    h.message(
+        "config",
+        &config_json(
+            4,
+            r#"[{"at":"23:00","level":40},{"at":"sunset","level":100}]"#,
+            "",
+        ),
+        true,
+    );
+    assert_eq!(
+        rejection(&mut h),
+        (Some("c-4".into()), "inconsistent (profile)".into())
+    );
+
+    h.message(
+        "config",
+        &config_json(5, r#"[{"at":"25:61","level":40}]"#, ""),
+        true,
+    );
+    assert_eq!(
+        rejection(&mut h),
+        (Some("c-5".into()), "out_of_range (at)".into())
+    );
+
+    h.message("config", r#"{"v":1,"id":"c-6","cfg":6,"location":{"lat":55,"lon":12,"tz":"Mars/Olympus"},"profile":[{"at":"sunset","level":1}]}"#, true);
+    assert_eq!(
+        rejection(&mut h),
+        (Some("c-6".into()), "tz: bad offset or time".into())
+    );
+
+    h.message("config", r#"{"v":1,"id":"c-7","cfg":7,"prof"#, true);
+    assert_eq!(rejection(&mut h), (None, "not_json".into()));
+
+    // The same broken retained config again (a reconnect) is not answered twice.
+    h.message("config", r#"{"v":1,"id":"c-7","cfg":7,"prof"#, true);
+    assert!(h.events().is_empty());
+
+    h.run_until(utc(2026, 11, 25, 18, 2), dark);
+    assert_eq!(h.node.config().cloned(), config_before);
+    assert_eq!(h.node.lamp_level(), level_before);
+    assert!(!h.take().contains(&Done::Persist(Persist::Config)));
+}
+
+#[test]
+fn a_config_is_applied_once_and_reported() {
+    let mut h = Harness::<8>::configured(
+        utc(2026, 11, 25, 18, 0),
+        &config_json(3, r#"[{"at":"sunset","level":55}]"#, ""),
+    );
+    let done = h.take();
+    assert!(done.contains(&Done::Persist(Persist::Config)));
+    assert_eq!(
+        Config::decode(config_json(3, r#"[{"at":"sunset","level":55}]"#, "").as_bytes())
+            .unwrap()
+            .cfg,
+        3
+    );
+    // Redelivered on reconnect: ignored silently, no answer.
+    h.message(
+        "config",
+        &config_json(3, r#"[{"at":"sunset","level":55}]"#, ""),
+        true,
+    );
+    assert!(h.events().is_empty());
+    h.run_until(utc(2026, 11, 25, 18, 2), dark);
+    assert_eq!(h.node.lamp_level(), 55);
+    assert!(h.reports().iter().all(|r| r.cfg == Some(3)));
+}
+
+#[test]
+fn faults_are_raised_and_cleared_by_events_and_restated_in_reports() {
+    let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
+    h.input(Input::Connected);
+    h.take();
+    for _ in 0..3 {
+        h.up_ms += 1000;
+        h.input(Input::Lux(None));
+    }
+    let raised = h.events();
+    assert!(
+        matches!(
+            &raised[..],
+            [Event {
+                kind: EventKind::SensorFault { .. },
+                ..
+            }]
+        ),
+        "{raised:?}"
+    );
+    h.up_ms += 5000;
+    h.input(Input::Power(0.0)); // lamp at 100 % drawing nothing
+    h.up_ms += 1000;
+    h.input(Input::Power(0.0));
+    h.up_ms += 1000;
+    h.input(Input::Power(0.0));
+    assert!(matches!(
+        &h.events()[..],
+        [Event {
+            kind: EventKind::LampFault { .. },
+            ..
+        }]
+    ));
+    h.run_until(60_000, |_, _| 1.0);
+    let report = h.reports().pop().unwrap();
+    assert!(
+        report
+            .faults
+            .contains(parklight_protocol::telemetry::Fault::Lamp)
+    );
+    assert!(
+        !report
+            .faults
+            .contains(parklight_protocol::telemetry::Fault::Sensor),
+        "cleared by valid readings"
+    );
+    assert_eq!(report.lamp.power_w, Some(0.0));
+}
+
+#[test]
+fn node_ram_stays_within_budget() {
+    let size = core::mem::size_of::<Node>();
+    assert!(
+        size <= parklight_core::NODE_RAM_BUDGET,
+        "Node is {size} bytes, budget {}",
+        parklight_core::NODE_RAM_BUDGET
+    );
+}
+
+#[test]
+fn ack_payload_from_protocol_clears_exactly_what_it_covers() {
+    let ack = Ack {
+        boot: 1,
+        seq: 2,
+        now: 0,
+    };
+    assert!(ack.covers(parklight_protocol::ReportId { boot: 1, seq: 2 }));
+    assert!(!ack.covers(parklight_protocol::ReportId { boot: 1, seq: 3 }));
+    assert!(!ack.covers(parklight_protocol::ReportId { boot: 0, seq: 0 }));
+}
