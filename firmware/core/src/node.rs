@@ -11,7 +11,7 @@ use parklight_protocol::status::{Birth, Offline, OfflineReason};
 use parklight_protocol::telemetry::Fault;
 use parklight_protocol::topic::{node_topic, parse_node_topic};
 use parklight_protocol::{
-    Ack, Command, CommandId, Config, Event, EventKind, Faults, Id, Lamp, MAX_PAYLOAD, Message,
+    Ack, Command, CommandId, Config, Event, EventKind, Faults, Id, Lamp, Lux, MAX_PAYLOAD, Message,
     NodeTopic, PayloadBuf, ReportId, Status, Telemetry, TopicBuf, salvage_command_id,
 };
 
@@ -369,7 +369,12 @@ impl<const N: usize> Node<N> {
     }
 
     fn set_clock(&mut self, unix_ms: i64, now: Now) {
+        let first = self.clock_offset_ms.is_none();
         self.clock_offset_ms = Some(unix_ms - now.up_ms as i64);
+        if first {
+            // Line the running window up with the clock from now on.
+            self.window.end_ms = self.window_end(self.window.start_ms).max(now.up_ms + 1);
+        }
     }
 
     fn interval_s(&self) -> u16 {
@@ -492,12 +497,16 @@ impl<const N: usize> Node<N> {
             ts: self.unix_at(window.end_ms).map_or(0, |t| t.max(0) as u64),
             up_ms: Some(window.end_ms),
             period_s: window.period_s(),
-            lux: window.lux_summary(),
+            lux: window.lux_summary().map(|lux| Lux {
+                avg: round_to(lux.avg, 1000.0),
+                min: round_to(lux.min, 1000.0),
+                max: round_to(lux.max, 1000.0),
+            }),
             motion: window.motion_count(),
             lamp: Lamp {
                 on: self.level > 0,
                 level: self.level,
-                power_w: window.power_w(),
+                power_w: window.power_w().map(|w| round_to(w, 100.0)),
             },
             cfg: Some(self.running_cfg()),
             faults: self.faults,
@@ -707,6 +716,12 @@ impl<const N: usize> Node<N> {
     ) {
         publish_message(&self.topic(kind), message, retain, out);
     }
+}
+
+/// Rounds to `1 / per_unit` (dividing last gives the shortest decimal), so reports carry
+/// the precision the sensors have, not the noise digits of a float.
+fn round_to(value: f64, per_unit: f64) -> f64 {
+    libm::round(value * per_unit) / per_unit
 }
 
 /// FNV-1a: a small, good-enough fingerprint of a payload.

@@ -1,0 +1,8 @@
+//! The parklight gateway. In this version the `parklight` binary runs the park
+//! simulator (`parklight sim`); the gateway service joins it in later versions.
+//!
+//! - [`logging`]: tracing setup, human or JSON.
+//! - [`signals`]: one cancellation token for SIGINT and SIGTERM.
+
+pub mod logging;
+pub mod signals;

@@ -1,0 +1,135 @@
+//! `parklight`: parses the command line, sets up logging and runs the command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use parklight_gateway::logging::{self, LogFormat};
+use parklight_sim::{FaultPlan, SimOptions, SiteChoice};
+
+/// Keeps park paths lit and says when they are not.
+#[derive(Debug, Parser)]
+#[command(name = "parklight", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "PARKLIGHT_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run virtual light controllers against an MQTT broker.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// Broker URL: mqtt://host:port, or mqtts:// for TLS; user:password@ for credentials.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// Site GeoJSON file (repeatable); the built-in Remiseparken when none and no --nodes.
+    #[arg(long = "site", conflicts_with = "nodes")]
+    sites: Vec<PathBuf>,
+    /// Simulate a generated site with this many nodes.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Report interval of nodes without a config, seconds.
+    #[arg(long, default_value_t = 60)]
+    interval_s: u16,
+    /// Seconds (network time) before a node resends a report nobody acknowledged.
+    #[arg(long, default_value_t = 60.0)]
+    ack_timeout_s: f64,
+    /// Simulated seconds per real second, until simulated time reaches the present.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Simulated start (RFC 3339); by default so that a run with --duration-s ends now.
+    #[arg(long)]
+    start: Option<jiff::Timestamp>,
+    /// Seconds (wall clock) to produce reports; until Ctrl-C when absent.
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// Seconds to wait afterwards until every report is acknowledged.
+    #[arg(long, default_value_t = 30.0)]
+    drain_s: f64,
+    /// Seed for the sun's clouds, people and faults.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Folder for the nodes' non-volatile state.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Forget the nodes' earlier state (boot counters, buffered reports, configs).
+    #[arg(long)]
+    fresh: bool,
+    /// Faults: KIND=RATE per node per simulated hour, or KIND@NODE=+OFFSET[/DURATION];
+    /// kinds lamp, offline, stuck, dead, clock, reboot, power (power@SITE, per site).
+    #[arg(long, default_value = "")]
+    faults: String,
+    /// Topic prefix.
+    #[arg(long, default_value = "parklight/v1")]
+    prefix: String,
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("{flag} {value} is not a number of seconds"))
+}
+
+async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let sites = match (args.nodes, args.sites.is_empty()) {
+        (Some(n), _) => SiteChoice::Synthetic(n),
+        (None, true) => SiteChoice::Builtin,
+        (None, false) => SiteChoice::Files(args.sites),
+    };
+    let options = SimOptions {
+        broker: args.broker,
+        sites,
+        prefix: args.prefix,
+        interval_s: args.interval_s,
+        ack_timeout: seconds(args.ack_timeout_s, "--ack-timeout-s")?,
+        speed: args.speed,
+        start: args.start,
+        duration: args
+            .duration_s
+            .map(|d| seconds(d, "--duration-s"))
+            .transpose()?,
+        drain: seconds(args.drain_s, "--drain-s")?,
+        seed: args.seed,
+        state_dir: args
+            .state
+            .unwrap_or_else(parklight_sim::store::default_state_dir),
+        fresh: args.fresh,
+        faults: FaultPlan::parse(&args.faults)?,
+    };
+    let summary = parklight_sim::run(options, parklight_gateway::signals::shutdown_token()).await?;
+    println!(
+        "{} nodes, {} reports, {} acknowledged, {} unacknowledged, {} dropped",
+        summary.nodes, summary.reports, summary.acknowledged, summary.buffered, summary.dropped
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    parklight_sim::mqtt::install_crypto_provider();
+    let result = match cli.command {
+        Command::Sim(args) => sim(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("parklight: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

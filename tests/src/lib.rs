@@ -1,0 +1,92 @@
+//! Harness for the end-to-end tests: real services on free loopback ports, the real
+//! `parklight` binary, and a recorder that can play the gateway's acknowledging part.
+//!
+//! Every service is started by the test that needs it and stopped when it is dropped.
+//! A missing service is a failure naming the command that installs it, never a skip.
+
+pub mod broker;
+pub mod process;
+pub mod recorder;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// End-to-end tests share two cores: each holds this while it runs.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// The `parklight` binary, built once per test run (debug profile, like the tests).
+pub fn parklight_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            // Cargo gives a test process its package's CARGO_* variables. Build scripts
+            // that watch them (ring's does) would rebuild when they differ from a plain
+            // `cargo build`, so the nested build runs without them.
+            let per_package = |name: &str| {
+                [
+                    "CARGO_PKG_",
+                    "CARGO_MANIFEST_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                    "CARGO_PRIMARY_",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                    || name == "OUT_DIR"
+            };
+            let build = std::env::vars_os()
+                .filter_map(|(name, _)| name.into_string().ok())
+                .filter(|name| per_package(name))
+                .fold(escargot::CargoBuild::new(), |build, name| {
+                    build.env_remove(name)
+                });
+            build
+                .package("parklight-gateway")
+                .bin("parklight")
+                .run()
+                .expect("building the parklight binary")
+                .path()
+                .to_owned()
+        })
+        .clone()
+}
+
+/// Finds `program` on the PATH or in the sbin folders, or fails saying how to install it.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} is not installed: run `sudo apt-get install -y {package}` (or .ci/run, which installs it)")
+        })
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

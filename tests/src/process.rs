@@ -1,0 +1,93 @@
+//! The real `parklight` binary as a child process.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::{parklight_binary, wait_until};
+
+/// A running `parklight`; killed when dropped.
+pub struct Parklight {
+    child: Child,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// What a finished run printed.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (logs).
+    pub stderr: String,
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+impl Parklight {
+    /// Starts `parklight` with `args`.
+    pub fn spawn(args: &[&str]) -> Parklight {
+        let mut child = Command::new(parklight_binary())
+            .args(args)
+            .env("RUST_LOG", "info,parklight_sim=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting parklight");
+        let stdout = child.stdout.take().map(collect);
+        let stderr = child.stderr.take().map(collect);
+        Parklight {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits up to `timeout` for it to exit; fails the test if it does not.
+    pub fn wait(mut self, timeout: Duration) -> Finished {
+        let mut status = None;
+        let exited = wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if !exited {
+            let _ = self.child.kill();
+        }
+        let stdout = self
+            .stdout
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
+        assert!(
+            exited,
+            "parklight did not exit within {timeout:?}; stderr:\n{stderr}"
+        );
+        Finished {
+            status: status.expect("exited"),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Parklight {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,346 @@
+//! The simulator against a real Mosquitto: the real `parklight sim` binary, observed by a
+//! subscriber that can play the gateway's acknowledging part.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use parklight_core::solar::previous_sunset;
+use parklight_protocol::ReportId;
+use parklight_protocol::status::{OfflineReason, Status};
+use parklight_protocol::topic::NodeTopic;
+use parklight_sim::Site;
+use parklight_tests::broker::Mosquitto;
+use parklight_tests::process::Parklight;
+use parklight_tests::recorder::Recorder;
+use parklight_tests::{one_at_a_time, wait_until};
+
+const MINUTE: i64 = 60_000;
+
+fn rfc3339(unix_ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(unix_ms)
+        .unwrap()
+        .to_string()
+}
+
+/// Asserts that each node's distinct reports of each boot are 0, 1, 2, ... without a gap.
+fn assert_consecutive(reports: &HashMap<String, BTreeSet<ReportId>>) {
+    for (node, ids) in reports {
+        let mut by_boot: HashMap<u32, Vec<u32>> = HashMap::new();
+        for id in ids {
+            by_boot.entry(id.boot).or_default().push(id.seq);
+        }
+        for (boot, seqs) in by_boot {
+            let expected: Vec<u32> = (0..seqs.len() as u32).collect();
+            assert_eq!(seqs, expected, "{node} boot {boot}: reports missing");
+        }
+    }
+}
+
+fn summary_number(stdout: &str, label: &str) -> u64 {
+    stdout
+        .split(',')
+        .find_map(|part| {
+            part.trim()
+                .strip_suffix(label)
+                .map(|n| n.trim().parse::<u64>())
+        })
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no \"{label}\" in the summary: {stdout}"))
+}
+
+#[test]
+fn remiseparken_at_dusk_lights_every_zone_and_reports_a_lost_connection() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let gateway = Recorder::start(&broker.url(), true);
+    let site = Site::remiseparken();
+    let now = jiff::Timestamp::now().as_millisecond();
+    // An hour before a sunset at least an hour and a half past, so two simulated hours
+    // at 60x stay behind the real clock.
+    let mut sunset = previous_sunset(now, site.lat, site.lon).unwrap();
+    if now - sunset < 90 * MINUTE {
+        sunset = previous_sunset(sunset - 12 * 60 * MINUTE, site.lat, site.lon).unwrap();
+    }
+    let start = sunset - 60 * MINUTE;
+    let state = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let start_text = rfc3339(start);
+    let sim = Parklight::spawn(&[
+        "sim",
+        "--broker",
+        &url,
+        "--start",
+        &start_text,
+        "--speed",
+        "60",
+        "--duration-s",
+        "120",
+        "--drain-s",
+        "20",
+        "--seed",
+        "7",
+        "--state",
+        state.path().to_str().unwrap(),
+        "--fresh",
+        "--faults",
+        "offline@pole-007=+80m/5m",
+    ]);
+
+    // A client that connects mid-run gets every node's birth from the retained store.
+    assert!(wait_until(Duration::from_secs(30), || gateway
+        .count(|m| m.is(NodeTopic::Telemetry))
+        >= 40 * 10));
+    let late = Recorder::start(&url, false);
+    assert!(wait_until(Duration::from_secs(10), || late
+        .count(|m| m.retained && m.is(NodeTopic::Status))
+        >= 40));
+    let retained_online: BTreeSet<String> = late
+        .messages()
+        .iter()
+        .filter(|m| m.retained && m.is(NodeTopic::Status))
+        .filter(|m| {
+            matches!(
+                parklight_protocol::Message::decode(&m.payload),
+                Ok(Status::Online(_))
+            )
+        })
+        .filter_map(|m| m.node())
+        .collect();
+    assert_eq!(
+        retained_online.len(),
+        40,
+        "retained births: {retained_online:?}"
+    );
+    drop(late);
+
+    let finished = sim.wait(Duration::from_secs(200));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(
+        summary_number(&finished.stdout, "unacknowledged"),
+        0,
+        "{}",
+        finished.stdout
+    );
+
+    let reports = gateway.reports();
+    let distinct = gateway.distinct_reports();
+    assert_eq!(distinct.len(), 40, "every node reported");
+    assert_consecutive(&distinct);
+    assert_eq!(
+        distinct.values().map(BTreeSet::len).sum::<usize>() as u64,
+        summary_number(&finished.stdout, "reports")
+    );
+    for (node, ids) in &distinct {
+        assert!(
+            ids.len() >= 110,
+            "{node}: {} reports in two simulated hours",
+            ids.len()
+        );
+    }
+
+    // After dusk every lamp is on and every zone reads above its class.
+    let dark = (sunset + 40 * MINUTE) as u64;
+    let mut zone_lux: HashMap<&str, Vec<f64>> = HashMap::new();
+    for (node, report, _) in reports.iter().filter(|(_, r, _)| r.ts >= dark) {
+        assert!(
+            report.lamp.on && report.lamp.level == 100,
+            "{node} at {}: lamp {:?}",
+            rfc3339(report.ts as i64),
+            report.lamp
+        );
+        let placement = site.nodes.iter().find(|n| &n.id == node).unwrap();
+        zone_lux
+            .entry(placement.zone.as_deref().unwrap())
+            .or_default()
+            .push(report.lux.unwrap().avg);
+    }
+    assert_eq!(
+        zone_lux.len(),
+        site.zones.len(),
+        "every zone has reports after dusk"
+    );
+    for (zone, lux) in &zone_lux {
+        let average = lux.iter().sum::<f64>() / lux.len() as f64;
+        let required = site.zone(zone).unwrap().requirement.avg_lux;
+        assert!(
+            average >= required,
+            "{zone}: {average:.1} lx < {required} lx"
+        );
+    }
+    // Before sunset, the lamps were off by day.
+    assert!(
+        reports
+            .iter()
+            .any(|(_, r, _)| (r.ts as i64) < sunset - 20 * MINUTE && !r.lamp.on)
+    );
+
+    // The cut connection: the broker published the will of boot 1, connection 1; the node
+    // came back as connection 2; at the end every node said it was shutting down.
+    let statuses = gateway.statuses("pole-007");
+    let will = statuses
+        .iter()
+        .position(|s| matches!(s, Status::Offline(o) if o.reason == OfflineReason::Lost));
+    let will = will.unwrap_or_else(|| panic!("no will from pole-007: {statuses:?}"));
+    assert!(
+        matches!(&statuses[will], Status::Offline(o) if o.boot == 1 && o.conn == 1),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[will..]
+            .iter()
+            .any(|s| matches!(s, Status::Online(b) if b.boot == 1 && b.conn == 2)),
+        "{statuses:?}"
+    );
+    for placement in &site.nodes {
+        let statuses = gateway.statuses(&placement.id);
+        let log: Vec<&str> = finished
+            .stderr
+            .lines()
+            .filter(|l| l.contains(&placement.id))
+            .collect();
+        assert!(
+            matches!(statuses.last(), Some(Status::Offline(o)) if o.reason == OfflineReason::Shutdown),
+            "{}: {statuses:?}\n{log:#?}",
+            placement.id
+        );
+    }
+}
+
+#[test]
+fn unacknowledged_reports_are_replayed_and_resent_until_acknowledged() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let gateway = Recorder::start(&broker.url(), false);
+    let state = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let sim = Parklight::spawn(&[
+        "sim",
+        "--broker",
+        &url,
+        "--nodes",
+        "1",
+        "--speed",
+        "60",
+        "--ack-timeout-s",
+        "4",
+        "--duration-s",
+        "40",
+        "--drain-s",
+        "15",
+        "--state",
+        state.path().to_str().unwrap(),
+        "--fresh",
+        "--faults",
+        "offline@node-00000=+3m/2m",
+    ]);
+    let sent = |seq: u32| {
+        gateway.count(|m| {
+            m.is(NodeTopic::Telemetry)
+                && parklight_protocol::salvage_report_id(&m.payload).is_some_and(|id| id.seq == seq)
+        })
+    };
+
+    // Reconnected as connection 2, the node republishes what it sent before the cut.
+    assert!(wait_until(Duration::from_secs(20), || gateway
+        .statuses("node-00000")
+        .iter()
+        .any(|s| matches!(s, Status::Online(b) if b.conn == 2))));
+    assert!(
+        wait_until(Duration::from_secs(5), || sent(0) >= 2),
+        "seq 0 replayed after reconnecting"
+    );
+    let replay: Vec<u32> = {
+        let messages = gateway.messages();
+        let birth = messages
+            .iter()
+            .rposition(|m| m.is(NodeTopic::Status))
+            .unwrap();
+        messages[birth..]
+            .iter()
+            .filter(|m| m.is(NodeTopic::Telemetry))
+            .filter_map(|m| parklight_protocol::salvage_report_id(&m.payload))
+            .map(|id| id.seq)
+            .take(3)
+            .collect()
+    };
+    assert_eq!(replay, [0, 1, 2], "oldest first");
+
+    // Still unacknowledged after the ack timeout: sent yet again.
+    assert!(
+        wait_until(Duration::from_secs(10), || sent(0) >= 3),
+        "seq 0 resent after the ack timeout"
+    );
+
+    // Acknowledged, it stops.
+    gateway.set_acking(true);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let messages = gateway.messages();
+        messages.iter().any(|m| m.is(NodeTopic::Ack))
+    }));
+    std::thread::sleep(Duration::from_secs(2));
+    let after_ack = sent(0);
+    std::thread::sleep(Duration::from_secs(10)); // 2.5 ack timeouts
+    assert_eq!(sent(0), after_ack, "no resends once acknowledged");
+
+    let finished = sim.wait(Duration::from_secs(90));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(
+        summary_number(&finished.stdout, "unacknowledged"),
+        0,
+        "{}",
+        finished.stdout
+    );
+    assert_consecutive(&gateway.distinct_reports());
+}
+
+#[test]
+fn reports_survive_a_broker_that_loses_everything() {
+    let _serial = one_at_a_time();
+    let mut broker = Mosquitto::start();
+    let gateway = Recorder::start(&broker.url(), true);
+    let state = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let sim = Parklight::spawn(&[
+        "sim",
+        "--broker",
+        &url,
+        "--nodes",
+        "10",
+        "--speed",
+        "60",
+        "--ack-timeout-s",
+        "3",
+        "--duration-s",
+        "30",
+        "--drain-s",
+        "40",
+        "--state",
+        state.path().to_str().unwrap(),
+        "--fresh",
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || gateway
+        .count(|m| m.is(NodeTopic::Ack))
+        >= 50));
+    // SIGKILL, persistence off: in-flight reports and retained acks are gone.
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart();
+
+    let finished = sim.wait(Duration::from_secs(120));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(
+        summary_number(&finished.stdout, "unacknowledged"),
+        0,
+        "{}",
+        finished.stdout
+    );
+    let distinct = gateway.distinct_reports();
+    assert_eq!(distinct.len(), 10);
+    assert_consecutive(&distinct);
+    let total: u64 = distinct.values().map(|ids| ids.len() as u64).sum();
+    assert_eq!(
+        total,
+        summary_number(&finished.stdout, "reports"),
+        "every report reached the gateway"
+    );
+}
