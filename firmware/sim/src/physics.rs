@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn moonlight_follows_the_month() {
-        let full_moon_2026_11_24 = 1_795_996_800_000i64; // around 24 Nov 2026
+        let full_moon_2026_11_24 = 1_795_531_980_000i64; // 24 Nov 2026 14:53 UTC
         let max_near_full = (0..48)
             .map(|h| moon_lux(full_moon_2026_11_24 + h * 3_600_000))
             .fold(0.0, f64::max);
