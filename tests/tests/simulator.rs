@@ -10,7 +10,7 @@ use parklight_protocol::status::{OfflineReason, Status};
 use parklight_protocol::topic::NodeTopic;
 use parklight_sim::Site;
 use parklight_tests::broker::Mosquitto;
-use parklight_tests::process::Parklight;
+use parklight_tests::process::{Finished, Parklight};
 use parklight_tests::recorder::Recorder;
 use parklight_tests::{one_at_a_time, wait_until};
 
@@ -46,6 +46,38 @@ fn summary_number(stdout: &str, label: &str) -> u64 {
         })
         .and_then(Result::ok)
         .unwrap_or_else(|| panic!("no \"{label}\" in the summary: {stdout}"))
+}
+
+/// Waits for a `parklight sim` run to end well, with every report acknowledged.
+fn ends_all_acknowledged(sim: Parklight, timeout: Duration) -> Finished {
+    let finished = sim.wait(timeout);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(
+        summary_number(&finished.stdout, "unacknowledged"),
+        0,
+        "{}",
+        finished.stdout
+    );
+    finished
+}
+
+/// Asserts that the gateway got every report of every node exactly as the simulator made
+/// them: `nodes` nodes, consecutive seqs, as many distinct reports as the summary says.
+fn assert_every_report_arrived(
+    gateway: &Recorder,
+    finished: &Finished,
+    nodes: usize,
+) -> HashMap<String, BTreeSet<ReportId>> {
+    let distinct = gateway.distinct_reports();
+    assert_eq!(distinct.len(), nodes, "every node reported");
+    assert_consecutive(&distinct);
+    let total: u64 = distinct.values().map(|ids| ids.len() as u64).sum();
+    assert_eq!(
+        total,
+        summary_number(&finished.stdout, "reports"),
+        "every report reached the gateway"
+    );
+    distinct
 }
 
 #[test]
@@ -113,23 +145,9 @@ fn remiseparken_at_dusk_lights_every_zone_and_reports_a_lost_connection() {
     );
     drop(late);
 
-    let finished = sim.wait(Duration::from_secs(200));
-    assert!(finished.status.success(), "{}", finished.stderr);
-    assert_eq!(
-        summary_number(&finished.stdout, "unacknowledged"),
-        0,
-        "{}",
-        finished.stdout
-    );
-
+    let finished = ends_all_acknowledged(sim, Duration::from_secs(200));
+    let distinct = assert_every_report_arrived(&gateway, &finished, 40);
     let reports = gateway.reports();
-    let distinct = gateway.distinct_reports();
-    assert_eq!(distinct.len(), 40, "every node reported");
-    assert_consecutive(&distinct);
-    assert_eq!(
-        distinct.values().map(BTreeSet::len).sum::<usize>() as u64,
-        summary_number(&finished.stdout, "reports")
-    );
     for (node, ids) in &distinct {
         assert!(
             ids.len() >= 110,
@@ -282,15 +300,8 @@ fn unacknowledged_reports_are_replayed_and_resent_until_acknowledged() {
     std::thread::sleep(Duration::from_secs(10)); // 2.5 ack timeouts
     assert_eq!(sent(0), after_ack, "no resends once acknowledged");
 
-    let finished = sim.wait(Duration::from_secs(90));
-    assert!(finished.status.success(), "{}", finished.stderr);
-    assert_eq!(
-        summary_number(&finished.stdout, "unacknowledged"),
-        0,
-        "{}",
-        finished.stdout
-    );
-    assert_consecutive(&gateway.distinct_reports());
+    let finished = ends_all_acknowledged(sim, Duration::from_secs(90));
+    assert_every_report_arrived(&gateway, &finished, 1);
 }
 
 #[test]
@@ -326,21 +337,6 @@ fn reports_survive_a_broker_that_loses_everything() {
     std::thread::sleep(Duration::from_secs(2));
     broker.restart();
 
-    let finished = sim.wait(Duration::from_secs(120));
-    assert!(finished.status.success(), "{}", finished.stderr);
-    assert_eq!(
-        summary_number(&finished.stdout, "unacknowledged"),
-        0,
-        "{}",
-        finished.stdout
-    );
-    let distinct = gateway.distinct_reports();
-    assert_eq!(distinct.len(), 10);
-    assert_consecutive(&distinct);
-    let total: u64 = distinct.values().map(|ids| ids.len() as u64).sum();
-    assert_eq!(
-        total,
-        summary_number(&finished.stdout, "reports"),
-        "every report reached the gateway"
-    );
+    let finished = ends_all_acknowledged(sim, Duration::from_secs(120));
+    assert_every_report_arrived(&gateway, &finished, 10);
 }
