@@ -4,5 +4,6 @@
 //! - [`logging`]: tracing setup, human or JSON.
 //! - [`signals`]: one cancellation token for SIGINT and SIGTERM.
 
+pub mod config;
 pub mod logging;
 pub mod signals;

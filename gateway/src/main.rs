@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use parklight_gateway::config::{Config, environment_overrides};
 use parklight_gateway::logging::{self, LogFormat};
 use parklight_sim::{FaultPlan, SimOptions, SiteChoice};
 
@@ -27,8 +28,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check a configuration file and every site file it names; exit 1 on any problem.
+    Check(ConfigArg),
+    /// Print the default configuration (the same file as deploy/parklight.toml).
+    Config,
     /// Run virtual light controllers against an MQTT broker.
     Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +95,13 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
         .map_err(|_| anyhow::anyhow!("{flag} {value} is not a number of seconds"))
 }
 
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = Config::load(path, &environment_overrides())?;
+    let nodes: usize = loaded.sites.iter().map(|s| s.nodes.len()).sum();
+    println!("{}: ok ({} sites, {nodes} nodes)", path.display(), loaded.sites.len());
+    Ok(())
+}
+
 async fn sim(args: SimArgs) -> anyhow::Result<()> {
     let sites = match (args.nodes, args.sites.is_empty()) {
         (Some(n), _) => SiteChoice::Synthetic(n),
@@ -123,12 +142,20 @@ async fn main() -> ExitCode {
     logging::init(cli.log_format);
     parklight_sim::mqtt::install_crypto_provider();
     let result = match cli.command {
+        Command::Check(args) => check(&args.config),
+        Command::Config => {
+            print!("{}", parklight_gateway::config::DEFAULT_CONFIG);
+            Ok(())
+        }
         Command::Sim(args) => sim(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("parklight: {error:#}");
+            match error.downcast_ref::<parklight_gateway::config::ConfigError>() {
+                Some(problems) => eprintln!("{problems}"),
+                None => eprintln!("parklight: {error:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,581 @@
+//! The gateway's configuration: one typed struct from TOML, environment overrides,
+//! secrets from the environment or files, and a check that lists every problem with its
+//! file and line (`parklight check`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use parklight_sim::Site;
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+/// The default configuration file, as `parklight config` prints it.
+pub const DEFAULT_CONFIG: &str = include_str!("../../deploy/parklight.toml");
+
+/// The MQTT source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    /// Fixed client id (the broker keeps the session under it).
+    pub client_id: String,
+    /// Topic prefix.
+    pub topic_prefix: String,
+    /// Subscribe only to the configured sites.
+    pub only_configured_sites: bool,
+    /// Keepalive, seconds.
+    pub keep_alive_s: u64,
+    /// Largest packet accepted, bytes.
+    pub max_packet_bytes: usize,
+    /// Username.
+    pub username: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) for TLS.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: "parklight-gateway".into(),
+            topic_prefix: parklight_protocol::DEFAULT_PREFIX.into(),
+            only_configured_sites: false,
+            keep_alive_s: 30,
+            max_packet_bytes: 65_536,
+            username: None,
+            password_env: None,
+            password_file: None,
+            ca_file: None,
+        }
+    }
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Folder of the store.
+    pub path: PathBuf,
+    /// Days raw reports are kept.
+    pub retention_days: u32,
+    /// Most reports per commit.
+    pub commit_max_reports: usize,
+    /// Longest wait to fill a commit, milliseconds.
+    pub commit_max_wait_ms: u64,
+    /// Dead letters kept.
+    pub dead_letters_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: "parklight-data".into(),
+            retention_days: 400,
+            commit_max_reports: 1000,
+            commit_max_wait_ms: 5,
+            dead_letters_max: 10_000,
+        }
+    }
+}
+
+/// Decoding and acknowledging.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Allowed clock skew of a report's `ts` past its arrival, seconds.
+    pub clock_skew_s: u64,
+    /// Least time between two stored-acknowledgements of a node's boot, seconds.
+    pub ack_interval_s: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            clock_skew_s: 300,
+            ack_interval_s: 10,
+        }
+    }
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Forwarding to InfluxDB 2.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// Base URL, `http://127.0.0.1:8086`.
+    pub url: String,
+    /// Organisation.
+    pub org: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Environment variable holding the token.
+    #[serde(default = "default_token_env")]
+    pub token_env: Option<String>,
+    /// File holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Reports per write.
+    #[serde(default = "default_batch_reports")]
+    pub batch_reports: usize,
+    /// Longest wait before sending a partial batch, milliseconds.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Timeout of one request, seconds.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn default_token_env() -> Option<String> {
+    Some("PARKLIGHT_INFLUXDB_TOKEN".into())
+}
+fn default_batch_reports() -> usize {
+    5000
+}
+fn default_flush_interval_ms() -> u64 {
+    1000
+}
+fn default_timeout_s() -> u64 {
+    10
+}
+
+/// One site file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFile {
+    /// Path, relative to the config file.
+    pub file: PathBuf,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// MQTT source.
+    pub mqtt: MqttConfig,
+    /// Embedded store.
+    pub storage: StorageConfig,
+    /// Decoding and acknowledging.
+    pub ingest: IngestConfig,
+    /// HTTP listener.
+    pub http: HttpConfig,
+    /// Forwarding to InfluxDB, when configured.
+    pub influxdb: Option<InfluxConfig>,
+    /// Site files, with paths resolved.
+    pub sites: Vec<SiteFile>,
+}
+
+/// One problem in a configuration or a file it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// The line, when it can be placed.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found; the configuration is refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, by file and line.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.problems.iter().map(Problem::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// A configuration with everything it names loaded and checked.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// The sites of its site files.
+    pub sites: Vec<Site>,
+}
+
+/// Collects problems while reading one file.
+struct Report<'a> {
+    file: &'a Path,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Report<'_> {
+    fn line_of(&self, span: std::ops::Range<usize>) -> Option<usize> {
+        (span.end > 0).then(|| self.text[..span.start.min(self.text.len())].matches('\n').count() + 1)
+    }
+
+    fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.to_owned(),
+            line: self.line_of(span),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes one section, recording the error with its line.
+    fn section<T: for<'de> Deserialize<'de>>(&mut self, name: &str, value: Spanned<DeValue<'_>>) -> Option<T> {
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(section) => Some(section),
+            Err(error) => {
+                let span = error.span().unwrap_or(0..0);
+                self.at(span, format!("[{name}]: {}", error.message()));
+                None
+            }
+        }
+    }
+}
+
+/// Applies `PARKLIGHT_<SECTION>__<KEY>` variables to the parsed document.
+fn apply_overrides<'a>(root: &mut DeTable<'a>, overrides: &'a [(String, String)], report: &mut Report<'_>) {
+    for (name, value) in overrides {
+        let Some((section, key)) = name
+            .strip_prefix("PARKLIGHT_")
+            .and_then(|rest| rest.split_once("__"))
+            .map(|(s, k)| (s.to_lowercase(), k.to_lowercase()))
+        else {
+            continue;
+        };
+        let parsed = DeValue::parse(value)
+            .map(|v| v.into_inner())
+            .unwrap_or_else(|_| DeValue::String(value.as_str().into()));
+        let entry = root
+            .entry(Spanned::new(0..0, section.clone().into()))
+            .or_insert_with(|| Spanned::new(0..0, DeValue::Table(DeTable::new())));
+        match entry.get_mut() {
+            DeValue::Table(table) => {
+                table.insert(Spanned::new(0..0, key.into()), Spanned::new(0..0, parsed));
+            }
+            _ => report.at(0..0, format!("{name}: [{section}] is not a section that takes keys")),
+        }
+    }
+}
+
+/// The `PARKLIGHT_<SECTION>__<KEY>` variables of this process.
+pub fn environment_overrides() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("PARKLIGHT_") && name.contains("__"))
+        .collect()
+}
+
+impl Config {
+    /// Reads, overrides, checks and loads a configuration file and its site files.
+    pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                file: path.to_owned(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, path, base, overrides)
+    }
+
+    /// Parses configuration text; `base` resolves relative paths.
+    pub fn parse(text: &str, file: &Path, base: &Path, overrides: &[(String, String)]) -> Result<Loaded, ConfigError> {
+        let mut report = Report {
+            file,
+            text,
+            problems: Vec::new(),
+        };
+        let mut root = match DeTable::parse(text) {
+            Ok(root) => root.into_inner(),
+            Err(error) => {
+                report.at(error.span().unwrap_or(0..0), error.message().to_owned());
+                return Err(ConfigError {
+                    problems: report.problems,
+                });
+            }
+        };
+        apply_overrides(&mut root, overrides, &mut report);
+        let mut config = Config::default();
+        for (key, value) in root.clone() {
+            let span = key.span();
+            match key.get_ref().as_ref() {
+                "mqtt" => config.mqtt = report.section("mqtt", value).unwrap_or_default(),
+                "storage" => config.storage = report.section("storage", value).unwrap_or_default(),
+                "ingest" => config.ingest = report.section("ingest", value).unwrap_or_default(),
+                "http" => config.http = report.section("http", value).unwrap_or_default(),
+                "influxdb" => config.influxdb = report.section("influxdb", value),
+                "sites" => config.sites = report.section("sites", value).unwrap_or_default(),
+                other => report.at(span, format!("unknown section [{other}] (mqtt, storage, ingest, http, influxdb, sites)")),
+            }
+        }
+        if config.storage.path.is_relative() {
+            config.storage.path = base.join(&config.storage.path);
+        }
+        for site in &mut config.sites {
+            if site.file.is_relative() {
+                site.file = base.join(&site.file);
+            }
+        }
+        // A problem found after parsing is placed at its key, or else its section.
+        let span_of = |section: &str, key: &str| {
+            let (name, value) = root.get_key_value(section)?;
+            let key_span = match value.get_ref() {
+                DeValue::Table(table) => table.get_key_value(key).map(|(k, _)| k.span()),
+                _ => None,
+            };
+            Some(key_span.unwrap_or(name.span()))
+        };
+        let mut found = Vec::new();
+        config.check(&mut |section: &str, key: &str, message: String| found.push((span_of(section, key), message)));
+        for (span, message) in found {
+            report.at(span.unwrap_or(0..0), message);
+        }
+        let sites = load_sites(&config.sites, &mut report.problems);
+        if report.problems.is_empty() {
+            Ok(Loaded { config, sites })
+        } else {
+            report.problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            Err(ConfigError {
+                problems: report.problems,
+            })
+        }
+    }
+
+    /// Checks values that parse but cannot work; reports each against its section and key.
+    fn check(&self, problem: &mut impl FnMut(&str, &str, String)) {
+        let mqtt = &self.mqtt;
+        if let Err(e) = parklight_sim::mqtt::broker_options(&mqtt.url, &mqtt.client_id) {
+            problem("mqtt", "url", format!("[mqtt] url: {e}"));
+        }
+        if mqtt.client_id.is_empty() || mqtt.client_id.len() > 23 * 4 {
+            problem("mqtt", "client_id", "[mqtt] client_id: 1 to 92 characters".into());
+        }
+        let prefix = &mqtt.topic_prefix;
+        if prefix.is_empty() || prefix.ends_with('/') || prefix.contains(['+', '#']) || prefix.len() > 64 {
+            problem("mqtt", "topic_prefix", format!("[mqtt] topic_prefix {prefix:?}: not empty, no wildcards, no trailing '/', at most 64 bytes"));
+        }
+        if !(5..=3600).contains(&mqtt.keep_alive_s) {
+            problem("mqtt", "keep_alive_s", "[mqtt] keep_alive_s: 5 to 3600".into());
+        }
+        if mqtt.max_packet_bytes < 4 * parklight_protocol::MAX_PAYLOAD {
+            problem("mqtt", "max_packet_bytes", format!("[mqtt] max_packet_bytes: at least {} so oversized reports can be rejected", 4 * parklight_protocol::MAX_PAYLOAD));
+        }
+        if mqtt.password_env.is_some() || mqtt.password_file.is_some() {
+            if mqtt.username.is_none() {
+                problem("mqtt", "username", "[mqtt] a password needs a username".into());
+            }
+            if let Err(e) = secret(mqtt.password_env.as_deref(), mqtt.password_file.as_deref()) {
+                problem("mqtt", if mqtt.password_env.is_some() { "password_env" } else { "password_file" }, format!("[mqtt] password: {e}"));
+            }
+        }
+        if let Some(ca) = &mqtt.ca_file
+            && !ca.is_file()
+        {
+            problem("mqtt", "ca_file", format!("[mqtt] ca_file {}: not a file", ca.display()));
+        }
+        let storage = &self.storage;
+        if storage.retention_days == 0 {
+            problem("storage", "retention_days", "[storage] retention_days: at least 1".into());
+        }
+        if !(1..=100_000).contains(&storage.commit_max_reports) {
+            problem("storage", "commit_max_reports", "[storage] commit_max_reports: 1 to 100000".into());
+        }
+        if storage.commit_max_wait_ms > 1000 {
+            problem("storage", "commit_max_wait_ms", "[storage] commit_max_wait_ms: at most 1000".into());
+        }
+        if self.ingest.ack_interval_s == 0 {
+            problem("ingest", "ack_interval_s", "[ingest] ack_interval_s: at least 1".into());
+        }
+        if let Some(influx) = &self.influxdb {
+            if !(influx.url.starts_with("http://") || influx.url.starts_with("https://")) || url::Url::parse(&influx.url).is_err() {
+                problem("influxdb", "url", format!("[influxdb] url {:?}: an http:// or https:// URL", influx.url));
+            }
+            if influx.org.is_empty() || influx.bucket.is_empty() {
+                problem("influxdb", "bucket", "[influxdb] org and bucket must not be empty".into());
+            }
+            if let Err(e) = secret(influx.token_env.as_deref(), influx.token_file.as_deref()) {
+                problem("influxdb", if influx.token_file.is_some() { "token_file" } else { "token_env" }, format!("[influxdb] token: {e}"));
+            }
+            if influx.batch_reports == 0 || influx.timeout_s == 0 {
+                problem("influxdb", "batch_reports", "[influxdb] batch_reports and timeout_s: at least 1".into());
+            }
+        }
+        if self.sites.is_empty() {
+            problem("sites", "file", "no [[sites]]: reports are stored, but no node belongs to a zone".into());
+        }
+    }
+}
+
+fn load_sites(files: &[SiteFile], problems: &mut Vec<Problem>) -> Vec<Site> {
+    let mut sites: Vec<Site> = Vec::new();
+    for file in files {
+        match Site::load(&file.file) {
+            Ok(site) => sites.push(site),
+            Err(error) => problems.extend(error.problems.into_iter().map(|p| Problem {
+                file: file.file.clone(),
+                line: p.line,
+                message: p.message,
+            })),
+        }
+    }
+    let mut nodes = std::collections::HashMap::new();
+    for (site, file) in sites.iter().zip(files) {
+        for node in &site.nodes {
+            if let Some(other) = nodes.insert(node.id.clone(), site.id.clone()) {
+                problems.push(Problem {
+                    file: file.file.clone(),
+                    line: None,
+                    message: format!("node {} is in site {other} too: node ids are unique across sites", node.id),
+                });
+            }
+        }
+    }
+    sites
+}
+
+/// Why a secret cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// Neither source is configured.
+    #[error("name an environment variable or a file")]
+    NotConfigured,
+    /// The environment variable is not set.
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+    /// The file cannot be read.
+    #[error("{0}: {1}")]
+    Unreadable(PathBuf, String),
+    /// Others than its owner may read the file.
+    #[error("{0}: readable by others than its owner (chmod 600)")]
+    TooOpen(PathBuf),
+}
+
+/// A secret from an environment variable (first) or a file only its owner may read.
+/// The value never appears in logs or errors.
+pub fn secret(env: Option<&str>, file: Option<&Path>) -> Result<String, SecretError> {
+    if let Some(name) = env {
+        match std::env::var(name) {
+            Ok(value) if !value.is_empty() => return Ok(value),
+            _ if file.is_none() => return Err(SecretError::Unset(name.into())),
+            _ => {}
+        }
+    }
+    let path = file.ok_or(SecretError::NotConfigured)?;
+    let unreadable = |e: std::io::Error| SecretError::Unreadable(path.into(), e.to_string());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(unreadable)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(SecretError::TooOpen(path.into()));
+        }
+    }
+    Ok(std::fs::read_to_string(path).map_err(unreadable)?.trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, overrides: &[(String, String)]) -> Result<Loaded, ConfigError> {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        Config::parse(text, Path::new("test.toml"), &base, overrides)
+    }
+
+    #[test]
+    fn the_shipped_file_is_the_default() {
+        let loaded = parse(DEFAULT_CONFIG, &[]).unwrap();
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let expected = Config {
+            storage: StorageConfig {
+                path: base.join("parklight-data"),
+                ..StorageConfig::default()
+            },
+            sites: vec![SiteFile {
+                file: base.join("sites/remiseparken.geojson"),
+            }],
+            ..Config::default()
+        };
+        assert_eq!(loaded.config, expected);
+        assert_eq!(loaded.sites[0].id, "remiseparken");
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let overrides = [
+            ("PARKLIGHT_MQTT__URL".to_owned(), "mqtt://broker.example:1884".to_owned()),
+            ("PARKLIGHT_STORAGE__RETENTION_DAYS".to_owned(), "90".to_owned()),
+        ];
+        let loaded = parse(DEFAULT_CONFIG, &overrides).unwrap();
+        assert_eq!(loaded.config.mqtt.url, "mqtt://broker.example:1884");
+        assert_eq!(loaded.config.storage.retention_days, 90);
+        let unknown = [("PARKLIGHT_MQTT__COLOUR".to_owned(), "blue".to_owned())];
+        let err = parse(DEFAULT_CONFIG, &unknown).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_line() {
+        let text = "[mqtt]\nurl = \"http://nope\"\nkeep_alive_s = 1\n\n[storage]\nretention = 3\n\n[bogus]\nx = 1\n\n[http]\nlisten = \"not an address\"\n\n[[sites]]\nfile = \"missing.geojson\"\n";
+        let err = parse(text, &[]).unwrap_err();
+        let report = err.to_string();
+        for expected in [
+            "test.toml:2: [mqtt] url:",
+            "test.toml:3: [mqtt] keep_alive_s: 5 to 3600",
+            "test.toml:6: [storage]: unknown field `retention`",
+            "test.toml:8: unknown section [bogus]",
+            "test.toml:12: [http]:",
+            "missing.geojson: cannot read",
+        ] {
+            assert!(report.contains(expected), "missing {expected:?} in:\n{report}");
+        }
+        let syntax = parse("[mqtt\nurl = 1", &[]).unwrap_err();
+        assert_eq!(syntax.problems[0].line, Some(1));
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_or_a_private_file() {
+        assert_eq!(secret(None, None), Err(SecretError::NotConfigured));
+        assert_eq!(secret(Some("PARKLIGHT_TEST_UNSET_SECRET"), None), Err(SecretError::Unset("PARKLIGHT_TEST_UNSET_SECRET".into())));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert_eq!(secret(None, Some(&file)), Err(SecretError::TooOpen(file.clone())));
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert_eq!(secret(Some("PARKLIGHT_TEST_UNSET_SECRET"), Some(&file)).unwrap(), "s3cret");
+    }
+}
