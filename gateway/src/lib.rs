@@ -7,3 +7,4 @@
 pub mod config;
 pub mod logging;
 pub mod signals;
+pub mod store;

@@ -1,0 +1,85 @@
+//! The store's schema, as numbered migrations. `PRAGMA user_version` says how many ran.
+
+/// Each migration, in order; never edit one that shipped, add the next.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: reports, node status, events, dead letters, acknowledgement state, cursors.
+    "
+    CREATE TABLE nodes (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        site TEXT,
+        zone TEXT
+    );
+    -- One row per report; id is arrival order (the forwarder's cursor).
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY,
+        node INTEGER NOT NULL REFERENCES nodes(id),
+        boot INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        clock_ok INTEGER NOT NULL,
+        received INTEGER NOT NULL,
+        period_s INTEGER NOT NULL,
+        lux_avg REAL,
+        lux_min REAL,
+        lux_max REAL,
+        motion INTEGER NOT NULL,
+        lamp_on INTEGER NOT NULL,
+        lamp_level INTEGER NOT NULL,
+        power_w REAL,
+        cfg INTEGER,
+        faults INTEGER NOT NULL,
+        temp_c REAL,
+        zone TEXT,
+        UNIQUE (node, boot, seq)
+    );
+    CREATE INDEX reports_by_time ON reports (node, ts);
+    CREATE TABLE statuses (
+        id INTEGER PRIMARY KEY,
+        node INTEGER NOT NULL REFERENCES nodes(id),
+        received INTEGER NOT NULL,
+        online INTEGER NOT NULL,
+        reason TEXT,
+        boot INTEGER NOT NULL,
+        conn INTEGER NOT NULL,
+        payload TEXT NOT NULL
+    );
+    CREATE INDEX statuses_by_node ON statuses (node, id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        node INTEGER NOT NULL REFERENCES nodes(id),
+        boot INTEGER NOT NULL,
+        eseq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        received INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        UNIQUE (node, boot, eseq)
+    );
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        received INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        field TEXT,
+        node TEXT,
+        boot INTEGER,
+        seq INTEGER
+    );
+    CREATE INDEX dead_letters_by_report ON dead_letters (node, boot, seq);
+    -- Per node and boot: counting starts at from_seq; every report up to acked is handled.
+    CREATE TABLE ack_state (
+        node INTEGER NOT NULL REFERENCES nodes(id),
+        boot INTEGER NOT NULL,
+        from_seq INTEGER NOT NULL,
+        acked INTEGER,
+        lost INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (node, boot)
+    ) WITHOUT ROWID;
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
+];
