@@ -5,6 +5,8 @@
 //! - [`signals`]: one cancellation token for SIGINT and SIGTERM.
 
 pub mod config;
+pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod signals;
 pub mod store;

@@ -273,6 +273,16 @@ impl Store {
         Ok(())
     }
 
+    /// Reports a node declared gone before the gateway got them, over all its boots.
+    pub fn lost_on_node(&self, node: &str) -> Result<u64, StorageError> {
+        let lost: i64 = self.connection.query_row(
+            "SELECT coalesce(sum(a.lost), 0) FROM ack_state a JOIN nodes n ON n.id = a.node WHERE n.name = ?1",
+            [node],
+            |row| row.get(0),
+        )?;
+        Ok(lost as u64)
+    }
+
     /// Reports stored.
     pub fn report_count(&self) -> Result<u64, StorageError> {
         let count: i64 = self.connection.query_row("SELECT count(*) FROM reports", [], |row| row.get(0))?;

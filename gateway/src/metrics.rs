@@ -1,0 +1,109 @@
+//! Every metric the gateway exposes, named in one place. Dashboards query only these.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use parklight_protocol::Reject;
+
+/// Reports received (every telemetry message, before decoding).
+pub const REPORTS_RECEIVED: &str = "parklight_reports_received_total";
+/// New reports stored.
+pub const REPORTS_STORED: &str = "parklight_reports_stored_total";
+/// Reports that were stored before.
+pub const REPORTS_DUPLICATE: &str = "parklight_reports_duplicate_total";
+/// Rejected messages, by `reason` (the codes of PROTOCOL.md).
+pub const REPORTS_REJECTED: &str = "parklight_reports_rejected_total";
+/// Reports the nodes declared gone before the gateway got them, by node.
+pub const REPORTS_LOST_ON_NODE: &str = "parklight_reports_lost_on_node_total";
+/// Reports from nodes in no site file.
+pub const REPORTS_UNKNOWN_NODE: &str = "parklight_reports_unknown_node_total";
+/// Reports whose time the gateway stamped (no valid clock on the node).
+pub const REPORTS_CLOCK_STAMPED: &str = "parklight_reports_clock_stamped_total";
+/// Seconds one group commit took.
+pub const COMMIT_SECONDS: &str = "parklight_commit_duration_seconds";
+/// Messages per group commit.
+pub const COMMIT_MESSAGES: &str = "parklight_commit_messages";
+/// Seconds from a report's arrival to its MQTT acknowledgement.
+pub const ACK_LAG_SECONDS: &str = "parklight_ack_lag_seconds";
+/// Stored-acknowledgements published to nodes.
+pub const STORED_ACKS: &str = "parklight_stored_acks_published_total";
+/// Messages received but not yet committed (the poller-to-writer queue).
+pub const QUEUE_DEPTH: &str = "parklight_ingest_queue_depth";
+/// Nodes whose latest status is online.
+pub const NODES_ONLINE: &str = "parklight_nodes_online";
+/// Reports stored but not yet forwarded to InfluxDB.
+pub const FORWARDER_LAG: &str = "parklight_forwarder_lag_reports";
+/// Reports forwarded to InfluxDB.
+pub const FORWARDED: &str = "parklight_forwarded_reports_total";
+/// Failed InfluxDB writes, by `kind` (`retry`, `permanent`).
+pub const FORWARDER_ERRORS: &str = "parklight_forwarder_errors_total";
+/// Times the MQTT connection was (re)established.
+pub const MQTT_CONNECTS: &str = "parklight_mqtt_connects_total";
+
+/// Registers every metric at zero (every reject code too), so dashboards see them from
+/// the start.
+pub fn register() {
+    describe_counter!(REPORTS_RECEIVED, "Telemetry messages received");
+    describe_counter!(REPORTS_STORED, "New reports stored");
+    describe_counter!(REPORTS_DUPLICATE, "Reports received again after they were stored");
+    describe_counter!(REPORTS_REJECTED, "Rejected messages by reject code");
+    describe_counter!(REPORTS_LOST_ON_NODE, "Reports a node dropped before the gateway got them");
+    describe_counter!(REPORTS_UNKNOWN_NODE, "Reports from nodes in no site file");
+    describe_counter!(REPORTS_CLOCK_STAMPED, "Reports stamped by the gateway for want of a valid node clock");
+    describe_histogram!(COMMIT_SECONDS, "Duration of one group commit");
+    describe_histogram!(COMMIT_MESSAGES, "Messages per group commit");
+    describe_histogram!(ACK_LAG_SECONDS, "Arrival to MQTT acknowledgement");
+    describe_counter!(STORED_ACKS, "Stored-acknowledgements published to nodes");
+    describe_gauge!(QUEUE_DEPTH, "Messages received but not yet committed");
+    describe_gauge!(NODES_ONLINE, "Nodes whose latest status is online");
+    describe_gauge!(FORWARDER_LAG, "Reports stored but not yet in InfluxDB");
+    describe_counter!(FORWARDED, "Reports written to InfluxDB");
+    describe_counter!(FORWARDER_ERRORS, "Failed InfluxDB writes");
+    describe_counter!(MQTT_CONNECTS, "MQTT connections established");
+    for name in [REPORTS_RECEIVED, REPORTS_STORED, REPORTS_DUPLICATE, REPORTS_LOST_ON_NODE, REPORTS_UNKNOWN_NODE, REPORTS_CLOCK_STAMPED, STORED_ACKS, FORWARDED, MQTT_CONNECTS] {
+        counter!(name).absolute(0);
+    }
+    for reject in Reject::ALL {
+        counter!(REPORTS_REJECTED, "reason" => reject.code()).absolute(0);
+    }
+    for kind in ["retry", "permanent"] {
+        counter!(FORWARDER_ERRORS, "kind" => kind).absolute(0);
+    }
+    for name in [QUEUE_DEPTH, NODES_ONLINE, FORWARDER_LAG] {
+        gauge!(name).set(0.0);
+    }
+}
+
+/// Histogram buckets: commit and ack times from 100 µs to 10 s, group sizes 1 to 10 000.
+pub fn buckets() -> [(&'static str, &'static [f64]); 3] {
+    const SECONDS: &[f64] = &[0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+    const SIZES: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
+    [(COMMIT_SECONDS, SECONDS), (ACK_LAG_SECONDS, SECONDS), (COMMIT_MESSAGES, SIZES)]
+}
+
+/// A node declared `count` reports gone.
+pub fn lost_on_node(node: &str, count: u64) {
+    counter!(REPORTS_LOST_ON_NODE).increment(count);
+    tracing::info!(node, count, "reports lost on the node");
+}
+
+/// Logs a reject at most once per reason per minute (the counter counts every one).
+pub fn rejected(reason: Reject, field: Option<&str>, topic: &str) {
+    counter!(REPORTS_REJECTED, "reason" => reason.code()).increment(1);
+    static LAST: Mutex<Option<HashMap<Reject, Instant>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = last.get_or_insert_with(HashMap::new);
+    let due = seen.get(&reason).is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+    if due {
+        seen.insert(reason, Instant::now());
+        tracing::warn!(reason = reason.code(), field, topic, "message rejected (logged once a minute per reason; see `parklight dead-letters`)");
+    }
+}
+
+/// One group commit.
+pub fn committed(messages: usize, took: Duration) {
+    histogram!(COMMIT_SECONDS).record(took.as_secs_f64());
+    histogram!(COMMIT_MESSAGES).record(messages as f64);
+}
