@@ -237,7 +237,12 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn line_of(&self, span: std::ops::Range<usize>) -> Option<usize> {
-        (span.end > 0).then(|| self.text[..span.start.min(self.text.len())].matches('\n').count() + 1)
+        (span.end > 0).then(|| {
+            self.text[..span.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1
+        })
     }
 
     fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
@@ -249,7 +254,11 @@ impl Report<'_> {
     }
 
     /// Deserializes one section, recording the error with its line.
-    fn section<T: for<'de> Deserialize<'de>>(&mut self, name: &str, value: Spanned<DeValue<'_>>) -> Option<T> {
+    fn section<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        name: &str,
+        value: Spanned<DeValue<'_>>,
+    ) -> Option<T> {
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(section) => Some(section),
             Err(error) => {
@@ -262,7 +271,11 @@ impl Report<'_> {
 }
 
 /// Applies `PARKLIGHT_<SECTION>__<KEY>` variables to the parsed document.
-fn apply_overrides<'a>(root: &mut DeTable<'a>, overrides: &'a [(String, String)], report: &mut Report<'_>) {
+fn apply_overrides<'a>(
+    root: &mut DeTable<'a>,
+    overrides: &'a [(String, String)],
+    report: &mut Report<'_>,
+) {
     for (name, value) in overrides {
         let Some((section, key)) = name
             .strip_prefix("PARKLIGHT_")
@@ -281,7 +294,10 @@ fn apply_overrides<'a>(root: &mut DeTable<'a>, overrides: &'a [(String, String)]
             DeValue::Table(table) => {
                 table.insert(Spanned::new(0..0, key.into()), Spanned::new(0..0, parsed));
             }
-            _ => report.at(0..0, format!("{name}: [{section}] is not a section that takes keys")),
+            _ => report.at(
+                0..0,
+                format!("{name}: [{section}] is not a section that takes keys"),
+            ),
         }
     }
 }
@@ -308,7 +324,12 @@ impl Config {
     }
 
     /// Parses configuration text; `base` resolves relative paths.
-    pub fn parse(text: &str, file: &Path, base: &Path, overrides: &[(String, String)]) -> Result<Loaded, ConfigError> {
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        base: &Path,
+        overrides: &[(String, String)],
+    ) -> Result<Loaded, ConfigError> {
         let mut report = Report {
             file,
             text,
@@ -334,7 +355,12 @@ impl Config {
                 "http" => config.http = report.section("http", value).unwrap_or_default(),
                 "influxdb" => config.influxdb = report.section("influxdb", value),
                 "sites" => config.sites = report.section("sites", value).unwrap_or_default(),
-                other => report.at(span, format!("unknown section [{other}] (mqtt, storage, ingest, http, influxdb, sites)")),
+                other => report.at(
+                    span,
+                    format!(
+                        "unknown section [{other}] (mqtt, storage, ingest, http, influxdb, sites)"
+                    ),
+                ),
             }
         }
         if config.storage.path.is_relative() {
@@ -355,7 +381,9 @@ impl Config {
             Some(key_span.unwrap_or(name.span()))
         };
         let mut found = Vec::new();
-        config.check(&mut |section: &str, key: &str, message: String| found.push((span_of(section, key), message)));
+        config.check(&mut |section: &str, key: &str, message: String| {
+            found.push((span_of(section, key), message))
+        });
         for (span, message) in found {
             report.at(span.unwrap_or(0..0), message);
         }
@@ -363,7 +391,9 @@ impl Config {
         if report.problems.is_empty() {
             Ok(Loaded { config, sites })
         } else {
-            report.problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            report
+                .problems
+                .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             Err(ConfigError {
                 problems: report.problems,
             })
@@ -377,60 +407,146 @@ impl Config {
             problem("mqtt", "url", format!("[mqtt] url: {e}"));
         }
         if mqtt.client_id.is_empty() || mqtt.client_id.len() > 23 * 4 {
-            problem("mqtt", "client_id", "[mqtt] client_id: 1 to 92 characters".into());
+            problem(
+                "mqtt",
+                "client_id",
+                "[mqtt] client_id: 1 to 92 characters".into(),
+            );
         }
         let prefix = &mqtt.topic_prefix;
-        if prefix.is_empty() || prefix.ends_with('/') || prefix.contains(['+', '#']) || prefix.len() > 64 {
-            problem("mqtt", "topic_prefix", format!("[mqtt] topic_prefix {prefix:?}: not empty, no wildcards, no trailing '/', at most 64 bytes"));
+        if prefix.is_empty()
+            || prefix.ends_with('/')
+            || prefix.contains(['+', '#'])
+            || prefix.len() > 64
+        {
+            problem(
+                "mqtt",
+                "topic_prefix",
+                format!(
+                    "[mqtt] topic_prefix {prefix:?}: not empty, no wildcards, no trailing '/', at most 64 bytes"
+                ),
+            );
         }
         if !(5..=3600).contains(&mqtt.keep_alive_s) {
-            problem("mqtt", "keep_alive_s", "[mqtt] keep_alive_s: 5 to 3600".into());
+            problem(
+                "mqtt",
+                "keep_alive_s",
+                "[mqtt] keep_alive_s: 5 to 3600".into(),
+            );
         }
         if mqtt.max_packet_bytes < 4 * parklight_protocol::MAX_PAYLOAD {
-            problem("mqtt", "max_packet_bytes", format!("[mqtt] max_packet_bytes: at least {} so oversized reports can be rejected", 4 * parklight_protocol::MAX_PAYLOAD));
+            problem(
+                "mqtt",
+                "max_packet_bytes",
+                format!(
+                    "[mqtt] max_packet_bytes: at least {} so oversized reports can be rejected",
+                    4 * parklight_protocol::MAX_PAYLOAD
+                ),
+            );
         }
         if mqtt.password_env.is_some() || mqtt.password_file.is_some() {
             if mqtt.username.is_none() {
-                problem("mqtt", "username", "[mqtt] a password needs a username".into());
+                problem(
+                    "mqtt",
+                    "username",
+                    "[mqtt] a password needs a username".into(),
+                );
             }
             if let Err(e) = secret(mqtt.password_env.as_deref(), mqtt.password_file.as_deref()) {
-                problem("mqtt", if mqtt.password_env.is_some() { "password_env" } else { "password_file" }, format!("[mqtt] password: {e}"));
+                problem(
+                    "mqtt",
+                    if mqtt.password_env.is_some() {
+                        "password_env"
+                    } else {
+                        "password_file"
+                    },
+                    format!("[mqtt] password: {e}"),
+                );
             }
         }
         if let Some(ca) = &mqtt.ca_file
             && !ca.is_file()
         {
-            problem("mqtt", "ca_file", format!("[mqtt] ca_file {}: not a file", ca.display()));
+            problem(
+                "mqtt",
+                "ca_file",
+                format!("[mqtt] ca_file {}: not a file", ca.display()),
+            );
         }
         let storage = &self.storage;
         if storage.retention_days == 0 {
-            problem("storage", "retention_days", "[storage] retention_days: at least 1".into());
+            problem(
+                "storage",
+                "retention_days",
+                "[storage] retention_days: at least 1".into(),
+            );
         }
         if !(1..=100_000).contains(&storage.commit_max_reports) {
-            problem("storage", "commit_max_reports", "[storage] commit_max_reports: 1 to 100000".into());
+            problem(
+                "storage",
+                "commit_max_reports",
+                "[storage] commit_max_reports: 1 to 100000".into(),
+            );
         }
         if storage.commit_max_wait_ms > 1000 {
-            problem("storage", "commit_max_wait_ms", "[storage] commit_max_wait_ms: at most 1000".into());
+            problem(
+                "storage",
+                "commit_max_wait_ms",
+                "[storage] commit_max_wait_ms: at most 1000".into(),
+            );
         }
         if self.ingest.ack_interval_s == 0 {
-            problem("ingest", "ack_interval_s", "[ingest] ack_interval_s: at least 1".into());
+            problem(
+                "ingest",
+                "ack_interval_s",
+                "[ingest] ack_interval_s: at least 1".into(),
+            );
         }
         if let Some(influx) = &self.influxdb {
-            if !(influx.url.starts_with("http://") || influx.url.starts_with("https://")) || url::Url::parse(&influx.url).is_err() {
-                problem("influxdb", "url", format!("[influxdb] url {:?}: an http:// or https:// URL", influx.url));
+            if !(influx.url.starts_with("http://") || influx.url.starts_with("https://"))
+                || url::Url::parse(&influx.url).is_err()
+            {
+                problem(
+                    "influxdb",
+                    "url",
+                    format!(
+                        "[influxdb] url {:?}: an http:// or https:// URL",
+                        influx.url
+                    ),
+                );
             }
             if influx.org.is_empty() || influx.bucket.is_empty() {
-                problem("influxdb", "bucket", "[influxdb] org and bucket must not be empty".into());
+                problem(
+                    "influxdb",
+                    "bucket",
+                    "[influxdb] org and bucket must not be empty".into(),
+                );
             }
             if let Err(e) = secret(influx.token_env.as_deref(), influx.token_file.as_deref()) {
-                problem("influxdb", if influx.token_file.is_some() { "token_file" } else { "token_env" }, format!("[influxdb] token: {e}"));
+                problem(
+                    "influxdb",
+                    if influx.token_file.is_some() {
+                        "token_file"
+                    } else {
+                        "token_env"
+                    },
+                    format!("[influxdb] token: {e}"),
+                );
             }
             if influx.batch_reports == 0 || influx.timeout_s == 0 {
-                problem("influxdb", "batch_reports", "[influxdb] batch_reports and timeout_s: at least 1".into());
+                problem(
+                    "influxdb",
+                    "batch_reports",
+                    "[influxdb] batch_reports and timeout_s: at least 1".into(),
+                );
             }
         }
         if self.sites.is_empty() {
-            problem("sites", "file", "no [[sites]]: reports are stored, but no node belongs to a zone".into());
+            problem(
+                "sites",
+                "file",
+                "no [[sites]]: reports are stored, but no node belongs to a zone".into(),
+            );
         }
     }
 }
@@ -454,7 +570,10 @@ fn load_sites(files: &[SiteFile], problems: &mut Vec<Problem>) -> Vec<Site> {
                 problems.push(Problem {
                     file: file.file.clone(),
                     line: None,
-                    message: format!("node {} is in site {other} too: node ids are unique across sites", node.id),
+                    message: format!(
+                        "node {} is in site {other} too: node ids are unique across sites",
+                        node.id
+                    ),
                 });
             }
         }
@@ -494,12 +613,18 @@ pub fn secret(env: Option<&str>, file: Option<&Path>) -> Result<String, SecretEr
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(unreadable)?.permissions().mode();
+        let mode = std::fs::metadata(path)
+            .map_err(unreadable)?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
             return Err(SecretError::TooOpen(path.into()));
         }
     }
-    Ok(std::fs::read_to_string(path).map_err(unreadable)?.trim_end().to_owned())
+    Ok(std::fs::read_to_string(path)
+        .map_err(unreadable)?
+        .trim_end()
+        .to_owned())
 }
 
 #[cfg(test)]
@@ -532,8 +657,14 @@ mod tests {
     #[test]
     fn environment_overrides_keys() {
         let overrides = [
-            ("PARKLIGHT_MQTT__URL".to_owned(), "mqtt://broker.example:1884".to_owned()),
-            ("PARKLIGHT_STORAGE__RETENTION_DAYS".to_owned(), "90".to_owned()),
+            (
+                "PARKLIGHT_MQTT__URL".to_owned(),
+                "mqtt://broker.example:1884".to_owned(),
+            ),
+            (
+                "PARKLIGHT_STORAGE__RETENTION_DAYS".to_owned(),
+                "90".to_owned(),
+            ),
         ];
         let loaded = parse(DEFAULT_CONFIG, &overrides).unwrap();
         assert_eq!(loaded.config.mqtt.url, "mqtt://broker.example:1884");
@@ -556,7 +687,10 @@ mod tests {
             "test.toml:12: [http]:",
             "missing.geojson: cannot read",
         ] {
-            assert!(report.contains(expected), "missing {expected:?} in:\n{report}");
+            assert!(
+                report.contains(expected),
+                "missing {expected:?} in:\n{report}"
+            );
         }
         let syntax = parse("[mqtt\nurl = 1", &[]).unwrap_err();
         assert_eq!(syntax.problems[0].line, Some(1));
@@ -565,7 +699,10 @@ mod tests {
     #[test]
     fn secrets_come_from_the_environment_or_a_private_file() {
         assert_eq!(secret(None, None), Err(SecretError::NotConfigured));
-        assert_eq!(secret(Some("PARKLIGHT_TEST_UNSET_SECRET"), None), Err(SecretError::Unset("PARKLIGHT_TEST_UNSET_SECRET".into())));
+        assert_eq!(
+            secret(Some("PARKLIGHT_TEST_UNSET_SECRET"), None),
+            Err(SecretError::Unset("PARKLIGHT_TEST_UNSET_SECRET".into()))
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "s3cret\n").unwrap();
@@ -573,9 +710,15 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-            assert_eq!(secret(None, Some(&file)), Err(SecretError::TooOpen(file.clone())));
+            assert_eq!(
+                secret(None, Some(&file)),
+                Err(SecretError::TooOpen(file.clone()))
+            );
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        assert_eq!(secret(Some("PARKLIGHT_TEST_UNSET_SECRET"), Some(&file)).unwrap(), "s3cret");
+        assert_eq!(
+            secret(Some("PARKLIGHT_TEST_UNSET_SECRET"), Some(&file)).unwrap(),
+            "s3cret"
+        );
     }
 }

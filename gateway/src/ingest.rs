@@ -45,7 +45,12 @@ pub enum Outcome {
     /// Rejected and kept as a dead letter.
     Rejected(DecodeError),
     /// A status (birth, will, shutdown) was recorded.
-    Status,
+    Status {
+        /// The node.
+        node: String,
+        /// What it said.
+        status: Status,
+    },
     /// An event was stored (or was a duplicate).
     Event,
 }
@@ -80,8 +85,17 @@ pub struct ClockRepair {
 
 impl ClockRepair {
     /// The report's time and whether it is the node's own valid clock.
-    pub fn stamp(&mut self, node: &str, report: &Telemetry, received_ms: i64, skew_ms: i64) -> (i64, bool) {
-        let reference = self.references.entry((node.to_owned(), report.boot)).or_default();
+    pub fn stamp(
+        &mut self,
+        node: &str,
+        report: &Telemetry,
+        received_ms: i64,
+        skew_ms: i64,
+    ) -> (i64, bool) {
+        let reference = self
+            .references
+            .entry((node.to_owned(), report.boot))
+            .or_default();
         if let Some(up) = report.up_ms
             && reference.by_uptime.is_none_or(|(u, _)| up > u)
         {
@@ -120,7 +134,11 @@ impl Ingest {
     pub fn new(prefix: &str, sites: &[Site], skew_ms: i64) -> Ingest {
         let directory = sites
             .iter()
-            .flat_map(|site| site.nodes.iter().map(|n| (n.id.clone(), (site.id.clone(), n.zone.clone()))))
+            .flat_map(|site| {
+                site.nodes
+                    .iter()
+                    .map(|n| (n.id.clone(), (site.id.clone(), n.zone.clone())))
+            })
             .collect();
         Ingest {
             prefix: prefix.to_owned(),
@@ -133,7 +151,12 @@ impl Ingest {
 
     /// Handles one message inside `writer`'s transaction. Acknowledgement news goes to
     /// `news`, to be published once the group is committed.
-    pub fn handle(&mut self, writer: &mut Writer<'_>, message: &Incoming, news: &mut Vec<AckNews>) -> Result<Outcome, StorageError> {
+    pub fn handle(
+        &mut self,
+        writer: &mut Writer<'_>,
+        message: &Incoming,
+        news: &mut Vec<AckNews>,
+    ) -> Result<Outcome, StorageError> {
         let uplink = match decode_uplink(&self.prefix, &message.topic, &message.payload) {
             Ok(uplink) => uplink,
             Err(error) => return self.reject(writer, message, error, news),
@@ -142,9 +165,12 @@ impl Ingest {
         let node_id = writer.node(node)?;
         match uplink.message {
             Uplink::Telemetry(report) => {
-                let (ts, clock_ok) = self.clocks.stamp(node, &report, message.received_ms, self.skew_ms);
+                let (ts, clock_ok) =
+                    self.clocks
+                        .stamp(node, &report, message.received_ms, self.skew_ms);
                 let known = self.directory.get(node).filter(|(s, _)| s == site);
-                let (unknown_node, zone) = (known.is_none(), known.and_then(|(_, zone)| zone.clone()));
+                let (unknown_node, zone) =
+                    (known.is_none(), known.and_then(|(_, zone)| zone.clone()));
                 let row = ReportRow {
                     boot: report.boot,
                     seq: report.seq,
@@ -158,7 +184,10 @@ impl Ingest {
                     lamp_level: report.lamp.level,
                     power_w: report.lamp.power_w,
                     cfg: report.cfg,
-                    faults: report.faults.iter().fold(0, |bits, f| bits | (1 << f as u8)),
+                    faults: report
+                        .faults
+                        .iter()
+                        .fold(0, |bits, f| bits | (1 << f as u8)),
                     temp_c: report.temp_c,
                     zone,
                 };
@@ -167,7 +196,14 @@ impl Ingest {
                 if let Some(oldest) = report.oldest {
                     self.oldest(writer, node_id, node, oldest)?;
                 }
-                self.handled(writer, node_id, (site, node), report.id(), (before, !stored), news)?;
+                self.handled(
+                    writer,
+                    node_id,
+                    (site, node),
+                    report.id(),
+                    (before, !stored),
+                    news,
+                )?;
                 Ok(if stored {
                     Outcome::Stored {
                         unknown_node,
@@ -181,7 +217,11 @@ impl Ingest {
                 writer.status(node_id, message.received_ms, &status, &message.payload)?;
                 if let Status::Online(birth) = &status {
                     self.oldest(writer, node_id, node, birth.oldest)?;
-                    if let Some(seq) = self.acks.get(&(node.to_owned(), birth.oldest.boot)).and_then(|s| s.acked) {
+                    if let Some(seq) = self
+                        .acks
+                        .get(&(node.to_owned(), birth.oldest.boot))
+                        .and_then(|s| s.acked)
+                    {
                         news.push(AckNews {
                             site: site.to_owned(),
                             node: node.to_owned(),
@@ -190,7 +230,10 @@ impl Ingest {
                         });
                     }
                 }
-                Ok(Outcome::Status)
+                Ok(Outcome::Status {
+                    node: node.to_owned(),
+                    status,
+                })
             }
             Uplink::Event(event) => {
                 writer.event(node_id, message.received_ms, &event, &message.payload)?;
@@ -199,7 +242,13 @@ impl Ingest {
         }
     }
 
-    fn reject(&mut self, writer: &mut Writer<'_>, message: &Incoming, error: DecodeError, news: &mut Vec<AckNews>) -> Result<Outcome, StorageError> {
+    fn reject(
+        &mut self,
+        writer: &mut Writer<'_>,
+        message: &Incoming,
+        error: DecodeError,
+        news: &mut Vec<AckNews>,
+    ) -> Result<Outcome, StorageError> {
         // A rejected report whose node, boot and seq can still be read counts as handled.
         let topic = parse_node_topic(&self.prefix, &message.topic).ok();
         let identity = topic
@@ -216,12 +265,25 @@ impl Ingest {
         if let Some((topic, id)) = identity {
             let node_id = writer.node(topic.node)?;
             let before = self.state(writer, node_id, topic.node, id.boot)?.acked;
-            self.handled(writer, node_id, (topic.site, topic.node), id, (before, false), news)?;
+            self.handled(
+                writer,
+                node_id,
+                (topic.site, topic.node),
+                id,
+                (before, false),
+                news,
+            )?;
         }
         Ok(Outcome::Rejected(error))
     }
 
-    fn state(&mut self, writer: &mut Writer<'_>, node_id: i64, node: &str, boot: u32) -> Result<AckState, StorageError> {
+    fn state(
+        &mut self,
+        writer: &mut Writer<'_>,
+        node_id: i64,
+        node: &str,
+        boot: u32,
+    ) -> Result<AckState, StorageError> {
         let key = (node.to_owned(), boot);
         if let Some(state) = self.acks.get(&key) {
             return Ok(*state);
@@ -236,7 +298,13 @@ impl Ingest {
 
     /// The node says every report before `oldest` is acknowledged or gone: count the gone
     /// ones as lost on the node and never wait for them.
-    fn oldest(&mut self, writer: &mut Writer<'_>, node_id: i64, node: &str, oldest: ReportId) -> Result<(), StorageError> {
+    fn oldest(
+        &mut self,
+        writer: &mut Writer<'_>,
+        node_id: i64,
+        node: &str,
+        oldest: ReportId,
+    ) -> Result<(), StorageError> {
         let mut state = self.state(writer, node_id, node, oldest.boot)?;
         let next = state.acked.map_or(state.from_seq, |a| a + 1);
         if oldest.seq <= next {
@@ -259,7 +327,15 @@ impl Ingest {
 
     /// Report `id` is handled: move the watermark (which stood at `before`), and say
     /// whether an ack is due: for news, or for a duplicate the watermark covers.
-    fn handled(&mut self, writer: &mut Writer<'_>, node_id: i64, (site, node): (&str, &str), id: ReportId, (before, duplicate): (Option<u32>, bool), news: &mut Vec<AckNews>) -> Result<(), StorageError> {
+    fn handled(
+        &mut self,
+        writer: &mut Writer<'_>,
+        node_id: i64,
+        (site, node): (&str, &str),
+        id: ReportId,
+        (before, duplicate): (Option<u32>, bool),
+        news: &mut Vec<AckNews>,
+    ) -> Result<(), StorageError> {
         let state = self.state(writer, node_id, node, id.boot)?;
         let after = self.advance(writer, node_id, node, id.boot, state, 0)?;
         let repeat = duplicate && after.is_some_and(|a| id.seq <= a);
@@ -275,7 +351,15 @@ impl Ingest {
     }
 
     /// Moves the watermark over every handled report and saves the state.
-    fn advance(&mut self, writer: &mut Writer<'_>, node_id: i64, node: &str, boot: u32, mut state: AckState, lost: u64) -> Result<Option<u32>, StorageError> {
+    fn advance(
+        &mut self,
+        writer: &mut Writer<'_>,
+        node_id: i64,
+        node: &str,
+        boot: u32,
+        mut state: AckState,
+        lost: u64,
+    ) -> Result<Option<u32>, StorageError> {
         let before = state;
         loop {
             let next = state.acked.map_or(state.from_seq, |a| a + 1);
@@ -308,17 +392,29 @@ mod tests {
 
     fn clockless(seq: u32, up_ms: Option<u64>) -> Telemetry {
         let up = up_ms.map(|u| format!(",\"up_ms\":{u}")).unwrap_or_default();
-        telemetry(&format!(r#"{{"v":1,"boot":3,"seq":{seq},"ts":0{up},"period_s":60,"lux":null,"motion":0,"lamp":{{"on":false,"level":0}}}}"#))
+        telemetry(&format!(
+            r#"{{"v":1,"boot":3,"seq":{seq},"ts":0{up},"period_s":60,"lux":null,"motion":0,"lamp":{{"on":false,"level":0}}}}"#
+        ))
     }
 
     #[test]
     fn valid_clocks_are_kept() {
         let mut repair = ClockRepair::default();
-        let report = telemetry(r#"{"v":1,"boot":3,"seq":0,"ts":1764093600000,"period_s":60,"lux":null,"motion":0,"lamp":{"on":false,"level":0}}"#);
-        assert_eq!(repair.stamp("n", &report, 1_764_093_601_000, 300_000), (1_764_093_600_000, true));
+        let report = telemetry(
+            r#"{"v":1,"boot":3,"seq":0,"ts":1764093600000,"period_s":60,"lux":null,"motion":0,"lamp":{"on":false,"level":0}}"#,
+        );
+        assert_eq!(
+            repair.stamp("n", &report, 1_764_093_601_000, 300_000),
+            (1_764_093_600_000, true)
+        );
         // Too far ahead of its arrival: no valid clock, stamped at arrival.
-        let ahead = telemetry(r#"{"v":1,"boot":3,"seq":1,"ts":1764093600000,"period_s":60,"lux":null,"motion":0,"lamp":{"on":false,"level":0}}"#);
-        assert_eq!(repair.stamp("n", &ahead, 1_764_000_000_000, 300_000), (1_764_000_000_000, false));
+        let ahead = telemetry(
+            r#"{"v":1,"boot":3,"seq":1,"ts":1764093600000,"period_s":60,"lux":null,"motion":0,"lamp":{"on":false,"level":0}}"#,
+        );
+        assert_eq!(
+            repair.stamp("n", &ahead, 1_764_000_000_000, 300_000),
+            (1_764_000_000_000, false)
+        );
     }
 
     #[test]
@@ -326,19 +422,37 @@ mod tests {
         let mut repair = ClockRepair::default();
         let arrival = 1_800_000_000_000;
         // A burst of resent reports arrives at once: spaced by their up_ms.
-        assert_eq!(repair.stamp("n", &clockless(5, Some(360_000)), arrival, 0), (arrival, false));
-        assert_eq!(repair.stamp("n", &clockless(3, Some(240_000)), arrival + 5, 0), (arrival - 120_000, false));
-        assert_eq!(repair.stamp("n", &clockless(6, Some(420_000)), arrival + 10, 0), (arrival + 10, false));
+        assert_eq!(
+            repair.stamp("n", &clockless(5, Some(360_000)), arrival, 0),
+            (arrival, false)
+        );
+        assert_eq!(
+            repair.stamp("n", &clockless(3, Some(240_000)), arrival + 5, 0),
+            (arrival - 120_000, false)
+        );
+        assert_eq!(
+            repair.stamp("n", &clockless(6, Some(420_000)), arrival + 10, 0),
+            (arrival + 10, false)
+        );
     }
 
     #[test]
     fn clockless_reports_without_uptime_are_spaced_by_seq() {
         let mut repair = ClockRepair::default();
         let arrival = 1_800_000_000_000;
-        assert_eq!(repair.stamp("n", &clockless(10, None), arrival, 0), (arrival, false));
-        assert_eq!(repair.stamp("n", &clockless(7, None), arrival + 3, 0), (arrival - 180_000, false));
+        assert_eq!(
+            repair.stamp("n", &clockless(10, None), arrival, 0),
+            (arrival, false)
+        );
+        assert_eq!(
+            repair.stamp("n", &clockless(7, None), arrival + 3, 0),
+            (arrival - 180_000, false)
+        );
         // Another node's boot has its own reference.
-        assert_eq!(repair.stamp("m", &clockless(1, None), arrival + 9, 0), (arrival + 9, false));
+        assert_eq!(
+            repair.stamp("m", &clockless(1, None), arrival + 9, 0),
+            (arrival + 9, false)
+        );
     }
 
     mod with_a_store {
@@ -366,14 +480,21 @@ mod tests {
                 let dir = tempfile::tempdir().unwrap();
                 let store = Store::open(dir.path(), 100).unwrap();
                 let ingest = Ingest::new("parklight/v1", &[Site::remiseparken()], 300_000);
-                Fixture { _dir: dir, store, ingest }
+                Fixture {
+                    _dir: dir,
+                    store,
+                    ingest,
+                }
             }
 
             /// Handles messages in one group; returns outcomes and the acks due.
             fn group(&mut self, messages: &[Incoming]) -> (Vec<Outcome>, Vec<(u32, u32)>) {
                 let mut writer = self.store.write().unwrap();
                 let mut news = Vec::new();
-                let outcomes = messages.iter().map(|m| self.ingest.handle(&mut writer, m, &mut news).unwrap()).collect();
+                let outcomes = messages
+                    .iter()
+                    .map(|m| self.ingest.handle(&mut writer, m, &mut news).unwrap())
+                    .collect();
                 writer.commit().unwrap();
                 (outcomes, news.iter().map(|n| (n.boot, n.seq)).collect())
             }
@@ -383,7 +504,13 @@ mod tests {
         fn reports_are_stored_once_and_acknowledged_in_order() {
             let mut f = Fixture::new();
             let (outcomes, acks) = f.group(&[report(7, 0, ""), report(7, 1, "")]);
-            assert!(matches!(outcomes[0], Outcome::Stored { unknown_node: false, stamped: false }));
+            assert!(matches!(
+                outcomes[0],
+                Outcome::Stored {
+                    unknown_node: false,
+                    stamped: false
+                }
+            ));
             assert_eq!(acks, [(7, 0), (7, 1)]);
             // Out of order: 3 before 2 holds the watermark at 1 until 2 arrives.
             let (_, acks) = f.group(&[report(7, 3, "")]);
@@ -403,7 +530,16 @@ mod tests {
             f.group(&[report(7, 0, ""), report(7, 2, "")]);
             f.ingest = Ingest::new("parklight/v1", &[], 300_000); // a restarted gateway
             let (outcomes, acks) = f.group(&[report(7, 1, "")]);
-            assert!(matches!(outcomes[0], Outcome::Stored { unknown_node: true, .. }), "no sites known now");
+            assert!(
+                matches!(
+                    outcomes[0],
+                    Outcome::Stored {
+                        unknown_node: true,
+                        ..
+                    }
+                ),
+                "no sites known now"
+            );
             assert_eq!(acks, [(7, 2)]);
         }
 
@@ -426,7 +562,9 @@ mod tests {
             let mut bad = report(7, 0, "");
             bad.payload = br#"{"v":1,"boot":7,"seq":0,"ts":1,"period_s":60,"lux":{"avg":-1,"min":-1,"max":0},"motion":0,"lamp":{"on":true,"level":1}}"#.to_vec();
             let (outcomes, acks) = f.group(&[bad, report(7, 1, "")]);
-            assert!(matches!(&outcomes[0], Outcome::Rejected(e) if e.reason == parklight_protocol::Reject::OutOfRange));
+            assert!(
+                matches!(&outcomes[0], Outcome::Rejected(e) if e.reason == parklight_protocol::Reject::OutOfRange)
+            );
             assert_eq!(acks, [(7, 0), (7, 1)]);
             let letters = f.store.dead_letters(10).unwrap();
             assert_eq!(letters[0].report, Some(("pole-017".into(), 7, 0)));
@@ -439,11 +577,15 @@ mod tests {
             f.group(&[report(7, 0, "")]);
             let birth = Incoming {
                 topic: "parklight/v1/remiseparken/pole-017/status".into(),
-                payload: br#"{"v":1,"state":"online","boot":7,"conn":2,"oldest":{"boot":7,"seq":1}}"#.to_vec(),
+                payload:
+                    br#"{"v":1,"state":"online","boot":7,"conn":2,"oldest":{"boot":7,"seq":1}}"#
+                        .to_vec(),
                 received_ms: 1,
             };
             let (outcomes, acks) = f.group(&[birth]);
-            assert_eq!(outcomes, [Outcome::Status]);
+            assert!(
+                matches!(&outcomes[..], [Outcome::Status { node, status: Status::Online(_) }] if node == "pole-017")
+            );
             assert_eq!(acks, [(7, 0)]);
         }
     }

@@ -28,6 +28,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway: store every report, acknowledge it, serve /metrics.
+    Run(ConfigArg),
+    /// Print the newest rejected messages kept in the store.
+    DeadLetters(DeadLetterArgs),
     /// Check a configuration file and every site file it names; exit 1 on any problem.
     Check(ConfigArg),
     /// Print the default configuration (the same file as deploy/parklight.toml).
@@ -41,6 +45,16 @@ struct ConfigArg {
     /// The configuration file.
     #[arg(long, short)]
     config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DeadLetterArgs {
+    /// The configuration file (for the store's path).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// How many to print, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -95,10 +109,45 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
         .map_err(|_| anyhow::anyhow!("{flag} {value} is not a number of seconds"))
 }
 
+async fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = Config::load(path, &environment_overrides())?;
+    parklight_gateway::run(loaded, parklight_gateway::signals::shutdown_token()).await?;
+    Ok(())
+}
+
+fn dead_letters(path: &std::path::Path, limit: usize) -> anyhow::Result<()> {
+    let loaded = Config::load(path, &environment_overrides())?;
+    let store = parklight_gateway::store::Store::open(
+        &loaded.config.storage.path,
+        loaded.config.storage.dead_letters_max,
+    )?;
+    for letter in store.dead_letters(limit)? {
+        let when = jiff::Timestamp::from_millisecond(letter.received)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let field = letter.field.map(|f| format!(" ({f})")).unwrap_or_default();
+        let report = letter
+            .report
+            .map(|(node, boot, seq)| format!(" {node} boot {boot} seq {seq}"))
+            .unwrap_or_default();
+        println!(
+            "{when} {}{field}{report} on {}\n  {}",
+            letter.reason,
+            letter.topic,
+            String::from_utf8_lossy(&letter.payload).escape_debug()
+        );
+    }
+    Ok(())
+}
+
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let loaded = Config::load(path, &environment_overrides())?;
     let nodes: usize = loaded.sites.iter().map(|s| s.nodes.len()).sum();
-    println!("{}: ok ({} sites, {nodes} nodes)", path.display(), loaded.sites.len());
+    println!(
+        "{}: ok ({} sites, {nodes} nodes)",
+        path.display(),
+        loaded.sites.len()
+    );
     Ok(())
 }
 
@@ -142,6 +191,8 @@ async fn main() -> ExitCode {
     logging::init(cli.log_format);
     parklight_sim::mqtt::install_crypto_provider();
     let result = match cli.command {
+        Command::Run(args) => run(&args.config).await,
+        Command::DeadLetters(args) => dead_letters(&args.config, args.limit),
         Command::Check(args) => check(&args.config),
         Command::Config => {
             print!("{}", parklight_gateway::config::DEFAULT_CONFIG);

@@ -47,11 +47,20 @@ pub const MQTT_CONNECTS: &str = "parklight_mqtt_connects_total";
 pub fn register() {
     describe_counter!(REPORTS_RECEIVED, "Telemetry messages received");
     describe_counter!(REPORTS_STORED, "New reports stored");
-    describe_counter!(REPORTS_DUPLICATE, "Reports received again after they were stored");
+    describe_counter!(
+        REPORTS_DUPLICATE,
+        "Reports received again after they were stored"
+    );
     describe_counter!(REPORTS_REJECTED, "Rejected messages by reject code");
-    describe_counter!(REPORTS_LOST_ON_NODE, "Reports a node dropped before the gateway got them");
+    describe_counter!(
+        REPORTS_LOST_ON_NODE,
+        "Reports a node dropped before the gateway got them"
+    );
     describe_counter!(REPORTS_UNKNOWN_NODE, "Reports from nodes in no site file");
-    describe_counter!(REPORTS_CLOCK_STAMPED, "Reports stamped by the gateway for want of a valid node clock");
+    describe_counter!(
+        REPORTS_CLOCK_STAMPED,
+        "Reports stamped by the gateway for want of a valid node clock"
+    );
     describe_histogram!(COMMIT_SECONDS, "Duration of one group commit");
     describe_histogram!(COMMIT_MESSAGES, "Messages per group commit");
     describe_histogram!(ACK_LAG_SECONDS, "Arrival to MQTT acknowledgement");
@@ -62,7 +71,17 @@ pub fn register() {
     describe_counter!(FORWARDED, "Reports written to InfluxDB");
     describe_counter!(FORWARDER_ERRORS, "Failed InfluxDB writes");
     describe_counter!(MQTT_CONNECTS, "MQTT connections established");
-    for name in [REPORTS_RECEIVED, REPORTS_STORED, REPORTS_DUPLICATE, REPORTS_LOST_ON_NODE, REPORTS_UNKNOWN_NODE, REPORTS_CLOCK_STAMPED, STORED_ACKS, FORWARDED, MQTT_CONNECTS] {
+    for name in [
+        REPORTS_RECEIVED,
+        REPORTS_STORED,
+        REPORTS_DUPLICATE,
+        REPORTS_LOST_ON_NODE,
+        REPORTS_UNKNOWN_NODE,
+        REPORTS_CLOCK_STAMPED,
+        STORED_ACKS,
+        FORWARDED,
+        MQTT_CONNECTS,
+    ] {
         counter!(name).absolute(0);
     }
     for reject in Reject::ALL {
@@ -78,9 +97,17 @@ pub fn register() {
 
 /// Histogram buckets: commit and ack times from 100 µs to 10 s, group sizes 1 to 10 000.
 pub fn buckets() -> [(&'static str, &'static [f64]); 3] {
-    const SECONDS: &[f64] = &[0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
-    const SIZES: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
-    [(COMMIT_SECONDS, SECONDS), (ACK_LAG_SECONDS, SECONDS), (COMMIT_MESSAGES, SIZES)]
+    const SECONDS: &[f64] = &[
+        0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+    ];
+    const SIZES: &[f64] = &[
+        1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+    ];
+    [
+        (COMMIT_SECONDS, SECONDS),
+        (ACK_LAG_SECONDS, SECONDS),
+        (COMMIT_MESSAGES, SIZES),
+    ]
 }
 
 /// A node declared `count` reports gone.
@@ -95,10 +122,17 @@ pub fn rejected(reason: Reject, field: Option<&str>, topic: &str) {
     static LAST: Mutex<Option<HashMap<Reject, Instant>>> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
     let seen = last.get_or_insert_with(HashMap::new);
-    let due = seen.get(&reason).is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+    let due = seen
+        .get(&reason)
+        .is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
     if due {
         seen.insert(reason, Instant::now());
-        tracing::warn!(reason = reason.code(), field, topic, "message rejected (logged once a minute per reason; see `parklight dead-letters`)");
+        tracing::warn!(
+            reason = reason.code(),
+            field,
+            topic,
+            "message rejected (logged once a minute per reason; see `parklight dead-letters`)"
+        );
     }
 }
 

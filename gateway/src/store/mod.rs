@@ -31,7 +31,9 @@ pub enum StorageError {
         source: std::io::Error,
     },
     /// The file was written by a newer parklight.
-    #[error("store {path} has schema version {found}, this parklight knows up to {known}: use a newer parklight")]
+    #[error(
+        "store {path} has schema version {found}, this parklight knows up to {known}: use a newer parklight"
+    )]
     TooNew {
         /// The file.
         path: PathBuf,
@@ -215,7 +217,11 @@ impl Store {
     }
 
     /// Reports stored after `cursor` in arrival order, at most `limit`.
-    pub fn reports_after(&self, cursor: i64, limit: usize) -> Result<Vec<ForwardRow>, StorageError> {
+    pub fn reports_after(
+        &self,
+        cursor: i64,
+        limit: usize,
+    ) -> Result<Vec<ForwardRow>, StorageError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT r.id, n.name, n.site, r.boot, r.seq, r.ts, r.clock_ok, r.received, r.period_s,
                     r.lux_avg, r.lux_min, r.lux_max, r.motion, r.lamp_on, r.lamp_level, r.power_w,
@@ -225,7 +231,9 @@ impl Store {
         )?;
         let rows = statement.query_map(params![cursor, limit as i64], |row| {
             let lux = match (row.get(9)?, row.get(10)?, row.get(11)?) {
-                (Some(avg), Some(min), Some(max)) => Some(parklight_protocol::Lux { avg, min, max }),
+                (Some(avg), Some(min), Some(max)) => {
+                    Some(parklight_protocol::Lux { avg, min, max })
+                }
                 _ => None,
             };
             Ok(ForwardRow {
@@ -258,7 +266,11 @@ impl Store {
     pub fn cursor(&self, name: &str) -> Result<i64, StorageError> {
         Ok(self
             .connection
-            .query_row("SELECT position FROM cursors WHERE name = ?1", [name], |row| row.get(0))
+            .query_row(
+                "SELECT position FROM cursors WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
             .optional()?
             .unwrap_or(0))
     }
@@ -285,7 +297,9 @@ impl Store {
 
     /// Reports stored.
     pub fn report_count(&self) -> Result<u64, StorageError> {
-        let count: i64 = self.connection.query_row("SELECT count(*) FROM reports", [], |row| row.get(0))?;
+        let count: i64 = self
+            .connection
+            .query_row("SELECT count(*) FROM reports", [], |row| row.get(0))?;
         Ok(count as u64)
     }
 
@@ -293,7 +307,9 @@ impl Store {
     pub fn last_report_id(&self) -> Result<i64, StorageError> {
         Ok(self
             .connection
-            .query_row("SELECT coalesce(max(id), 0) FROM reports", [], |row| row.get(0))?)
+            .query_row("SELECT coalesce(max(id), 0) FROM reports", [], |row| {
+                row.get(0)
+            })?)
     }
 }
 
@@ -356,7 +372,13 @@ impl Writer<'_> {
     }
 
     /// Records a node status (birth, will, shutdown).
-    pub fn status(&mut self, node: i64, received: i64, status: &parklight_protocol::Status, payload: &[u8]) -> Result<(), StorageError> {
+    pub fn status(
+        &mut self,
+        node: i64,
+        received: i64,
+        status: &parklight_protocol::Status,
+        payload: &[u8],
+    ) -> Result<(), StorageError> {
         use parklight_protocol::status::{OfflineReason, Status};
         let (online, reason, boot, conn) = match status {
             Status::Online(b) => (true, None, b.boot, b.conn),
@@ -375,12 +397,26 @@ impl Writer<'_> {
                 "INSERT INTO statuses (node, received, online, reason, boot, conn, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![node, received, online, reason, boot, conn, String::from_utf8_lossy(payload)])?;
+            .execute(params![
+                node,
+                received,
+                online,
+                reason,
+                boot,
+                conn,
+                String::from_utf8_lossy(payload)
+            ])?;
         Ok(())
     }
 
     /// Stores an event; false when it was stored before.
-    pub fn event(&mut self, node: i64, received: i64, event: &parklight_protocol::Event, payload: &[u8]) -> Result<bool, StorageError> {
+    pub fn event(
+        &mut self,
+        node: i64,
+        received: i64,
+        event: &parklight_protocol::Event,
+        payload: &[u8],
+    ) -> Result<bool, StorageError> {
         let inserted = self
             .tx
             .prepare_cached(
@@ -413,7 +449,9 @@ impl Writer<'_> {
             )?
             .execute(params![letter.received, letter.topic, kept, letter.reason, letter.field, node, boot, seq])?;
         self.tx
-            .prepare_cached("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?1")?
+            .prepare_cached(
+                "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?1",
+            )?
             .execute([self.dead_letters_max as i64])?;
         Ok(())
     }
@@ -434,7 +472,13 @@ impl Writer<'_> {
 
     /// Saves the acknowledgement state of a node's boot, adding `lost` reports the node
     /// declared gone.
-    pub fn set_ack_state(&mut self, node: i64, boot: u32, state: AckState, lost: u64) -> Result<(), StorageError> {
+    pub fn set_ack_state(
+        &mut self,
+        node: i64,
+        boot: u32,
+        state: AckState,
+        lost: u64,
+    ) -> Result<(), StorageError> {
         self.tx
             .prepare_cached(
                 "INSERT INTO ack_state (node, boot, from_seq, acked, lost) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -447,10 +491,18 @@ impl Writer<'_> {
 
     /// Whether report `seq` of a node's boot is handled: stored, or a dead letter with a
     /// readable identity.
-    pub fn is_handled(&mut self, node: i64, name: &str, boot: u32, seq: u32) -> Result<bool, StorageError> {
+    pub fn is_handled(
+        &mut self,
+        node: i64,
+        name: &str,
+        boot: u32,
+        seq: u32,
+    ) -> Result<bool, StorageError> {
         let stored: bool = self
             .tx
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM reports WHERE node = ?1 AND boot = ?2 AND seq = ?3)")?
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM reports WHERE node = ?1 AND boot = ?2 AND seq = ?3)",
+            )?
             .query_row(params![node, boot, seq], |row| row.get(0))?;
         if stored {
             return Ok(true);
@@ -479,7 +531,11 @@ mod tests {
             clock_ok: true,
             received: 1_764_093_600_500,
             period_s: 60,
-            lux: Some(parklight_protocol::Lux { avg: 6.4, min: 5.9, max: 7.1 }),
+            lux: Some(parklight_protocol::Lux {
+                avg: 6.4,
+                min: 5.9,
+                max: 7.1,
+            }),
             motion: 3,
             lamp_on: true,
             lamp_level: 80,
@@ -506,7 +562,10 @@ mod tests {
         assert_eq!(store.report_count().unwrap(), 2);
         let rows = store.reports_after(0, 10).unwrap();
         assert_eq!(rows[0].report, report(7, 1));
-        assert_eq!((rows[0].node.as_str(), rows[0].site.as_deref()), ("pole-017", None));
+        assert_eq!(
+            (rows[0].node.as_str(), rows[0].site.as_deref()),
+            ("pole-017", None)
+        );
         assert_eq!(store.reports_after(rows[0].id, 10).unwrap().len(), 1);
     }
 
@@ -530,7 +589,10 @@ mod tests {
         connection.pragma_update(None, "user_version", 99).unwrap();
         drop(connection);
         let error = Store::open(dir.path(), 10).err().unwrap().to_string();
-        assert!(error.contains("schema version 99") && error.contains("newer parklight"), "{error}");
+        assert!(
+            error.contains("schema version 99") && error.contains("newer parklight"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -552,7 +614,10 @@ mod tests {
                 .unwrap();
         }
         assert!(writer.is_handled(node, "pole-017", 7, 4).unwrap());
-        assert!(!writer.is_handled(node, "pole-017", 7, 0).unwrap(), "dropped as the oldest");
+        assert!(
+            !writer.is_handled(node, "pole-017", 7, 0).unwrap(),
+            "dropped as the oldest"
+        );
         writer.commit().unwrap();
         let letters = store.dead_letters(10).unwrap();
         assert_eq!(letters.len(), 3);

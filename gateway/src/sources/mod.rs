@@ -1,0 +1,3 @@
+//! Where reports come from.
+
+pub mod mqtt;
