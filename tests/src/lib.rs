@@ -5,6 +5,7 @@
 //! A missing service is a failure naming the command that installs it, never a skip.
 
 pub mod broker;
+pub mod gateway;
 pub mod process;
 pub mod recorder;
 
@@ -75,6 +76,35 @@ pub fn require(program: &str, package: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!("{program} is not installed: run `sudo apt-get install -y {package}` (or .ci/run, which installs it)")
         })
+}
+
+/// A number from `parklight sim`'s summary line, e.g. `"unacknowledged"`.
+pub fn summary_number(stdout: &str, label: &str) -> u64 {
+    stdout
+        .split(',')
+        .find_map(|part| {
+            part.trim()
+                .strip_suffix(label)
+                .map(|n| n.trim().parse::<u64>())
+        })
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no \"{label}\" in the summary: {stdout}"))
+}
+
+/// Asserts that each node's reports of each boot are 0, 1, 2, ... without a gap.
+pub fn assert_consecutive<'a>(ids: impl IntoIterator<Item = (&'a str, u32, u32)>) {
+    let mut by_boot: std::collections::BTreeMap<(&str, u32), Vec<u32>> = Default::default();
+    for (node, boot, seq) in ids {
+        by_boot.entry((node, boot)).or_default().push(seq);
+    }
+    for ((node, boot), mut seqs) in by_boot {
+        seqs.sort_unstable();
+        let expected: Vec<u32> = (0..seqs.len() as u32).collect();
+        assert_eq!(
+            seqs, expected,
+            "{node} boot {boot}: reports missing or repeated"
+        );
+    }
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.

@@ -12,7 +12,7 @@ use parklight_sim::Site;
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::process::{Finished, Parklight};
 use parklight_tests::recorder::Recorder;
-use parklight_tests::{one_at_a_time, wait_until};
+use parklight_tests::{assert_consecutive, one_at_a_time, summary_number, wait_until};
 
 const MINUTE: i64 = 60_000;
 
@@ -20,32 +20,6 @@ fn rfc3339(unix_ms: i64) -> String {
     jiff::Timestamp::from_millisecond(unix_ms)
         .unwrap()
         .to_string()
-}
-
-/// Asserts that each node's distinct reports of each boot are 0, 1, 2, ... without a gap.
-fn assert_consecutive(reports: &HashMap<String, BTreeSet<ReportId>>) {
-    for (node, ids) in reports {
-        let mut by_boot: HashMap<u32, Vec<u32>> = HashMap::new();
-        for id in ids {
-            by_boot.entry(id.boot).or_default().push(id.seq);
-        }
-        for (boot, seqs) in by_boot {
-            let expected: Vec<u32> = (0..seqs.len() as u32).collect();
-            assert_eq!(seqs, expected, "{node} boot {boot}: reports missing");
-        }
-    }
-}
-
-fn summary_number(stdout: &str, label: &str) -> u64 {
-    stdout
-        .split(',')
-        .find_map(|part| {
-            part.trim()
-                .strip_suffix(label)
-                .map(|n| n.trim().parse::<u64>())
-        })
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("no \"{label}\" in the summary: {stdout}"))
 }
 
 /// Waits for a `parklight sim` run to end well, with every report acknowledged.
@@ -70,7 +44,11 @@ fn assert_every_report_arrived(
 ) -> HashMap<String, BTreeSet<ReportId>> {
     let distinct = gateway.distinct_reports();
     assert_eq!(distinct.len(), nodes, "every node reported");
-    assert_consecutive(&distinct);
+    assert_consecutive(
+        distinct
+            .iter()
+            .flat_map(|(node, ids)| ids.iter().map(move |id| (node.as_str(), id.boot, id.seq))),
+    );
     let total: u64 = distinct.values().map(|ids| ids.len() as u64).sum();
     assert_eq!(
         total,

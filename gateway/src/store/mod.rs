@@ -295,6 +295,16 @@ impl Store {
         Ok(lost as u64)
     }
 
+    /// The identity of every stored report, `(node, boot, seq)`, in that order.
+    pub fn report_ids(&self) -> Result<Vec<(String, u32, u32)>, StorageError> {
+        let mut statement = self.connection.prepare(
+            "SELECT n.name, r.boot, r.seq FROM reports r JOIN nodes n ON n.id = r.node
+             ORDER BY n.name, r.boot, r.seq",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Reports stored.
     pub fn report_count(&self) -> Result<u64, StorageError> {
         let count: i64 = self

@@ -1,0 +1,163 @@
+//! The real gateway (`parklight run`) with a configuration of the test's own.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use parklight_gateway::store::Store;
+
+use crate::{free_port, parklight_binary, wait_until};
+
+/// The repository's Remiseparken site file.
+pub fn remiseparken_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sites/remiseparken.geojson")
+}
+
+/// A gateway process; killed when dropped.
+pub struct Gateway {
+    dir: tempfile::TempDir,
+    http_port: u16,
+    process: Option<Child>,
+    /// Extra configuration appended to the file (e.g. an `[influxdb]` section).
+    extra: String,
+    env: Vec<(String, String)>,
+}
+
+impl Gateway {
+    /// A gateway for `broker_url`, storing in its own folder, acknowledging every second.
+    pub fn new(broker_url: &str, extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let gateway = Gateway {
+            http_port: free_port(),
+            dir,
+            process: None,
+            extra: extra.to_owned(),
+            env: Vec::new(),
+        };
+        std::fs::write(
+            gateway.config_path(),
+            format!(
+                "[mqtt]\nurl = \"{broker_url}\"\nclient_id = \"gateway-under-test\"\n\n\
+                 [storage]\npath = \"data\"\n\n[ingest]\nack_interval_s = 1\n\n\
+                 [http]\nlisten = \"127.0.0.1:{port}\"\n\n[[sites]]\nfile = \"{site}\"\n\n{extra}\n",
+                port = gateway.http_port,
+                site = remiseparken_file().display(),
+                extra = gateway.extra,
+            ),
+        )
+        .expect("writing the configuration");
+        gateway
+    }
+
+    /// Sets an environment variable for the process (e.g. a token).
+    pub fn env(mut self, name: &str, value: &str) -> Gateway {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("parklight.toml")
+    }
+
+    /// Starts `parklight run` and waits until `/metrics` answers.
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("gateway.log")).expect("log file");
+        let child = Command::new(parklight_binary())
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .envs(self.env.iter().cloned())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting parklight run");
+        self.process = Some(child);
+        let port = self.http_port;
+        assert!(
+            wait_until(Duration::from_secs(20), || http_get(port, "/metrics")
+                .is_some()),
+            "the gateway did not serve /metrics; its log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Kills it with SIGKILL: no clean stop.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops it with SIGTERM and asserts a clean exit within the deadline.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.process.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let mut status = None;
+        let exited = wait_until(Duration::from_secs(15), || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        assert!(
+            exited && status.is_some_and(|s| s.success()),
+            "no clean stop ({status:?}); log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Its `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(self.http_port, "/metrics").unwrap_or_default()
+    }
+
+    /// A metric's value (the sum over its label sets matching `labels`).
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|line| line.starts_with(name) && line.contains(labels))
+            .filter(|line| line[name.len()..].starts_with([' ', '{']))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// What it logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Its store (open it once the gateway is stopped).
+    pub fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("data"), 10_000).expect("opening the gateway's store")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback; the body, when the answer is 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.lines().next()?.split(' ').nth(1)?;
+    (code == "200").then(|| body.to_owned())
+}
