@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod signals;
+pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod writer;
@@ -52,6 +53,9 @@ pub enum GatewayError {
         /// Why.
         source: std::io::Error,
     },
+    /// The InfluxDB token cannot be read.
+    #[error("[influxdb] token: {0}")]
+    Token(#[from] config::SecretError),
     /// The writer thread died.
     #[error("the writer stopped unexpectedly")]
     WriterDied,
@@ -120,6 +124,25 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
             })
             .map_err(|_| GatewayError::WriterDied)?
     };
+    let forwarder = match &config.influxdb {
+        Some(influx) => {
+            let sink = sinks::influxdb::InfluxSink::new(influx)?;
+            let settings = sinks::influxdb::ForwarderSettings {
+                store: config.storage.path.clone(),
+                dead_letters_max: config.storage.dead_letters_max,
+                batch: influx.batch_reports,
+                flush_interval: Duration::from_millis(influx.flush_interval_ms),
+            };
+            let stop = stop.clone();
+            Some(tokio::spawn(async move {
+                if let Err(error) = sinks::influxdb::forward(sink, settings, stop.clone()).await {
+                    tracing::error!(%error, "the InfluxDB forwarder stopped");
+                    stop.cancel();
+                }
+            }))
+        }
+        None => None,
+    };
     tracing::info!(broker = %config.mqtt.url, store = %config.storage.path.display(), sites = sites.len(), "gateway running");
     stop.cancelled().await;
     tracing::info!("stopping: storing and acknowledging what arrived");
@@ -136,6 +159,9 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         tracing::warn!("the broker did not take the disconnect in time");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    if let Some(forwarder) = forwarder {
+        let _ = tokio::time::timeout(Duration::from_secs(1), forwarder).await;
+    }
     written?;
     tracing::info!("stopped");
     Ok(())

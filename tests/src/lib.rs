@@ -8,6 +8,7 @@ pub mod broker;
 pub mod gateway;
 pub mod process;
 pub mod recorder;
+pub mod tsdb;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

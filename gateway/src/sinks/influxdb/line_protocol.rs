@@ -1,0 +1,144 @@
+//! InfluxDB line protocol, written by hand so every character is ours to test
+//! (VictoriaMetrics accepts even malformed lines, so its answers prove nothing).
+//!
+//! `park_light,node=pole-017,site=remiseparken,zone=skatepark lux_avg=6.4,...,clock_ok=true 1764093600000`
+//! with millisecond timestamps. A tag without a value is left out, never sent empty.
+
+use std::fmt::Write;
+
+use crate::store::ForwardRow;
+
+/// The measurement reports go to.
+pub const MEASUREMENT: &str = "park_light";
+
+/// Escapes a tag key, tag value or field key: commas, equals signs and spaces. (Ids are
+/// identifiers, so there are no newlines, which line protocol cannot carry in tags.)
+pub fn escape_key(text: &str, out: &mut String) {
+    for c in text.chars() {
+        if matches!(c, ',' | '=' | ' ') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// One line for one report, appended to `out` with its newline.
+pub fn write_report(row: &ForwardRow, out: &mut String) {
+    out.push_str(MEASUREMENT);
+    let tags = [
+        ("node", Some(row.node.as_str())),
+        ("site", row.site.as_deref()),
+        ("zone", row.report.zone.as_deref()),
+    ];
+    for (key, value) in tags {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            out.push(',');
+            out.push_str(key);
+            out.push('=');
+            escape_key(value, out);
+        }
+    }
+    let r = &row.report;
+    let mut fields: Vec<(&str, String)> = Vec::with_capacity(8);
+    if let Some(lux) = r.lux {
+        fields.push(("lux_avg", float(lux.avg)));
+        fields.push(("lux_min", float(lux.min)));
+        fields.push(("lux_max", float(lux.max)));
+    }
+    fields.push(("motion", format!("{}i", r.motion)));
+    fields.push(("lamp_level", format!("{}i", r.lamp_level)));
+    fields.push(("lamp_on", r.lamp_on.to_string()));
+    if let Some(watts) = r.power_w {
+        fields.push(("power_w", float(watts)));
+    }
+    fields.push(("clock_ok", r.clock_ok.to_string()));
+    for (i, (key, value)) in fields.iter().enumerate() {
+        out.push(if i == 0 { ' ' } else { ',' });
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
+    }
+    let _ = writeln!(out, " {}", r.ts);
+}
+
+/// A float field: Rust's shortest round-trip form, which line protocol reads as a float
+/// even without a decimal point. Non-finite values cannot occur (the decoder refuses them).
+fn float(value: f64) -> String {
+    format!("{value}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ReportRow;
+
+    fn row(zone: Option<&str>, site: Option<&str>) -> ForwardRow {
+        ForwardRow {
+            id: 1,
+            node: "pole-017".into(),
+            site: site.map(str::to_owned),
+            report: ReportRow {
+                boot: 7,
+                seq: 1042,
+                ts: 1_764_093_600_000,
+                clock_ok: true,
+                received: 0,
+                period_s: 60,
+                lux: Some(parklight_protocol::Lux {
+                    avg: 6.4,
+                    min: 5.9,
+                    max: 7.0,
+                }),
+                motion: 3,
+                lamp_on: true,
+                lamp_level: 80,
+                power_w: Some(31.5),
+                cfg: Some(3),
+                faults: 0,
+                temp_c: None,
+                zone: zone.map(str::to_owned),
+            },
+        }
+    }
+
+    #[test]
+    fn a_report_is_one_line() {
+        let mut out = String::new();
+        write_report(&row(Some("skatepark"), Some("remiseparken")), &mut out);
+        assert_eq!(
+            out,
+            "park_light,node=pole-017,site=remiseparken,zone=skatepark \
+             lux_avg=6.4,lux_min=5.9,lux_max=7,motion=3i,lamp_level=80i,lamp_on=true,power_w=31.5,clock_ok=true \
+             1764093600000\n"
+        );
+    }
+
+    #[test]
+    fn missing_tags_and_fields_are_left_out() {
+        let mut unknown = row(None, None);
+        unknown.report.lux = None;
+        unknown.report.power_w = None;
+        unknown.report.clock_ok = false;
+        let mut out = String::new();
+        write_report(&unknown, &mut out);
+        assert_eq!(
+            out,
+            "park_light,node=pole-017 motion=3i,lamp_level=80i,lamp_on=true,clock_ok=false 1764093600000\n"
+        );
+        let mut empty = row(Some(""), Some("remiseparken"));
+        empty.report.lux = None;
+        let mut out = String::new();
+        write_report(&empty, &mut out);
+        assert!(
+            out.starts_with("park_light,node=pole-017,site=remiseparken motion="),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn escaping_follows_the_line_protocol_rules() {
+        let mut out = String::new();
+        escape_key("a b,c=d\\e", &mut out);
+        assert_eq!(out, "a\\ b\\,c\\=d\\e");
+    }
+}

@@ -1,0 +1,3 @@
+//! Where reports go besides the embedded store.
+
+pub mod influxdb;

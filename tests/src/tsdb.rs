@@ -1,0 +1,143 @@
+//! A VictoriaMetrics of the test's own: it serves the InfluxDB v2 write API, and its
+//! export API reads back what was written.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::gateway::http_get;
+use crate::{free_port, require, wait_until};
+
+/// One series as exported: its labels and samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Labels, `__name__` included.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `(timestamp ms, value)` pairs.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// A running VictoriaMetrics; killed when dropped.
+pub struct VictoriaMetrics {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    process: Option<Child>,
+}
+
+impl VictoriaMetrics {
+    /// Starts it on a free port with the flags DESIGN.md names: keep old points, drop
+    /// resent duplicates, show the latest points to queries at once.
+    pub fn start() -> VictoriaMetrics {
+        let mut tsdb = VictoriaMetrics {
+            binary: require("victoria-metrics", "victoria-metrics"),
+            dir: tempfile::tempdir().expect("temporary folder"),
+            port: free_port(),
+            process: None,
+        };
+        tsdb.launch();
+        tsdb
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(&self.binary)
+            .arg(format!(
+                "-storageDataPath={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .args([
+                "-retentionPeriod=100y",
+                "-dedup.minScrapeInterval=1ms",
+                "-search.latencyOffset=0s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting victoria-metrics");
+        self.process = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(20), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()
+                && http_get(port, "/health").is_some()),
+            "victoria-metrics did not come up on port {port}"
+        );
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (SIGTERM, so it flushes what it acknowledged: it buffers the last second
+    /// in memory, which a SIGKILL would lose); its data stays for
+    /// [`VictoriaMetrics::resume`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            if !wait_until(Duration::from_secs(20), || {
+                child.try_wait().ok().flatten().is_some()
+            }) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn resume(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Every series whose name matches the regular expression.
+    pub fn export(&self, name_regex: &str) -> Vec<Series> {
+        let _ = http_get(self.port, "/internal/force_flush");
+        let query = format!("/api/v1/export?match[]={{__name__=~\"{name_regex}\"}}");
+        let body = http_get(
+            self.port,
+            &query
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22")
+                .replace('~', "%7E"),
+        )
+        .unwrap_or_default();
+        body.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|series| {
+                let labels = series["metric"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let timestamps = series["timestamps"].as_array().cloned().unwrap_or_default();
+                let values = series["values"].as_array().cloned().unwrap_or_default();
+                let samples = timestamps
+                    .iter()
+                    .zip(&values)
+                    .filter_map(|(t, v)| Some((t.as_i64()?, v.as_f64()?)))
+                    .collect();
+                Series { labels, samples }
+            })
+            .collect()
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

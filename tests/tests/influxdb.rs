@@ -1,0 +1,167 @@
+//! Forwarding to InfluxDB 2's write API, served by a real VictoriaMetrics: every stored
+//! report arrives with the right tags and values, also after the database was down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use parklight_tests::broker::Mosquitto;
+use parklight_tests::gateway::Gateway;
+use parklight_tests::process::Parklight;
+use parklight_tests::tsdb::VictoriaMetrics;
+use parklight_tests::{one_at_a_time, summary_number, wait_until};
+
+fn gateway_for(broker: &Mosquitto, tsdb: &VictoriaMetrics) -> Gateway {
+    let influx = format!(
+        "[influxdb]\nurl = \"{}\"\norg = \"parks\"\nbucket = \"parklight\"\nbatch_reports = 300\nflush_interval_ms = 200\ntimeout_s = 2\n",
+        tsdb.url()
+    );
+    Gateway::new(&broker.url(), &influx).env("PARKLIGHT_INFLUXDB_TOKEN", "test-token")
+}
+
+fn simulate(broker: &Mosquitto, duration_s: &str, state: &tempfile::TempDir) -> Parklight {
+    Parklight::spawn(&[
+        "sim",
+        "--broker",
+        &broker.url(),
+        "--speed",
+        "60",
+        "--ack-timeout-s",
+        "3",
+        "--duration-s",
+        duration_s,
+        "--drain-s",
+        "60",
+        "--state",
+        state.path().to_str().unwrap(),
+        "--fresh",
+    ])
+}
+
+/// Waits until the forwarder has sent everything the gateway stored.
+fn forwarded_everything(gateway: &Gateway, reports: u64) {
+    assert!(
+        wait_until(Duration::from_secs(60), || gateway
+            .metric("parklight_forwarded_reports_total", "")
+            >= reports as f64
+            && gateway.metric("parklight_forwarder_lag_reports", "") == 0.0),
+        "forwarder behind: {}",
+        gateway.metrics()
+    );
+}
+
+/// Asserts that VictoriaMetrics holds every stored report, with its tags and values.
+fn assert_every_report_in_the_database(gateway: &Gateway, tsdb: &VictoriaMetrics) {
+    let store = gateway.store();
+    let rows = store.reports_after(0, usize::MAX).unwrap();
+    let mut by_series: HashMap<(String, String), BTreeMap<i64, f64>> = HashMap::new();
+    for series in tsdb.export("park_light_.*") {
+        let node = series.labels.get("node").cloned().unwrap_or_default();
+        let name = series.labels["__name__"].clone();
+        assert_eq!(
+            series.labels.get("site").map(String::as_str),
+            Some("remiseparken"),
+            "{series:?}"
+        );
+        assert!(series.labels.contains_key("zone"), "{series:?}");
+        by_series
+            .entry((name, node))
+            .or_default()
+            .extend(series.samples);
+    }
+    let value = |name: &str, node: &str, ts: i64| {
+        by_series
+            .get(&(name.to_owned(), node.to_owned()))
+            .and_then(|s| s.get(&ts))
+            .copied()
+    };
+    for row in &rows {
+        let (node, r) = (row.node.as_str(), &row.report);
+        assert_eq!(
+            value("park_light_motion", node, r.ts),
+            Some(f64::from(r.motion)),
+            "{node} {}",
+            r.ts
+        );
+        assert_eq!(
+            value("park_light_lamp_level", node, r.ts),
+            Some(f64::from(r.lamp_level)),
+            "{node} {}",
+            r.ts
+        );
+        assert_eq!(
+            value("park_light_lux_avg", node, r.ts),
+            r.lux.map(|l| l.avg),
+            "{node} {}",
+            r.ts
+        );
+        assert_eq!(
+            value("park_light_power_w", node, r.ts),
+            r.power_w,
+            "{node} {}",
+            r.ts
+        );
+        assert_eq!(
+            value("park_light_clock_ok", node, r.ts),
+            Some(1.0),
+            "{node} {}",
+            r.ts
+        );
+    }
+    let motion_samples: usize = by_series
+        .iter()
+        .filter(|((name, _), _)| name == "park_light_motion")
+        .map(|(_, s)| s.len())
+        .sum();
+    assert_eq!(motion_samples, rows.len(), "one point per report");
+}
+
+#[test]
+fn every_report_reaches_the_database_with_its_tags_and_values() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let tsdb = VictoriaMetrics::start();
+    let mut gateway = gateway_for(&broker, &tsdb);
+    gateway.start();
+    let state = tempfile::tempdir().unwrap();
+    let finished = simulate(&broker, "15", &state).wait(Duration::from_secs(120));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let reports = summary_number(&finished.stdout, "reports");
+    assert_eq!(summary_number(&finished.stdout, "unacknowledged"), 0);
+    forwarded_everything(&gateway, reports);
+    gateway.stop();
+    assert_eq!(
+        gateway.store().report_count().unwrap(),
+        reports,
+        "stored exactly once"
+    );
+    assert_every_report_in_the_database(&gateway, &tsdb);
+}
+
+#[test]
+fn a_database_outage_stops_nothing_and_is_caught_up() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let mut tsdb = VictoriaMetrics::start();
+    let mut gateway = gateway_for(&broker, &tsdb);
+    gateway.start();
+    let state = tempfile::tempdir().unwrap();
+    let run = simulate(&broker, "30", &state);
+    assert!(wait_until(Duration::from_secs(30), || gateway
+        .metric("parklight_forwarded_reports_total", "")
+        >= 100.0));
+    tsdb.stop();
+    let stored_at_outage = gateway.metric("parklight_reports_stored_total", "");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        gateway.metric("parklight_reports_stored_total", "") >= stored_at_outage + 100.0,
+        "ingest went on during the outage"
+    );
+    assert!(gateway.metric("parklight_forwarder_errors_total", "kind=\"retry\"") >= 1.0);
+    tsdb.resume();
+    let finished = run.wait(Duration::from_secs(120));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let reports = summary_number(&finished.stdout, "reports");
+    forwarded_everything(&gateway, reports);
+    gateway.stop();
+    assert_every_report_in_the_database(&gateway, &tsdb);
+}
