@@ -7,11 +7,13 @@
 //! - [`store`]: the embedded SQLite store.
 //! - [`writer`]: group commits, MQTT acks after commit, stored-acknowledgements to nodes.
 //! - [`http`]: `/metrics`; [`metrics`]: every metric name.
+//! - [`demo`]: `parklight demo`, everything embedded.
 //! - [`logging`], [`signals`]: process plumbing.
 //!
 //! [`run`] starts it all and stops it cleanly: `main` and the tests call the same `run`.
 
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod logging;

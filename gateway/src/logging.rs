@@ -11,9 +11,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sends logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Sends logs to stderr, filtered by `RUST_LOG` (else `default_level`, e.g. `info`).
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -28,6 +28,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Everything at once on its embedded defaults: broker, simulated park, gateway.
+    Demo(DemoArgs),
     /// Run the gateway: store every report, acknowledge it, serve /metrics.
     Run(ConfigArg),
     /// Print the newest rejected messages kept in the store.
@@ -45,6 +47,25 @@ struct ConfigArg {
     /// The configuration file.
     #[arg(long, short)]
     config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Port of the embedded broker (another free one when taken).
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Address of /metrics (another free port when taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: std::net::SocketAddr,
+    /// Keep the store and node state in this folder (default: a temporary one).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Simulated seconds per real second until simulated time reaches the present.
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+    /// Faults to inject, as for `parklight sim`.
+    #[arg(long, default_value = "")]
+    faults: String,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +128,18 @@ struct SimArgs {
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| anyhow::anyhow!("{flag} {value} is not a number of seconds"))
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let options = parklight_gateway::demo::DemoOptions {
+        broker_port: args.port,
+        http: args.http,
+        dir: args.dir,
+        speed: args.speed,
+        faults: FaultPlan::parse(&args.faults)?,
+    };
+    parklight_gateway::demo::run(options, parklight_gateway::signals::shutdown_token()).await?;
+    Ok(())
 }
 
 async fn run(path: &std::path::Path) -> anyhow::Result<()> {
@@ -176,6 +209,7 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
             .unwrap_or_else(parklight_sim::store::default_state_dir),
         fresh: args.fresh,
         faults: FaultPlan::parse(&args.faults)?,
+        progress: true,
     };
     let summary = parklight_sim::run(options, parklight_gateway::signals::shutdown_token()).await?;
     println!(
@@ -188,10 +222,16 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    logging::init(cli.log_format, level);
     parklight_sim::mqtt::install_crypto_provider();
     let result = match cli.command {
         Command::Run(args) => run(&args.config).await,
+        Command::Demo(args) => demo(args).await,
         Command::DeadLetters(args) => dead_letters(&args.config, args.limit),
         Command::Check(args) => check(&args.config),
         Command::Config => {

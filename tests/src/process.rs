@@ -53,6 +53,14 @@ impl Parklight {
         }
     }
 
+    /// Sends SIGINT, as Ctrl-C would.
+    pub fn interrupt(&self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
     /// Waits up to `timeout` for it to exit; fails the test if it does not.
     pub fn wait(mut self, timeout: Duration) -> Finished {
         let mut status = None;

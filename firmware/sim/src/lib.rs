@@ -77,6 +77,8 @@ pub struct SimOptions {
     pub fresh: bool,
     /// Faults to inject.
     pub faults: FaultPlan,
+    /// Show progress (a live line on a terminal, log lines otherwise).
+    pub progress: bool,
 }
 
 /// What a run did.
@@ -190,17 +192,19 @@ fn check(options: &SimOptions) -> Result<(), SimError> {
 /// Shows progress: one live line on a terminal, a log line every ten seconds otherwise.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    logs: bool,
     last_log: std::time::Instant,
 }
 
 impl Progress {
-    fn new() -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    fn new(shown: bool) -> Progress {
+        let bar = (shown && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
         Progress {
+            logs: shown && bar.is_none(),
             bar,
             last_log: std::time::Instant::now(),
         }
@@ -216,7 +220,7 @@ impl Progress {
         );
         match &self.bar {
             Some(bar) => bar.set_message(line),
-            None if self.last_log.elapsed() >= Duration::from_secs(10) => {
+            None if self.logs && self.last_log.elapsed() >= Duration::from_secs(10) => {
                 self.last_log = std::time::Instant::now();
                 tracing::info!("{line}");
             }
@@ -267,7 +271,7 @@ pub async fn run(options: SimOptions, stop: CancellationToken) -> Result<Summary
     };
     let mut world = world::World::new(config, sites, start_ms, events_tx)?;
     let clock = SimClock::new(start_ms, options.speed);
-    let mut progress = Progress::new();
+    let mut progress = Progress::new(options.progress);
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut flushed = std::time::Instant::now();
