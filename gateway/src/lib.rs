@@ -4,7 +4,7 @@
 //! - [`config`]: the typed configuration and `parklight check`.
 //! - [`sources::mqtt`]: the broker connection; one task only polls it.
 //! - [`ingest`]: decode, enrich, dedupe, clock repair, acknowledgement watermarks.
-//! - [`store`]: the embedded SQLite store.
+//! - [`store`]: the embedded SQLite store; [`maintenance`]: compaction and retention.
 //! - [`writer`]: group commits, MQTT acks after commit, stored-acknowledgements to nodes.
 //! - [`http`]: `/metrics`; [`metrics`]: every metric name.
 //! - [`demo`]: `parklight demo`, everything embedded.
@@ -17,6 +17,7 @@ pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod logging;
+pub mod maintenance;
 pub mod metrics;
 pub mod signals;
 pub mod sinks;
@@ -145,6 +146,15 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         }
         None => None,
     };
+    let housekeeping = tokio::spawn(maintenance::run(
+        maintenance::Housekeeping {
+            store: config.storage.path.clone(),
+            retention_days: config.storage.retention_days,
+            forwarding: config.influxdb.is_some(),
+            dead_letters_max: config.storage.dead_letters_max,
+        },
+        stop.clone(),
+    ));
     tracing::info!(broker = %config.mqtt.url, store = %config.storage.path.display(), sites = sites.len(), "gateway running");
     stop.cancelled().await;
     tracing::info!("stopping: storing and acknowledging what arrived");
@@ -161,6 +171,7 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         tracing::warn!("the broker did not take the disconnect in time");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), housekeeping).await;
     if let Some(forwarder) = forwarder {
         let _ = tokio::time::timeout(Duration::from_secs(1), forwarder).await;
     }

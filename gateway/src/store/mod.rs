@@ -4,7 +4,11 @@
 //! - [`schema`]: numbered migrations; a file newer than the binary is refused.
 //! - [`Store::write`] opens one transaction ([`Writer`]) for a group of messages.
 //! - Reading: dead letters, reports after a cursor (the forwarder), cursors.
+//! - History: [`Store::compact`] folds closed hours into compressed column blocks
+//!   ([`blocks`]); [`Store::retain`] then drops raw rows past the retention; [`Store::series`]
+//!   and [`Store::latest_per_node`] read blocks and raw rows alike.
 
+mod blocks;
 mod schema;
 
 use std::collections::HashMap;
@@ -30,6 +34,9 @@ pub enum StorageError {
         /// Why.
         source: std::io::Error,
     },
+    /// A compressed block cannot be read.
+    #[error("store: damaged block: {0}")]
+    Corrupt(String),
     /// The file was written by a newer parklight.
     #[error(
         "store {path} has schema version {found}, this parklight knows up to {known}: use a newer parklight"
@@ -222,41 +229,17 @@ impl Store {
         cursor: i64,
         limit: usize,
     ) -> Result<Vec<ForwardRow>, StorageError> {
-        let mut statement = self.connection.prepare_cached(
-            "SELECT r.id, n.name, n.site, r.boot, r.seq, r.ts, r.clock_ok, r.received, r.period_s,
-                    r.lux_avg, r.lux_min, r.lux_max, r.motion, r.lamp_on, r.lamp_level, r.power_w,
-                    r.cfg, r.faults, r.temp_c, r.zone
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT r.id, n.name, n.site, {REPORT_COLUMNS}
              FROM reports r JOIN nodes n ON n.id = r.node
-             WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
-        )?;
+             WHERE r.id > ?1 ORDER BY r.id LIMIT ?2"
+        ))?;
         let rows = statement.query_map(params![cursor, limit as i64], |row| {
-            let lux = match (row.get(9)?, row.get(10)?, row.get(11)?) {
-                (Some(avg), Some(min), Some(max)) => {
-                    Some(parklight_protocol::Lux { avg, min, max })
-                }
-                _ => None,
-            };
             Ok(ForwardRow {
                 id: row.get(0)?,
                 node: row.get(1)?,
                 site: row.get(2)?,
-                report: ReportRow {
-                    boot: row.get(3)?,
-                    seq: row.get(4)?,
-                    ts: row.get(5)?,
-                    clock_ok: row.get(6)?,
-                    received: row.get(7)?,
-                    period_s: row.get(8)?,
-                    lux,
-                    motion: row.get(12)?,
-                    lamp_on: row.get(13)?,
-                    lamp_level: row.get(14)?,
-                    power_w: row.get(15)?,
-                    cfg: row.get(16)?,
-                    faults: row.get(17)?,
-                    temp_c: row.get(18)?,
-                    zone: row.get(19)?,
-                },
+                report: report_from(row, 3)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -320,6 +303,283 @@ impl Store {
             .query_row("SELECT coalesce(max(id), 0) FROM reports", [], |row| {
                 row.get(0)
             })?)
+    }
+}
+
+/// Milliseconds in an hour: the span of one block.
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// What to read a series of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector<'a> {
+    /// One node.
+    Node(&'a str),
+    /// Every node's reports made in a zone.
+    Zone(&'a str),
+}
+
+/// One step of a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    /// Start of the step, Unix ms.
+    pub start: i64,
+    /// Reports in the step.
+    pub reports: u32,
+    /// Lowest lux.
+    pub lux_min: Option<f64>,
+    /// Mean of the reports' average lux.
+    pub lux_avg: Option<f64>,
+    /// Highest lux.
+    pub lux_max: Option<f64>,
+    /// Motion detections, summed.
+    pub motion: u64,
+    /// Mean lamp level.
+    pub lamp_level: Option<f64>,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compaction {
+    /// Blocks written.
+    pub blocks: u64,
+    /// Reports folded in.
+    pub reports: u64,
+}
+
+const REPORT_COLUMNS: &str =
+    "r.boot, r.seq, r.ts, r.clock_ok, r.received, r.period_s, r.lux_avg, r.lux_min,
+    r.lux_max, r.motion, r.lamp_on, r.lamp_level, r.power_w, r.cfg, r.faults, r.temp_c, r.zone";
+
+/// Reads [`REPORT_COLUMNS`] starting at column `at`.
+fn report_from(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ReportRow> {
+    let lux = match (row.get(at + 6)?, row.get(at + 7)?, row.get(at + 8)?) {
+        (Some(avg), Some(min), Some(max)) => Some(parklight_protocol::Lux { avg, min, max }),
+        _ => None,
+    };
+    Ok(ReportRow {
+        boot: row.get(at)?,
+        seq: row.get(at + 1)?,
+        ts: row.get(at + 2)?,
+        clock_ok: row.get(at + 3)?,
+        received: row.get(at + 4)?,
+        period_s: row.get(at + 5)?,
+        lux,
+        motion: row.get(at + 9)?,
+        lamp_on: row.get(at + 10)?,
+        lamp_level: row.get(at + 11)?,
+        power_w: row.get(at + 12)?,
+        cfg: row.get(at + 13)?,
+        faults: row.get(at + 14)?,
+        temp_c: row.get(at + 15)?,
+        zone: row.get(at + 16)?,
+    })
+}
+
+impl Store {
+    /// Folds every hour that ends before `closed_before` (Unix ms) into its node's block,
+    /// one short transaction per block, so ingest is never held up for long. Reports that
+    /// arrive late for a folded hour are folded in next time.
+    pub fn compact(&mut self, closed_before: i64) -> Result<Compaction, StorageError> {
+        let candidates: Vec<(i64, i64, String)> = {
+            let mut statement = self.connection.prepare(
+                "SELECT r.node, (r.ts / ?2) * ?2 AS block_hour, coalesce(r.zone, '') AS block_zone
+                 FROM reports r LEFT JOIN hour_blocks b
+                   ON b.node = r.node AND b.hour = (r.ts / ?2) * ?2 AND b.zone = coalesce(r.zone, '')
+                 WHERE r.ts < (?1 / ?2) * ?2 AND r.id > coalesce(b.max_id, 0)
+                 GROUP BY r.node, block_hour, block_zone",
+            )?;
+            statement
+                .query_map(params![closed_before, HOUR_MS], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?
+        };
+        let mut done = Compaction::default();
+        for (node, hour, zone) in candidates {
+            let tx = self.connection.transaction()?;
+            let existing: Option<(i64, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT max_id, columns FROM hour_blocks WHERE node = ?1 AND hour = ?2 AND zone = ?3",
+                    params![node, hour, zone],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let zone_name = (!zone.is_empty()).then_some(zone.as_str());
+            let (mut max_id, mut rows) = match existing {
+                Some((max_id, columns)) => (max_id, blocks::decode(&columns, zone_name)?),
+                None => (0, Vec::new()),
+            };
+            let fresh: Vec<(i64, ReportRow)> = {
+                let mut statement = tx.prepare_cached(&format!(
+                    "SELECT r.id, {REPORT_COLUMNS} FROM reports r
+                     WHERE r.node = ?1 AND r.ts >= ?2 AND r.ts < ?2 + ?3 AND coalesce(r.zone, '') = ?4 AND r.id > ?5"
+                ))?;
+                statement
+                    .query_map(params![node, hour, HOUR_MS, zone, max_id], |row| {
+                        Ok((row.get(0)?, report_from(row, 1)?))
+                    })?
+                    .collect::<Result<_, _>>()?
+            };
+            done.reports += fresh.len() as u64;
+            for (id, row) in fresh {
+                max_id = max_id.max(id);
+                if !rows.iter().any(|r| r.boot == row.boot && r.seq == row.seq) {
+                    rows.push(row);
+                }
+            }
+            rows.sort_by_key(|r| (r.ts, r.boot, r.seq));
+            tx.execute(
+                "INSERT INTO hour_blocks (node, hour, zone, count, max_id, columns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (node, hour, zone) DO UPDATE SET count = excluded.count, max_id = excluded.max_id,
+                    columns = excluded.columns",
+                params![node, hour, zone, rows.len() as i64, max_id, blocks::encode(&rows)?],
+            )?;
+            tx.commit()?;
+            done.blocks += 1;
+        }
+        Ok(done)
+    }
+
+    /// Drops raw reports made before `before` (Unix ms) that a block holds, and that the
+    /// forwarder has sent (ids up to `forwarded`, when one runs); statuses and events
+    /// received before it too. Raw rows are what makes a late duplicate a no-op, so a
+    /// report resent after the retention would be stored again.
+    pub fn retain(&mut self, before: i64, forwarded: Option<i64>) -> Result<u64, StorageError> {
+        let tx = self.connection.transaction()?;
+        let removed = tx.execute(
+            "DELETE FROM reports WHERE ts < ?1 AND id <= ?3 AND id <= (
+                SELECT b.max_id FROM hour_blocks b WHERE b.node = reports.node
+                  AND b.hour = (reports.ts / ?2) * ?2 AND b.zone = coalesce(reports.zone, ''))",
+            params![before, HOUR_MS, forwarded.unwrap_or(i64::MAX)],
+        )?;
+        tx.execute("DELETE FROM statuses WHERE received < ?1", [before])?;
+        tx.execute("DELETE FROM events WHERE received < ?1", [before])?;
+        tx.commit()?;
+        Ok(removed as u64)
+    }
+
+    /// Reports of `selector` made in `[from, to)`, from blocks and raw rows alike.
+    fn reports_between(
+        &self,
+        selector: Selector<'_>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<ReportRow>, StorageError> {
+        let (column, name) = match selector {
+            Selector::Node(node) => ("n.name", node),
+            Selector::Zone(zone) => ("b.zone", zone),
+        };
+        let mut rows = Vec::new();
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT b.zone, b.columns FROM hour_blocks b JOIN nodes n ON n.id = b.node
+             WHERE {column} = ?1 AND b.hour >= (?2 / ?4) * ?4 AND b.hour < ?3"
+        ))?;
+        let blocks: Vec<(String, Vec<u8>)> = statement
+            .query_map(params![name, from, to, HOUR_MS], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (zone, columns) in blocks {
+            let zone = (!zone.is_empty()).then_some(zone.as_str());
+            rows.extend(
+                blocks::decode(&columns, zone)?
+                    .into_iter()
+                    .filter(|r| (from..to).contains(&r.ts)),
+            );
+        }
+        let column = if column == "b.zone" { "r.zone" } else { column };
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {REPORT_COLUMNS} FROM reports r JOIN nodes n ON n.id = r.node
+             LEFT JOIN hour_blocks b ON b.node = r.node AND b.hour = (r.ts / ?4) * ?4 AND b.zone = coalesce(r.zone, '')
+             WHERE {column} = ?1 AND r.ts >= ?2 AND r.ts < ?3 AND r.id > coalesce(b.max_id, 0)"
+        ))?;
+        let raw =
+            statement.query_map(params![name, from, to, HOUR_MS], |row| report_from(row, 0))?;
+        for row in raw {
+            rows.push(row?);
+        }
+        Ok(rows)
+    }
+
+    /// A series of `selector` in `[from, to)` at `step_ms`: min/avg/max lux, summed
+    /// motion, mean lamp level. Steps without reports are left out.
+    pub fn series(
+        &self,
+        selector: Selector<'_>,
+        from: i64,
+        to: i64,
+        step_ms: i64,
+    ) -> Result<Vec<Bucket>, StorageError> {
+        let step = step_ms.max(1);
+        let mut buckets: std::collections::BTreeMap<i64, (Bucket, f64, u32, f64)> =
+            Default::default();
+        for r in self.reports_between(selector, from, to)? {
+            let start = from + (r.ts - from) / step * step;
+            let (bucket, lux_sum, lux_count, level_sum) =
+                buckets.entry(start).or_insert_with(|| {
+                    (
+                        Bucket {
+                            start,
+                            reports: 0,
+                            lux_min: None,
+                            lux_avg: None,
+                            lux_max: None,
+                            motion: 0,
+                            lamp_level: None,
+                        },
+                        0.0,
+                        0,
+                        0.0,
+                    )
+                });
+            bucket.reports += 1;
+            bucket.motion += u64::from(r.motion);
+            *level_sum += f64::from(r.lamp_level);
+            if let Some(lux) = r.lux {
+                bucket.lux_min = Some(bucket.lux_min.map_or(lux.min, |m| m.min(lux.min)));
+                bucket.lux_max = Some(bucket.lux_max.map_or(lux.max, |m| m.max(lux.max)));
+                *lux_sum += lux.avg;
+                *lux_count += 1;
+            }
+        }
+        Ok(buckets
+            .into_values()
+            .map(|(mut bucket, lux_sum, lux_count, level_sum)| {
+                bucket.lux_avg = (lux_count > 0).then(|| lux_sum / f64::from(lux_count));
+                bucket.lamp_level = Some(level_sum / f64::from(bucket.reports));
+                bucket
+            })
+            .collect())
+    }
+
+    /// Each node's latest report (by its time), with the node's names.
+    pub fn latest_per_node(&self) -> Result<Vec<ForwardRow>, StorageError> {
+        let mut statement = self.connection.prepare(&format!(
+            "SELECT r.id, n.name, n.site, {REPORT_COLUMNS} FROM reports r JOIN nodes n ON n.id = r.node
+             JOIN (SELECT node, max(ts) AS ts FROM reports GROUP BY node) latest
+               ON latest.node = r.node AND latest.ts = r.ts
+             ORDER BY n.name"
+        ))?;
+        let rows = statement.query_map([], |row| {
+            Ok(ForwardRow {
+                id: row.get(0)?,
+                node: row.get(1)?,
+                site: row.get(2)?,
+                report: report_from(row, 3)?,
+            })
+        })?;
+        let mut latest: Vec<ForwardRow> = rows.collect::<Result<_, _>>()?;
+        latest.dedup_by(|a, b| a.node == b.node);
+        Ok(latest)
+    }
+
+    /// Bytes the store takes on disk (database and write-ahead log).
+    pub fn disk_bytes(&self, folder: &Path) -> u64 {
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| std::fs::metadata(folder.join(format!("{DB_FILE}{suffix}"))).ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 
@@ -643,5 +903,98 @@ mod tests {
         store.set_cursor("influxdb", 42).unwrap();
         store.set_cursor("influxdb", 43).unwrap();
         assert_eq!(store.cursor("influxdb").unwrap(), 43);
+    }
+
+    fn store_hours(store: &mut Store, node: &str, hours: i64, from_seq: u32) {
+        let mut writer = store.write().unwrap();
+        let id = writer.node(node).unwrap();
+        for i in 0..(hours * 60) as u32 {
+            let mut row = report(1, from_seq + i);
+            row.ts = 1_764_093_600_000 + i64::from(from_seq + i) * 60_000;
+            row.motion = 1;
+            writer.report(id, &row).unwrap();
+        }
+        writer.commit().unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_every_report_and_series_read_blocks_and_rows_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        store_hours(&mut store, "pole-017", 3, 0);
+        let (from, to) = (1_764_093_600_000, 1_764_093_600_000 + 3 * HOUR_MS);
+        let before = store
+            .series(Selector::Node("pole-017"), from, to, HOUR_MS)
+            .unwrap();
+        assert_eq!(
+            before.iter().map(|b| b.reports).collect::<Vec<_>>(),
+            [60, 60, 60]
+        );
+        // Close the first two hours.
+        let done = store.compact(from + 2 * HOUR_MS).unwrap();
+        assert_eq!(
+            done,
+            Compaction {
+                blocks: 2,
+                reports: 120
+            }
+        );
+        assert_eq!(
+            store.compact(from + 2 * HOUR_MS).unwrap(),
+            Compaction::default(),
+            "nothing new"
+        );
+        assert_eq!(
+            store
+                .series(Selector::Node("pole-017"), from, to, HOUR_MS)
+                .unwrap(),
+            before
+        );
+        assert_eq!(
+            store
+                .series(Selector::Zone("skatepark"), from, to, HOUR_MS)
+                .unwrap(),
+            before
+        );
+        // Raw rows past the retention go; the blocks keep the history.
+        assert_eq!(store.retain(from + 2 * HOUR_MS, None).unwrap(), 120);
+        assert_eq!(store.report_count().unwrap(), 60);
+        assert_eq!(
+            store
+                .series(Selector::Node("pole-017"), from, to, HOUR_MS)
+                .unwrap(),
+            before
+        );
+        // A late report for a folded hour counts at once, and is folded in next time.
+        let mut writer = store.write().unwrap();
+        let id = writer.node("pole-017").unwrap();
+        let mut late = report(2, 0);
+        late.ts = from + 10 * 60_000;
+        late.motion = 5;
+        writer.report(id, &late).unwrap();
+        writer.commit().unwrap();
+        let with_late = store
+            .series(Selector::Node("pole-017"), from, to, HOUR_MS)
+            .unwrap();
+        assert_eq!((with_late[0].reports, with_late[0].motion), (61, 65));
+        assert_eq!(store.compact(from + 2 * HOUR_MS).unwrap().reports, 1);
+        assert_eq!(
+            store
+                .series(Selector::Node("pole-017"), from, to, HOUR_MS)
+                .unwrap(),
+            with_late
+        );
+        let latest = store.latest_per_node().unwrap();
+        assert_eq!((latest.len(), latest[0].report.seq), (1, 179));
+    }
+
+    #[test]
+    fn retention_keeps_what_the_forwarder_has_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        store_hours(&mut store, "pole-017", 2, 0);
+        let from = 1_764_093_600_000;
+        store.compact(from + 2 * HOUR_MS).unwrap();
+        assert_eq!(store.retain(from + 2 * HOUR_MS, Some(30)).unwrap(), 30);
     }
 }

@@ -82,4 +82,18 @@ pub const MIGRATIONS: &[&str] = &[
         position INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 2: closed hours of one node (and zone) as compressed column blocks. max_id is the
+    // highest report id folded in: raw rows above it came later and count on top.
+    "
+    CREATE TABLE hour_blocks (
+        node INTEGER NOT NULL REFERENCES nodes(id),
+        hour INTEGER NOT NULL,
+        zone TEXT NOT NULL DEFAULT '',
+        count INTEGER NOT NULL,
+        max_id INTEGER NOT NULL,
+        columns BLOB NOT NULL,
+        PRIMARY KEY (node, hour, zone)
+    ) WITHOUT ROWID;
+    CREATE INDEX reports_by_hour ON reports (node, ts, id);
+    ",
 ];
