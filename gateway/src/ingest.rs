@@ -5,7 +5,7 @@
 //! [`Ingest::handle`] runs inside a store transaction; nothing it does is durable (or
 //! acknowledged) until the caller commits the group.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use parklight_protocol::status::Status;
 use parklight_protocol::topic::parse_node_topic;
@@ -20,12 +20,12 @@ use crate::store::{AckState, DeadLetter, ReportRow, StorageError, Writer};
 pub const EARLIEST_VALID_TS: i64 = 1_577_836_800_000;
 
 /// A message as it came from the broker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Incoming {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Incoming<'a> {
     /// Topic.
-    pub topic: String,
+    pub topic: &'a str,
     /// Payload.
-    pub payload: Vec<u8>,
+    pub payload: &'a [u8],
     /// Arrival, Unix ms.
     pub received_ms: i64,
 }
@@ -125,7 +125,7 @@ pub struct Ingest {
     /// node → (site, zone) from the site files.
     directory: HashMap<String, (String, Option<String>)>,
     clocks: ClockRepair,
-    acks: HashMap<(String, u32), AckState>,
+    acks: HashMap<(String, u32), Progress>,
     skew_ms: i64,
 }
 
@@ -154,10 +154,10 @@ impl Ingest {
     pub fn handle(
         &mut self,
         writer: &mut Writer<'_>,
-        message: &Incoming,
+        message: &Incoming<'_>,
         news: &mut Vec<AckNews>,
     ) -> Result<Outcome, StorageError> {
-        let uplink = match decode_uplink(&self.prefix, &message.topic, &message.payload) {
+        let uplink = match decode_uplink(&self.prefix, message.topic, message.payload) {
             Ok(uplink) => uplink,
             Err(error) => return self.reject(writer, message, error, news),
         };
@@ -192,7 +192,7 @@ impl Ingest {
                     zone,
                 };
                 let stored = writer.report(node_id, &row)?;
-                let before = self.state(writer, node_id, node, report.boot)?.acked;
+                let before = self.watermark(writer, node_id, node, report.boot)?;
                 if let Some(oldest) = report.oldest {
                     self.oldest(writer, node_id, node, oldest)?;
                 }
@@ -214,13 +214,13 @@ impl Ingest {
                 })
             }
             Uplink::Status(status) => {
-                writer.status(node_id, message.received_ms, &status, &message.payload)?;
+                writer.status(node_id, message.received_ms, &status, message.payload)?;
                 if let Status::Online(birth) = &status {
                     self.oldest(writer, node_id, node, birth.oldest)?;
                     if let Some(seq) = self
                         .acks
                         .get(&(node.to_owned(), birth.oldest.boot))
-                        .and_then(|s| s.acked)
+                        .and_then(|p| p.state.acked)
                     {
                         news.push(AckNews {
                             site: site.to_owned(),
@@ -236,7 +236,7 @@ impl Ingest {
                 })
             }
             Uplink::Event(event) => {
-                writer.event(node_id, message.received_ms, &event, &message.payload)?;
+                writer.event(node_id, message.received_ms, &event, message.payload)?;
                 Ok(Outcome::Event)
             }
         }
@@ -245,26 +245,26 @@ impl Ingest {
     fn reject(
         &mut self,
         writer: &mut Writer<'_>,
-        message: &Incoming,
+        message: &Incoming<'_>,
         error: DecodeError,
         news: &mut Vec<AckNews>,
     ) -> Result<Outcome, StorageError> {
         // A rejected report whose node, boot and seq can still be read counts as handled.
-        let topic = parse_node_topic(&self.prefix, &message.topic).ok();
+        let topic = parse_node_topic(&self.prefix, message.topic).ok();
         let identity = topic
             .filter(|t| t.kind == parklight_protocol::NodeTopic::Telemetry)
-            .zip(salvage_report_id(&message.payload));
+            .zip(salvage_report_id(message.payload));
         writer.dead_letter(&DeadLetter {
             received: message.received_ms,
-            topic: message.topic.clone(),
-            payload: message.payload.clone(),
+            topic: message.topic.to_owned(),
+            payload: message.payload.to_vec(),
             reason: error.reason.code().to_owned(),
             field: error.field.map(str::to_owned),
             report: identity.map(|(t, id)| (t.node.to_owned(), id.boot, id.seq)),
         })?;
         if let Some((topic, id)) = identity {
             let node_id = writer.node(topic.node)?;
-            let before = self.state(writer, node_id, topic.node, id.boot)?.acked;
+            let before = self.watermark(writer, node_id, topic.node, id.boot)?;
             self.handled(
                 writer,
                 node_id,
@@ -277,23 +277,47 @@ impl Ingest {
         Ok(Outcome::Rejected(error))
     }
 
-    fn state(
+    /// The progress of a node's boot: from memory, or loaded once from the store.
+    fn progress(
         &mut self,
         writer: &mut Writer<'_>,
         node_id: i64,
         node: &str,
         boot: u32,
-    ) -> Result<AckState, StorageError> {
+    ) -> Result<&mut Progress, StorageError> {
         let key = (node.to_owned(), boot);
-        if let Some(state) = self.acks.get(&key) {
-            return Ok(*state);
+        if !self.acks.contains_key(&key) {
+            let state = writer.ack_state(node_id, boot)?.unwrap_or(AckState {
+                from_seq: 0,
+                acked: None,
+            });
+            let next = state.acked.map_or(state.from_seq, |a| a.saturating_add(1));
+            let above = writer
+                .handled_from(node_id, node, boot, next)?
+                .into_iter()
+                .collect();
+            self.acks.insert(
+                key.clone(),
+                Progress {
+                    node_id,
+                    state,
+                    above,
+                    lost: 0,
+                    dirty: false,
+                },
+            );
         }
-        let state = writer.ack_state(node_id, boot)?.unwrap_or(AckState {
-            from_seq: 0,
-            acked: None,
-        });
-        self.acks.insert(key, state);
-        Ok(state)
+        Ok(self.acks.get_mut(&key).expect("inserted above"))
+    }
+
+    fn watermark(
+        &mut self,
+        writer: &mut Writer<'_>,
+        node_id: i64,
+        node: &str,
+        boot: u32,
+    ) -> Result<Option<u32>, StorageError> {
+        Ok(self.progress(writer, node_id, node, boot)?.state.acked)
     }
 
     /// The node says every report before `oldest` is acknowledged or gone: count the gone
@@ -305,23 +329,22 @@ impl Ingest {
         node: &str,
         oldest: ReportId,
     ) -> Result<(), StorageError> {
-        let mut state = self.state(writer, node_id, node, oldest.boot)?;
-        let next = state.acked.map_or(state.from_seq, |a| a + 1);
+        let progress = self.progress(writer, node_id, node, oldest.boot)?;
+        let next = progress.next();
         if oldest.seq <= next {
             return Ok(());
         }
-        let mut lost = 0;
-        for seq in next..oldest.seq {
-            if !writer.is_handled(node_id, node, oldest.boot, seq)? {
-                lost += 1;
-            }
-        }
+        let handled = progress.above.range(next..oldest.seq).count() as u64;
+        let lost = u64::from(oldest.seq - next) - handled;
+        progress.above = progress.above.split_off(&oldest.seq);
+        progress.state.from_seq = oldest.seq;
+        progress.state.acked = Some(oldest.seq - 1);
+        progress.lost += lost;
+        progress.dirty = true;
+        progress.advance();
         if lost > 0 {
             crate::metrics::lost_on_node(node, lost);
         }
-        state.from_seq = oldest.seq;
-        state.acked = Some(oldest.seq - 1);
-        self.advance(writer, node_id, node, oldest.boot, state, lost)?;
         Ok(())
     }
 
@@ -336,8 +359,11 @@ impl Ingest {
         (before, duplicate): (Option<u32>, bool),
         news: &mut Vec<AckNews>,
     ) -> Result<(), StorageError> {
-        let state = self.state(writer, node_id, node, id.boot)?;
-        let after = self.advance(writer, node_id, node, id.boot, state, 0)?;
+        let progress = self.progress(writer, node_id, node, id.boot)?;
+        if id.seq >= progress.next() {
+            progress.above.insert(id.seq);
+        }
+        let after = progress.advance();
         let repeat = duplicate && after.is_some_and(|a| id.seq <= a);
         if let Some(seq) = after.filter(|_| after != before || repeat) {
             news.push(AckNews {
@@ -350,34 +376,49 @@ impl Ingest {
         Ok(())
     }
 
-    /// Moves the watermark over every handled report and saves the state.
-    fn advance(
-        &mut self,
-        writer: &mut Writer<'_>,
-        node_id: i64,
-        node: &str,
-        boot: u32,
-        mut state: AckState,
-        lost: u64,
-    ) -> Result<Option<u32>, StorageError> {
-        let before = state;
-        loop {
-            let next = state.acked.map_or(state.from_seq, |a| a + 1);
-            if next == u32::MAX || !writer.is_handled(node_id, node, boot, next)? {
-                break;
-            }
-            state.acked = Some(next);
+    /// Writes the progress that changed into the group, before it commits.
+    pub fn save(&mut self, writer: &mut Writer<'_>) -> Result<(), StorageError> {
+        for ((_, boot), progress) in self.acks.iter_mut().filter(|(_, p)| p.dirty) {
+            writer.set_ack_state(progress.node_id, *boot, progress.state, progress.lost)?;
+            progress.dirty = false;
+            progress.lost = 0;
         }
-        if state != before || lost > 0 {
-            writer.set_ack_state(node_id, boot, state, lost)?;
-        }
-        self.acks.insert((node.to_owned(), boot), state);
-        Ok(state.acked)
+        Ok(())
     }
 
-    /// Forgets cached state, so it is read again from the store (after a failed commit).
+    /// Forgets progress, so it is read again from the store (after a failed commit).
     pub fn forget(&mut self) {
         self.acks.clear();
+    }
+}
+
+/// Acknowledgement progress of one node's boot in this process.
+struct Progress {
+    node_id: i64,
+    state: AckState,
+    /// Handled reports above the watermark (arrived out of order).
+    above: BTreeSet<u32>,
+    /// Reports declared gone since the last save.
+    lost: u64,
+    /// Changed since the last save.
+    dirty: bool,
+}
+
+impl Progress {
+    /// The first seq not yet known handled.
+    fn next(&self) -> u32 {
+        self.state
+            .acked
+            .map_or(self.state.from_seq, |a| a.saturating_add(1))
+    }
+
+    /// Moves the watermark over every handled report; returns it.
+    fn advance(&mut self) -> Option<u32> {
+        while self.next() != u32::MAX && self.above.remove(&self.next()) {
+            self.state.acked = Some(self.next());
+            self.dirty = true;
+        }
+        self.state.acked
     }
 }
 
@@ -461,8 +502,15 @@ mod tests {
 
         const TOPIC: &str = "parklight/v1/remiseparken/pole-017/telemetry";
 
-        fn report(boot: u32, seq: u32, extra: &str) -> Incoming {
-            Incoming {
+        /// A message as the broker delivers it.
+        struct Owned {
+            topic: String,
+            payload: Vec<u8>,
+            received_ms: i64,
+        }
+
+        fn report(boot: u32, seq: u32, extra: &str) -> Owned {
+            Owned {
                 topic: TOPIC.into(),
                 payload: format!(r#"{{"v":1,"boot":{boot},"seq":{seq},"ts":1764093600000,"period_s":60,"lux":{{"avg":6,"min":5,"max":7}},"motion":1,"lamp":{{"on":true,"level":80}}{extra}}}"#).into_bytes(),
                 received_ms: 1_764_093_601_000,
@@ -488,13 +536,23 @@ mod tests {
             }
 
             /// Handles messages in one group; returns outcomes and the acks due.
-            fn group(&mut self, messages: &[Incoming]) -> (Vec<Outcome>, Vec<(u32, u32)>) {
+            fn group(&mut self, messages: &[Owned]) -> (Vec<Outcome>, Vec<(u32, u32)>) {
                 let mut writer = self.store.write().unwrap();
                 let mut news = Vec::new();
                 let outcomes = messages
                     .iter()
-                    .map(|m| self.ingest.handle(&mut writer, m, &mut news).unwrap())
+                    .map(|m| {
+                        let incoming = Incoming {
+                            topic: &m.topic,
+                            payload: &m.payload,
+                            received_ms: m.received_ms,
+                        };
+                        self.ingest
+                            .handle(&mut writer, &incoming, &mut news)
+                            .unwrap()
+                    })
                     .collect();
+                self.ingest.save(&mut writer).unwrap();
                 writer.commit().unwrap();
                 (outcomes, news.iter().map(|n| (n.boot, n.seq)).collect())
             }
@@ -575,7 +633,7 @@ mod tests {
         fn a_birth_re_announces_the_watermark() {
             let mut f = Fixture::new();
             f.group(&[report(7, 0, "")]);
-            let birth = Incoming {
+            let birth = Owned {
                 topic: "parklight/v1/remiseparken/pole-017/status".into(),
                 payload:
                     br#"{"v":1,"state":"online","boot":7,"conn":2,"oldest":{"boot":7,"seq":1}}"#

@@ -195,12 +195,13 @@ fn commit(
             let mut outcomes = Vec::with_capacity(group.len());
             for message in group {
                 let incoming = Incoming {
-                    topic: message.publish.topic.clone(),
-                    payload: message.publish.payload.to_vec(),
+                    topic: &message.publish.topic,
+                    payload: &message.publish.payload,
                     received_ms: message.received_ms,
                 };
                 outcomes.push(ingest.handle(&mut writer, &incoming, news)?);
             }
+            ingest.save(&mut writer)?;
             writer.commit()?;
             Ok::<_, StorageError>(outcomes)
         })();

@@ -13,12 +13,19 @@ pub struct Mosquitto {
     port: u16,
     dir: tempfile::TempDir,
     binary: PathBuf,
+    max_queued: usize,
 }
 
 impl Mosquitto {
     /// Starts Mosquitto without persistence on a free port: the settings DESIGN.md asks
     /// of a production broker (high in-flight window, bounded message size).
     pub fn start() -> Mosquitto {
+        Mosquitto::with_queue(100_000)
+    }
+
+    /// As [`Mosquitto::start`], queueing up to `max_queued` messages per offline or slow
+    /// client (0: no limit).
+    pub fn with_queue(max_queued: usize) -> Mosquitto {
         let binary = require("mosquitto", "mosquitto");
         let dir = tempfile::tempdir().expect("temporary folder");
         let mut broker = Mosquitto {
@@ -26,6 +33,7 @@ impl Mosquitto {
             port: free_port(),
             dir,
             binary,
+            max_queued,
         };
         broker.launch();
         broker
@@ -40,9 +48,10 @@ impl Mosquitto {
             self.config_path(),
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_inflight_messages 1000\nmax_queued_messages 100000\nmessage_size_limit 65536\n\
+                 max_inflight_messages 1000\nmax_queued_messages {queued}\nmessage_size_limit 65536\n\
                  log_dest file {log}\n",
                 port = self.port,
+                queued = self.max_queued,
                 log = self.dir.path().join("mosquitto.log").display()
             ),
         )

@@ -29,7 +29,15 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
-/// The `parklight` binary, built once per test run (debug profile, like the tests).
+static RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes [`parklight_binary`] build the release profile (the benchmark calls this first).
+pub fn use_release_binary() {
+    RELEASE.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The `parklight` binary, built once per process: the debug profile, like the tests, or
+/// the release profile after [`use_release_binary`].
 pub fn parklight_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
@@ -56,6 +64,11 @@ pub fn parklight_binary() -> PathBuf {
                 .fold(escargot::CargoBuild::new(), |build, name| {
                     build.env_remove(name)
                 });
+            let build = if RELEASE.load(std::sync::atomic::Ordering::SeqCst) {
+                build.release()
+            } else {
+                build
+            };
             build
                 .package("parklight-gateway")
                 .bin("parklight")

@@ -176,6 +176,7 @@ fn read_motion_boost(object: Object<'_>) -> Result<MotionBoost, DecodeError> {
 
 impl Message for Config {
     fn from_object(object: Object<'_>) -> Result<Self, DecodeError> {
+        let object = &crate::json::Table::new(object);
         Ok(Config {
             id: read_command_id(&object.required("id")?)?,
             cfg: object.required("cfg")?.u32_in(1..=u32::MAX)?,

@@ -130,6 +130,7 @@ impl Serialize for Event {
 
 impl Message for Event {
     fn from_object(object: Object<'_>) -> Result<Self, DecodeError> {
+        let object = &crate::json::Table::new(object);
         let boot = object.required("boot")?.u32()?;
         let eseq = object.required("eseq")?.u32()?;
         let ts = object.required("ts")?.u64()?;

@@ -1,6 +1,6 @@
 //! Typed access to the fields of a message, naming the field in every error.
 
-use crate::json::{Array, Object, Value};
+use crate::json::{Array, Object, Table, Value};
 use crate::{DecodeError, Reject};
 
 /// One field of a message: its key and its value.
@@ -19,6 +19,17 @@ pub trait Fields<'a> {
 }
 
 impl<'a> Fields<'a> for Object<'a> {
+    fn required(self, key: &'static str) -> Result<Field<'a>, DecodeError> {
+        self.optional(key)
+            .ok_or(DecodeError::field(Reject::MissingField, key))
+    }
+
+    fn optional(self, key: &'static str) -> Option<Field<'a>> {
+        self.get(key).map(|value| Field { key, value })
+    }
+}
+
+impl<'a> Fields<'a> for &Table<'a> {
     fn required(self, key: &'static str) -> Result<Field<'a>, DecodeError> {
         self.optional(key)
             .ok_or(DecodeError::field(Reject::MissingField, key))
@@ -174,7 +185,7 @@ impl<'a> Field<'a> {
 
 /// Reads an optional field with `read`.
 pub fn optional<'a, T>(
-    object: Object<'a>,
+    object: impl Fields<'a>,
     key: &'static str,
     read: impl FnOnce(&Field<'a>) -> Result<T, DecodeError>,
 ) -> Result<Option<T>, DecodeError> {

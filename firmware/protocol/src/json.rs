@@ -58,6 +58,9 @@ pub fn parse(text: &str) -> Result<Value<'_>, Reject> {
     }
 }
 
+/// Keys of one object compared as they are read; beyond this many, afterwards.
+const KEYS_AT_ONCE: usize = 24;
+
 /// A JSON value borrowed from validated text.
 #[derive(Debug, Clone, Copy)]
 pub enum Value<'a> {
@@ -273,6 +276,39 @@ impl<'a> Object<'a> {
     }
 }
 
+/// An object's entries read once, for many lookups by key (a message's top level).
+#[derive(Debug, Clone)]
+pub struct Table<'a> {
+    object: Object<'a>,
+    entries: heapless::Vec<(Str<'a>, Value<'a>), KEYS_AT_ONCE>,
+    complete: bool,
+}
+
+impl<'a> Table<'a> {
+    /// Reads the entries of `object`.
+    pub fn new(object: Object<'a>) -> Self {
+        let mut entries = heapless::Vec::new();
+        let complete = object.entries().all(|entry| entries.push(entry).is_ok());
+        Table {
+            object,
+            entries,
+            complete,
+        }
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<Value<'a>> {
+        if self.complete {
+            self.entries
+                .iter()
+                .find(|(k, _)| k.eq_str(key))
+                .map(|(_, v)| *v)
+        } else {
+            self.object.get(key)
+        }
+    }
+}
+
 /// Iterator over the entries of an [`Object`].
 #[derive(Clone)]
 pub struct Entries<'a> {
@@ -398,24 +434,32 @@ impl<'a> Cursor<'a> {
     /// Reads a container starting at its opening bracket and returns its text.
     fn container(&mut self, mode: Mode, close: u8) -> Result<&'a str, Reject> {
         let start = self.pos;
-        match mode {
-            Mode::Skim => self.skip_container()?,
+        let keys_checked = match mode {
+            Mode::Skim => {
+                self.skip_container()?;
+                true
+            }
             Mode::Validate(0) => return Err(Reject::TooDeep),
             Mode::Validate(depth) => self.validate_members(Mode::Validate(depth - 1), close)?,
-        }
+        };
         let text = &self.text[start..self.pos];
-        if close == b'}' && matches!(mode, Mode::Validate(_)) && Object(text).has_duplicate_keys() {
+        if close == b'}' && !keys_checked && Object(text).has_duplicate_keys() {
             return Err(Reject::DuplicateKey);
         }
         Ok(text)
     }
 
-    fn validate_members(&mut self, inner: Mode, close: u8) -> Result<(), Reject> {
+    /// Validates the members of a container; for an object, also that no key repeats
+    /// (checked as keys are read, for up to [`KEYS_AT_ONCE`] keys; a larger object is
+    /// checked afterwards by [`Object::has_duplicate_keys`]).
+    fn validate_members(&mut self, inner: Mode, close: u8) -> Result<bool, Reject> {
+        let mut keys: heapless::Vec<Str<'a>, KEYS_AT_ONCE> = heapless::Vec::new();
+        let mut checked = true;
         self.pos += 1;
         self.skip_whitespace();
         if self.peek() == Some(close) {
             self.pos += 1;
-            return Ok(());
+            return Ok(checked);
         }
         loop {
             if close == b'}' {
@@ -423,7 +467,13 @@ impl<'a> Cursor<'a> {
                 if self.peek() != Some(b'"') {
                     return Err(Reject::NotJson);
                 }
-                self.string()?;
+                let key = self.string()?;
+                if checked {
+                    if keys.iter().any(|k| k.same_as(key)) {
+                        return Err(Reject::DuplicateKey);
+                    }
+                    checked = keys.push(key).is_ok();
+                }
                 self.expect(b':')?;
             }
             self.value(inner)?;
@@ -432,7 +482,7 @@ impl<'a> Cursor<'a> {
                 Some(b',') => self.pos += 1,
                 Some(b) if b == close => {
                     self.pos += 1;
-                    return Ok(());
+                    return Ok(checked);
                 }
                 _ => return Err(Reject::NotJson),
             }
@@ -560,7 +610,11 @@ impl<'a> Cursor<'a> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::format;
+    use std::string::String;
+    use std::vec::Vec;
 
     fn verdict(text: &str) -> Result<(), Reject> {
         parse(text).map(|_| ())
@@ -618,6 +672,21 @@ mod tests {
             Err(Reject::DuplicateKey)
         );
         assert_eq!(verdict("{\"a\":{\"a\":1}}"), Ok(()));
+        // Past the keys compared while reading, the check afterwards still finds them.
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let unique = format!("{{{}}}", many.join(","));
+        assert_eq!(verdict(&unique), Ok(()));
+        let repeated = format!("{{{},\"k3\":0}}", many.join(","));
+        assert_eq!(verdict(&repeated), Err(Reject::DuplicateKey));
+        let Ok(Value::Object(object)) = parse(&unique) else {
+            panic!()
+        };
+        let table = Table::new(object);
+        assert!(
+            matches!(table.get("k39"), Some(Value::Number(_))),
+            "found beyond the table"
+        );
+        assert!(table.get("k40").is_none());
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub struct Offline {
 
 impl Message for Status {
     fn from_object(object: Object<'_>) -> Result<Self, DecodeError> {
+        let object = &crate::json::Table::new(object);
         let online = object.required("state")?.one_of(&["online", "offline"])? == 0;
         let boot = object.required("boot")?.u32()?;
         let conn = object.required("conn")?.u32()?;

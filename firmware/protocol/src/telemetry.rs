@@ -203,6 +203,7 @@ fn read_faults(field: &crate::fields::Field<'_>) -> Result<Faults, DecodeError> 
 
 impl Message for Telemetry {
     fn from_object(object: Object<'_>) -> Result<Self, DecodeError> {
+        let object = &crate::json::Table::new(object);
         Ok(Telemetry {
             boot: object.required("boot")?.u32()?,
             seq: object.required("seq")?.u32()?,

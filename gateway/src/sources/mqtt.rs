@@ -47,6 +47,10 @@ pub enum SourceError {
 /// Requests the client may queue for the event loop: acknowledgements for the whole
 /// in-flight window, plus stored-acknowledgements.
 const REQUEST_CAPACITY: usize = 65_536;
+/// The gateway's own QoS 1 publishes (stored-acknowledgements) awaiting the broker's ack.
+/// rumqttc holds back every request, acknowledgements of incoming reports included, while
+/// this window is full, so it is far larger than the acks a second can bring.
+const OUTGOING_INFLIGHT: u16 = 10_000;
 
 /// The gateway's own status topic.
 pub fn status_topic(config: &MqttConfig) -> String {
@@ -70,7 +74,7 @@ pub fn options(config: &MqttConfig) -> Result<MqttOptions, SourceError> {
         .set_keep_alive(Duration::from_secs(config.keep_alive_s))
         .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
         .set_request_channel_capacity(REQUEST_CAPACITY)
-        .set_inflight(1000)
+        .set_inflight(OUTGOING_INFLIGHT)
         .set_last_will(LastWill::new(
             status_topic(config),
             status_payload(&GatewayStatus::Offline {

@@ -94,6 +94,5 @@ pub const MIGRATIONS: &[&str] = &[
         columns BLOB NOT NULL,
         PRIMARY KEY (node, hour, zone)
     ) WITHOUT ROWID;
-    CREATE INDEX reports_by_hour ON reports (node, ts, id);
     ",
 ];

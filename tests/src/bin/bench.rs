@@ -1,0 +1,304 @@
+//! `cargo run --release -p parklight-tests --bin bench`: offered QoS 1 load from many
+//! node connections through a real Mosquitto into the real gateway.
+//!
+//! Measures, in one run on this machine: the broker's own ceiling (a plain subscriber
+//! counting), the gateway's sustained reports/s with zero loss, its CPU time per report
+//! and peak RSS, and bytes per report on disk raw and after compaction. Every loop is
+//! bounded in count and time; everything listens on loopback.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parklight_tests::broker::Mosquitto;
+use parklight_tests::gateway::Gateway;
+use parklight_tests::wait_until;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+
+/// Node connections offering load.
+const CONNECTIONS: usize = 50;
+/// Nodes per connection (each report names its node in the topic).
+const NODES_PER_CONNECTION: usize = 20;
+/// How long load is offered in each phase.
+const OFFER_FOR: Duration = Duration::from_secs(20);
+
+/// A realistic report: night light with noise, a few detections, a lamp at full.
+fn report(node: usize, seq: u32, base_ms: i64) -> Vec<u8> {
+    let wobble = f64::from((seq.wrapping_mul(2_654_435_761) >> 20) % 1000) / 1000.0;
+    let avg = ((12.0 + node as f64 % 7.0 + wobble) * 1000.0).round() / 1000.0;
+    format!(
+        r#"{{"v":1,"boot":1,"seq":{seq},"ts":{ts},"up_ms":{up},"period_s":60,"lux":{{"avg":{avg},"min":{min},"max":{max}}},"motion":{motion},"lamp":{{"on":true,"level":100,"power_w":40.2}},"cfg":3}}"#,
+        ts = base_ms + i64::from(seq) * 60_000,
+        up = u64::from(seq + 1) * 60_000,
+        min = ((avg - 0.4) * 1000.0_f64).round() / 1000.0,
+        max = ((avg + 0.5) * 1000.0_f64).round() / 1000.0,
+        motion = seq % 5 / 3,
+    )
+    .into_bytes()
+}
+
+/// Publishes reports of `CONNECTIONS × NODES_PER_CONNECTION` nodes as fast as QoS 1 allows,
+/// for `OFFER_FOR`, starting at seq `first_seq`, one a minute of node time from
+/// `days_ago`. Returns reports the broker acknowledged.
+async fn offer(url: &str, first_seq: u32, days_ago: i64) -> u64 {
+    let acked = Arc::new(AtomicU64::new(0));
+    let base_ms = jiff::Timestamp::now().as_millisecond()
+        - days_ago * 86_400_000
+        - i64::from(first_seq) * 60_000;
+    let deadline = Instant::now() + OFFER_FOR;
+    let mut tasks = Vec::new();
+    for connection in 0..CONNECTIONS {
+        let mut options =
+            parklight_sim::mqtt::broker_options(url, &format!("bench-{connection}")).expect("url");
+        options
+            .set_inflight(200)
+            .set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        let acked = acked.clone();
+        let poller = tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::PubAck(_)) = event {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        tasks.push(tokio::spawn(async move {
+            let mut seq = first_seq;
+            'offering: while Instant::now() < deadline {
+                for n in 0..NODES_PER_CONNECTION {
+                    let node = connection * NODES_PER_CONNECTION + n;
+                    let topic = format!("parklight/v1/bench/node-{node:05}/telemetry");
+                    if client
+                        .publish(topic, QoS::AtLeastOnce, false, report(node, seq, base_ms))
+                        .await
+                        .is_err()
+                    {
+                        break 'offering;
+                    }
+                }
+                seq += 1;
+            }
+            // Let the last publishes be acknowledged before closing.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = client.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), poller).await;
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    acked.load(Ordering::Relaxed)
+}
+
+/// A plain subscriber that counts what it gets: `mosquitto_sub` at QoS 1, one line per
+/// message, counted as its output arrives.
+fn count(port: u16, received: Arc<AtomicU64>) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(parklight_tests::require(
+        "mosquitto_sub",
+        "mosquitto-clients",
+    ))
+    .args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-i",
+        "bench-counter",
+        "-t",
+        "parklight/v1/+/+/telemetry",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .expect("starting mosquitto_sub");
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, stdout);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            received.fetch_add(1, Ordering::Relaxed);
+            line.clear();
+        }
+    });
+    child
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn file_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    parklight_tests::use_release_binary();
+    println!("building the release binary ...");
+    parklight_tests::parklight_binary();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    println!(
+        "machine: {} cores, {machine}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "load: {CONNECTIONS} connections x {NODES_PER_CONNECTION} nodes, QoS 1, {}s per phase\n",
+        OFFER_FOR.as_secs()
+    );
+
+    // 1. The broker's own ceiling: publishers and one plain subscriber on the same cores.
+    let broker = Mosquitto::with_queue(0);
+    let received = Arc::new(AtomicU64::new(0));
+    let mut counter = count(broker.port(), received.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let offered = runtime.block_on(offer(&broker.url(), 0, 30));
+    let intake = offered as f64 / started.elapsed().as_secs_f64();
+    let delivered = wait_until(Duration::from_secs(300), || {
+        received.load(Ordering::Relaxed) >= offered
+    });
+    let ceiling = received.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let _ = counter.kill();
+    println!(
+        "broker intake (QoS 1 publishers):  {intake:>9.0} msg/s  ({offered} acknowledged to publishers)"
+    );
+    println!(
+        "broker to a plain subscriber:      {ceiling:>9.0} msg/s  (all {} delivered{})",
+        received.load(Ordering::Relaxed),
+        if delivered {
+            ""
+        } else {
+            ": NOT all within 300 s"
+        }
+    );
+    drop(broker);
+
+    // 2. The gateway: everything offered must be stored, nothing lost.
+    let broker = Mosquitto::with_queue(0);
+    let mut gateway =
+        Gateway::new(&broker.url(), "").env("PARKLIGHT_STORAGE__COMMIT_MAX_REPORTS", "5000");
+    gateway.start();
+    let pid = gateway.pid().expect("gateway running");
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let offered = runtime.block_on(offer(&broker.url(), 0, 30));
+    let all_stored = wait_until(Duration::from_secs(300), || {
+        gateway.metric("parklight_reports_stored_total", "") >= offered as f64
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let stored = gateway.metric("parklight_reports_stored_total", "") as u64;
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let rss = peak_rss_mib(pid);
+    let commits = gateway.metric("parklight_commit_messages_count", "");
+    gateway.stop();
+
+    // 2b. Catching up: reports queue in the broker while the gateway is down; then the
+    // gateway drains them with the cores to itself and the broker.
+    let queued = runtime.block_on(offer(&broker.url(), 1_000_000, 60));
+    gateway.start();
+    let pid = gateway.pid().expect("gateway running");
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let target = stored + queued;
+    let drained = wait_until(Duration::from_secs(300), || {
+        gateway.metric("parklight_reports_stored_total", "") + stored as f64 >= target as f64
+    });
+    let drain_rate = queued as f64 / started.elapsed().as_secs_f64();
+    let drain_cpu = (cpu_seconds(pid) - cpu_before) / queued.max(1) as f64;
+    gateway.stop();
+    println!(
+        "gateway sustained:                {:>9.0} reports/s  ({stored} stored, {offered} acknowledged to publishers{})",
+        stored as f64 / elapsed,
+        if all_stored && stored == offered {
+            ", zero loss"
+        } else {
+            ", LOSS"
+        }
+    );
+    println!(
+        "gateway CPU per report:           {:>9.1} µs",
+        cpu / stored.max(1) as f64 * 1e6
+    );
+    println!(
+        "gateway catching up a backlog:    {drain_rate:>9.0} reports/s  ({queued} queued while it was down{}; {:.1} µs CPU each)",
+        if drained {
+            ", all stored"
+        } else {
+            ", NOT all stored within 300 s"
+        },
+        drain_cpu * 1e6
+    );
+    println!(
+        "gateway peak RSS:                 {rss:>9.1} MiB (SQLite's 64 MiB page cache and mapped pages included)"
+    );
+    println!(
+        "reports per group commit:         {:>9.0}",
+        stored as f64 / commits.max(1.0)
+    );
+
+    // 3. Bytes per report on disk, raw and after compaction.
+    let mut store = gateway.store();
+    let data = gateway.config_path().parent().expect("folder").join("data");
+    store.checkpoint().expect("checkpoint");
+    let stored = store.report_count().expect("count");
+    let raw = file_bytes(&data) as f64 / stored.max(1) as f64;
+    let far_future = i64::MAX / 4;
+    let compaction = store.compact(far_future).expect("compaction");
+    store.retain(far_future, None).expect("retention");
+    store.checkpoint().expect("checkpoint");
+    let compacted = file_bytes(&data) as f64 / stored.max(1) as f64;
+    let block_bytes = store.block_bytes().expect("block size") as f64 / stored.max(1) as f64;
+    println!(
+        "disk per report, raw:             {raw:>9.1} bytes (database file, indexes included)"
+    );
+    println!(
+        "disk per report, compacted:       {compacted:>9.1} bytes (file after compaction; {} blocks)",
+        compaction.blocks
+    );
+    println!(
+        "compressed block per report:      {block_bytes:>9.1} bytes ({:.2} per value, 14 values a report)",
+        block_bytes / 14.0
+    );
+}
