@@ -201,6 +201,7 @@ fn main() {
     });
     let ceiling = received.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     let _ = counter.kill();
+    let _ = counter.wait();
     println!(
         "broker intake (QoS 1 publishers):  {intake:>9.0} msg/s  ({offered} acknowledged to publishers)"
     );
