@@ -53,6 +53,17 @@ impl Parklight {
         }
     }
 
+    /// `parklight sim` against `broker` at 60x with fresh state in `state`, plus `extra`
+    /// arguments.
+    pub fn sim(broker: &str, state: &std::path::Path, extra: &[&str]) -> Parklight {
+        let state = state.to_string_lossy();
+        let mut args = vec![
+            "sim", "--broker", broker, "--speed", "60", "--state", &state, "--fresh",
+        ];
+        args.extend_from_slice(extra);
+        Parklight::spawn(&args)
+    }
+
     /// Sends SIGINT, as Ctrl-C would.
     pub fn interrupt(&self) {
         let _ = Command::new("kill")

@@ -13,24 +13,17 @@ use parklight_tests::{assert_consecutive, one_at_a_time, summary_number, wait_un
 use rand::RngExt;
 
 fn sim(broker: &Mosquitto, nodes: &str, duration_s: &str, state: &tempfile::TempDir) -> Parklight {
-    Parklight::spawn(&[
-        "sim",
-        "--broker",
-        &broker.url(),
+    let extra = [
         "--nodes",
         nodes,
-        "--speed",
-        "60",
         "--ack-timeout-s",
         "3",
         "--duration-s",
         duration_s,
         "--drain-s",
         "60",
-        "--state",
-        state.path().to_str().unwrap(),
-        "--fresh",
-    ])
+    ];
+    Parklight::sim(&broker.url(), state.path(), &extra)
 }
 
 /// The sim ended with every report acknowledged, and the store holds each exactly once.
@@ -139,19 +132,8 @@ fn reject_vectors() -> Vec<Vector> {
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sextets: Vec<u32> = text
-        .bytes()
-        .filter(|b| *b != b'=')
-        .map(|b| ALPHABET.iter().position(|a| *a == b).unwrap() as u32)
-        .collect();
-    sextets
-        .chunks(4)
-        .flat_map(|chunk| {
-            let bits = chunk.iter().fold(0u32, |acc, s| (acc << 6) | s) << (6 * (4 - chunk.len()));
-            bits.to_be_bytes()[1..chunk.len()].to_vec()
-        })
-        .collect()
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64 payload")
 }
 
 fn publish(broker: &Mosquitto, messages: &[(String, Vec<u8>)]) {

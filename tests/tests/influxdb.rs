@@ -19,22 +19,15 @@ fn gateway_for(broker: &Mosquitto, tsdb: &VictoriaMetrics) -> Gateway {
 }
 
 fn simulate(broker: &Mosquitto, duration_s: &str, state: &tempfile::TempDir) -> Parklight {
-    Parklight::spawn(&[
-        "sim",
-        "--broker",
-        &broker.url(),
-        "--speed",
-        "60",
+    let extra = [
         "--ack-timeout-s",
         "3",
         "--duration-s",
         duration_s,
         "--drain-s",
         "60",
-        "--state",
-        state.path().to_str().unwrap(),
-        "--fresh",
-    ])
+    ];
+    Parklight::sim(&broker.url(), state.path(), &extra)
 }
 
 /// Waits until the forwarder has sent everything the gateway stored.

@@ -75,26 +75,22 @@ fn remiseparken_at_dusk_lights_every_zone_and_reports_a_lost_connection() {
     let state = tempfile::tempdir().unwrap();
     let url = broker.url();
     let start_text = rfc3339(start);
-    let sim = Parklight::spawn(&[
-        "sim",
-        "--broker",
+    let sim = Parklight::sim(
         &url,
-        "--start",
-        &start_text,
-        "--speed",
-        "60",
-        "--duration-s",
-        "120",
-        "--drain-s",
-        "20",
-        "--seed",
-        "7",
-        "--state",
-        state.path().to_str().unwrap(),
-        "--fresh",
-        "--faults",
-        "offline@pole-007=+80m/5m",
-    ]);
+        state.path(),
+        &[
+            "--start",
+            &start_text,
+            "--duration-s",
+            "120",
+            "--drain-s",
+            "20",
+            "--seed",
+            "7",
+            "--faults",
+            "offline@pole-007=+80m/5m",
+        ],
+    );
 
     // A client that connects mid-run gets every node's birth from the retained store.
     assert!(wait_until(Duration::from_secs(30), || gateway
@@ -209,26 +205,22 @@ fn unacknowledged_reports_are_replayed_and_resent_until_acknowledged() {
     let gateway = Recorder::start(&broker.url(), false);
     let state = tempfile::tempdir().unwrap();
     let url = broker.url();
-    let sim = Parklight::spawn(&[
-        "sim",
-        "--broker",
+    let sim = Parklight::sim(
         &url,
-        "--nodes",
-        "1",
-        "--speed",
-        "60",
-        "--ack-timeout-s",
-        "4",
-        "--duration-s",
-        "40",
-        "--drain-s",
-        "15",
-        "--state",
-        state.path().to_str().unwrap(),
-        "--fresh",
-        "--faults",
-        "offline@node-00000=+3m/2m",
-    ]);
+        state.path(),
+        &[
+            "--nodes",
+            "1",
+            "--ack-timeout-s",
+            "4",
+            "--duration-s",
+            "40",
+            "--drain-s",
+            "15",
+            "--faults",
+            "offline@node-00000=+3m/2m",
+        ],
+    );
     let sent = |seq: u32| {
         gateway.count(|m| {
             m.is(NodeTopic::Telemetry)
@@ -289,24 +281,20 @@ fn reports_survive_a_broker_that_loses_everything() {
     let gateway = Recorder::start(&broker.url(), true);
     let state = tempfile::tempdir().unwrap();
     let url = broker.url();
-    let sim = Parklight::spawn(&[
-        "sim",
-        "--broker",
+    let sim = Parklight::sim(
         &url,
-        "--nodes",
-        "10",
-        "--speed",
-        "60",
-        "--ack-timeout-s",
-        "3",
-        "--duration-s",
-        "30",
-        "--drain-s",
-        "40",
-        "--state",
-        state.path().to_str().unwrap(),
-        "--fresh",
-    ]);
+        state.path(),
+        &[
+            "--nodes",
+            "10",
+            "--ack-timeout-s",
+            "3",
+            "--duration-s",
+            "30",
+            "--drain-s",
+            "40",
+        ],
+    );
     assert!(wait_until(Duration::from_secs(20), || gateway
         .count(|m| m.is(NodeTopic::Ack))
         >= 50));

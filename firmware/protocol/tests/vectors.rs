@@ -21,24 +21,8 @@ struct Case {
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sextets: Vec<u32> = text
-        .bytes()
-        .filter(|b| *b != b'=')
-        .map(|b| {
-            ALPHABET
-                .iter()
-                .position(|a| *a == b)
-                .expect("base64 character") as u32
-        })
-        .collect();
-    sextets
-        .chunks(4)
-        .flat_map(|chunk| {
-            let bits = chunk.iter().fold(0u32, |acc, s| (acc << 6) | s) << (6 * (4 - chunk.len()));
-            bits.to_be_bytes()[1..chunk.len()].to_vec()
-        })
-        .collect()
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64 payload")
 }
 
 fn load(file: &Path) -> Vec<Case> {

@@ -238,14 +238,7 @@ impl Store {
              FROM reports r JOIN nodes n ON n.id = r.node
              WHERE r.id > ?1 ORDER BY r.id LIMIT ?2"
         ))?;
-        let rows = statement.query_map(params![cursor, limit as i64], |row| {
-            Ok(ForwardRow {
-                id: row.get(0)?,
-                node: row.get(1)?,
-                site: row.get(2)?,
-                report: report_from(row, 3)?,
-            })
-        })?;
+        let rows = statement.query_map(params![cursor, limit as i64], forward_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -376,6 +369,16 @@ fn report_from(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ReportRow
         faults: row.get(at + 14)?,
         temp_c: row.get(at + 15)?,
         zone: row.get(at + 16)?,
+    })
+}
+
+/// Reads `r.id, n.name, n.site` and then [`REPORT_COLUMNS`].
+fn forward_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ForwardRow> {
+    Ok(ForwardRow {
+        id: row.get(0)?,
+        node: row.get(1)?,
+        site: row.get(2)?,
+        report: report_from(row, 3)?,
     })
 }
 
@@ -564,14 +567,7 @@ impl Store {
                ON latest.node = r.node AND latest.ts = r.ts
              ORDER BY n.name"
         ))?;
-        let rows = statement.query_map([], |row| {
-            Ok(ForwardRow {
-                id: row.get(0)?,
-                node: row.get(1)?,
-                site: row.get(2)?,
-                report: report_from(row, 3)?,
-            })
-        })?;
+        let rows = statement.query_map([], forward_row)?;
         let mut latest: Vec<ForwardRow> = rows.collect::<Result<_, _>>()?;
         latest.dedup_by(|a, b| a.node == b.node);
         Ok(latest)
