@@ -133,7 +133,9 @@ fn reject_vectors() -> Vec<Vector> {
 
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(text).expect("base64 payload")
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64 payload")
 }
 
 fn publish(broker: &Mosquitto, messages: &[(String, Vec<u8>)]) {

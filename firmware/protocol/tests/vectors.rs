@@ -22,7 +22,9 @@ struct Case {
 
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(text).expect("base64 payload")
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64 payload")
 }
 
 fn load(file: &Path) -> Vec<Case> {
