@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{StorageError, Store};
+use crate::sinks::influxdb;
+use crate::store::{Forwarded, StorageError, Store};
 
 /// How often housekeeping runs.
 pub const EVERY: Duration = Duration::from_secs(600);
@@ -32,7 +33,10 @@ pub fn tidy(settings: &Housekeeping, now_ms: i64) -> Result<(), StorageError> {
     let mut store = Store::open(&settings.store, settings.dead_letters_max)?;
     let compaction = store.compact(now_ms - GRACE_MS)?;
     let forwarded = if settings.forwarding {
-        Some(store.cursor(crate::sinks::influxdb::CURSOR)?)
+        Some(Forwarded {
+            reports: store.cursor(influxdb::CURSOR)?,
+            statuses: store.cursor(influxdb::STATUS_CURSOR)?,
+        })
     } else {
         None
     };

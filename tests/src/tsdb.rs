@@ -102,16 +102,11 @@ impl VictoriaMetrics {
     /// Every series whose name matches the regular expression.
     pub fn export(&self, name_regex: &str) -> Vec<Series> {
         let _ = http_get(self.port, "/internal/force_flush");
-        let query = format!("/api/v1/export?match[]={{__name__=~\"{name_regex}\"}}");
-        let body = http_get(
-            self.port,
-            &query
-                .replace('{', "%7B")
-                .replace('}', "%7D")
-                .replace('"', "%22")
-                .replace('~', "%7E"),
-        )
-        .unwrap_or_default();
+        let selector = format!("{{__name__=~\"{name_regex}\"}}");
+        let query =
+            percent_encoding::utf8_percent_encode(&selector, percent_encoding::NON_ALPHANUMERIC);
+        let body =
+            http_get(self.port, &format!("/api/v1/export?match[]={query}")).unwrap_or_default();
         body.lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .map(|series| {

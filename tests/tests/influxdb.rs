@@ -7,7 +7,7 @@ use std::time::Duration;
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::gateway::Gateway;
 use parklight_tests::process::Parklight;
-use parklight_tests::tsdb::VictoriaMetrics;
+use parklight_tests::tsdb::{Series, VictoriaMetrics};
 use parklight_tests::{one_at_a_time, summary_number, wait_until};
 
 fn gateway_for(broker: &Mosquitto, tsdb: &VictoriaMetrics) -> Gateway {
@@ -42,12 +42,30 @@ fn forwarded_everything(gateway: &Gateway, reports: u64) {
     );
 }
 
+/// Waits until node status changes are in their own measurement: for every node a birth
+/// (online 1) and its shutdown at the end of the run (online 0).
+fn statuses_forwarded(tsdb: &VictoriaMetrics) {
+    let complete = |series: &[Series]| {
+        series.len() == 40
+            && series.iter().all(|s| {
+                s.samples.iter().any(|(_, v)| *v == 1.0) && s.samples.iter().any(|(_, v)| *v == 0.0)
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || complete(
+            &tsdb.export("park_light_status_online")
+        )),
+        "status changes not forwarded: {:?}",
+        tsdb.export("park_light_status_online")
+    );
+}
+
 /// Asserts that VictoriaMetrics holds every stored report, with its tags and values.
 fn assert_every_report_in_the_database(gateway: &Gateway, tsdb: &VictoriaMetrics) {
     let store = gateway.store();
     let rows = store.reports_after(0, usize::MAX).unwrap();
     let mut by_series: HashMap<(String, String), BTreeMap<i64, f64>> = HashMap::new();
-    for series in tsdb.export("park_light_.*") {
+    for series in tsdb.export("park_light_(lux_.*|motion|lamp_.*|power_w|clock_ok)") {
         let node = series.labels.get("node").cloned().unwrap_or_default();
         let name = series.labels["__name__"].clone();
         assert_eq!(
@@ -121,6 +139,7 @@ fn every_report_reaches_the_database_with_its_tags_and_values() {
     let reports = summary_number(&finished.stdout, "reports");
     assert_eq!(summary_number(&finished.stdout, "unacknowledged"), 0);
     forwarded_everything(&gateway, reports);
+    statuses_forwarded(&tsdb);
     gateway.stop();
     assert_eq!(
         gateway.store().report_count().unwrap(),
@@ -155,6 +174,7 @@ fn a_database_outage_stops_nothing_and_is_caught_up() {
     assert!(finished.status.success(), "{}", finished.stderr);
     let reports = summary_number(&finished.stdout, "reports");
     forwarded_everything(&gateway, reports);
+    statuses_forwarded(&tsdb);
     gateway.stop();
     assert_every_report_in_the_database(&gateway, &tsdb);
 }

@@ -119,6 +119,36 @@ pub struct ForwardRow {
     pub report: ReportRow,
 }
 
+/// A node status change to forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    /// Arrival order.
+    pub id: i64,
+    /// Node id.
+    pub node: String,
+    /// Site, for known nodes.
+    pub site: Option<String>,
+    /// Arrival, Unix ms.
+    pub received: i64,
+    /// Online (birth) or offline (will or shutdown).
+    pub online: bool,
+    /// `lost` or `shutdown` for offline statuses.
+    pub reason: Option<String>,
+    /// Boot of the connection.
+    pub boot: u32,
+    /// Connection within the boot.
+    pub conn: u32,
+}
+
+/// How far the forwarder has sent: the last report id and the last status id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// Reports up to this id are sent.
+    pub reports: i64,
+    /// Status changes up to this id are sent.
+    pub statuses: i64,
+}
+
 /// Acknowledgement state of one node's boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AckState {
@@ -239,6 +269,32 @@ impl Store {
              WHERE r.id > ?1 ORDER BY r.id LIMIT ?2"
         ))?;
         let rows = statement.query_map(params![cursor, limit as i64], forward_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Status changes recorded after `cursor`, in arrival order, at most `limit`.
+    pub fn statuses_after(
+        &self,
+        cursor: i64,
+        limit: usize,
+    ) -> Result<Vec<StatusRow>, StorageError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT s.id, n.name, n.site, s.received, s.online, s.reason, s.boot, s.conn
+             FROM statuses s JOIN nodes n ON n.id = s.node
+             WHERE s.id > ?1 ORDER BY s.id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![cursor, limit as i64], |row| {
+            Ok(StatusRow {
+                id: row.get(0)?,
+                node: row.get(1)?,
+                site: row.get(2)?,
+                received: row.get(3)?,
+                online: row.get(4)?,
+                reason: row.get(5)?,
+                boot: row.get(6)?,
+                conn: row.get(7)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -448,18 +504,29 @@ impl Store {
     }
 
     /// Drops raw reports made before `before` (Unix ms) that a block holds, and that the
-    /// forwarder has sent (ids up to `forwarded`, when one runs); statuses and events
-    /// received before it too. Raw rows are what makes a late duplicate a no-op, so a
-    /// report resent after the retention would be stored again.
-    pub fn retain(&mut self, before: i64, forwarded: Option<i64>) -> Result<u64, StorageError> {
+    /// forwarder has sent (when one runs); statuses it has sent and events received
+    /// before it too. Raw rows are what makes a late duplicate a no-op, so a report
+    /// resent after the retention would be stored again.
+    pub fn retain(
+        &mut self,
+        before: i64,
+        forwarded: Option<Forwarded>,
+    ) -> Result<u64, StorageError> {
+        let forwarded = forwarded.unwrap_or(Forwarded {
+            reports: i64::MAX,
+            statuses: i64::MAX,
+        });
         let tx = self.connection.transaction()?;
         let removed = tx.execute(
             "DELETE FROM reports WHERE ts < ?1 AND id <= ?3 AND id <= (
                 SELECT b.max_id FROM hour_blocks b WHERE b.node = reports.node
                   AND b.hour = (reports.ts / ?2) * ?2 AND b.zone = coalesce(reports.zone, ''))",
-            params![before, HOUR_MS, forwarded.unwrap_or(i64::MAX)],
+            params![before, HOUR_MS, forwarded.reports],
         )?;
-        tx.execute("DELETE FROM statuses WHERE received < ?1", [before])?;
+        tx.execute(
+            "DELETE FROM statuses WHERE received < ?1 AND id <= ?2",
+            params![before, forwarded.statuses],
+        )?;
         tx.execute("DELETE FROM events WHERE received < ?1", [before])?;
         tx.commit()?;
         Ok(removed as u64)
@@ -1000,7 +1067,37 @@ mod tests {
         let mut store = Store::open(dir.path(), 10).unwrap();
         store_hours(&mut store, "pole-017", 2, 0);
         let from = 1_764_093_600_000;
+        let mut writer = store.write().unwrap();
+        let id = writer.node("pole-017").unwrap();
+        let lost = parklight_protocol::Status::Offline(parklight_protocol::status::Offline {
+            reason: parklight_protocol::status::OfflineReason::Lost,
+            boot: 1,
+            conn: 2,
+        });
+        writer.status(id, from, &lost, b"{}").unwrap();
+        writer.commit().unwrap();
+        let statuses = store.statuses_after(0, 10).unwrap();
+        assert_eq!(statuses.len(), 1);
+        assert_eq!(
+            (
+                statuses[0].online,
+                statuses[0].reason.as_deref(),
+                statuses[0].conn
+            ),
+            (false, Some("lost"), 2)
+        );
         store.compact(from + 2 * HOUR_MS).unwrap();
-        assert_eq!(store.retain(from + 2 * HOUR_MS, Some(30)).unwrap(), 30);
+        let unsent = Forwarded {
+            reports: 30,
+            statuses: 0,
+        };
+        assert_eq!(store.retain(from + 2 * HOUR_MS, Some(unsent)).unwrap(), 30);
+        assert_eq!(store.statuses_after(0, 10).unwrap().len(), 1);
+        let sent = Forwarded {
+            reports: i64::MAX,
+            statuses: statuses[0].id,
+        };
+        assert_eq!(store.retain(from + 2 * HOUR_MS, Some(sent)).unwrap(), 90);
+        assert!(store.statuses_after(0, 10).unwrap().is_empty());
     }
 }

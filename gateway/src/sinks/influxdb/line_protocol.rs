@@ -6,10 +6,12 @@
 
 use std::fmt::Write;
 
-use crate::store::ForwardRow;
+use crate::store::{ForwardRow, StatusRow};
 
 /// The measurement reports go to.
 pub const MEASUREMENT: &str = "park_light";
+/// The measurement node status changes go to.
+pub const STATUS_MEASUREMENT: &str = "park_light_status";
 
 /// Escapes a tag key, tag value or field key: commas, equals signs and spaces. (Ids are
 /// identifiers, so there are no newlines, which line protocol cannot carry in tags.)
@@ -24,20 +26,6 @@ pub fn escape_key(text: &str, out: &mut String) {
 
 /// One line for one report, appended to `out` with its newline.
 pub fn write_report(row: &ForwardRow, out: &mut String) {
-    out.push_str(MEASUREMENT);
-    let tags = [
-        ("node", Some(row.node.as_str())),
-        ("site", row.site.as_deref()),
-        ("zone", row.report.zone.as_deref()),
-    ];
-    for (key, value) in tags {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            out.push(',');
-            out.push_str(key);
-            out.push('=');
-            escape_key(value, out);
-        }
-    }
     let r = &row.report;
     let mut fields: Vec<(&str, String)> = Vec::with_capacity(8);
     if let Some(lux) = r.lux {
@@ -52,13 +40,69 @@ pub fn write_report(row: &ForwardRow, out: &mut String) {
         fields.push(("power_w", float(watts)));
     }
     fields.push(("clock_ok", r.clock_ok.to_string()));
+    let tags = [
+        ("node", Some(row.node.as_str())),
+        ("site", row.site.as_deref()),
+        ("zone", r.zone.as_deref()),
+    ];
+    write_line(MEASUREMENT, &tags, &fields, r.ts, out);
+}
+
+/// One line for one node status change (stamped with its arrival), appended to `out`.
+pub fn write_status(row: &StatusRow, out: &mut String) {
+    let mut fields = vec![
+        ("online", row.online.to_string()),
+        ("boot", format!("{}i", row.boot)),
+        ("conn", format!("{}i", row.conn)),
+    ];
+    if let Some(reason) = &row.reason {
+        fields.push(("reason", string(reason)));
+    }
+    let tags = [
+        ("node", Some(row.node.as_str())),
+        ("site", row.site.as_deref()),
+    ];
+    write_line(STATUS_MEASUREMENT, &tags, &fields, row.received, out);
+}
+
+/// `measurement,tag=value,... field=value,... ts\n`, leaving out tags without a value.
+fn write_line(
+    measurement: &str,
+    tags: &[(&str, Option<&str>)],
+    fields: &[(&str, String)],
+    ts_ms: i64,
+    out: &mut String,
+) {
+    out.push_str(measurement);
+    for (key, value) in tags {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            out.push(',');
+            out.push_str(key);
+            out.push('=');
+            escape_key(value, out);
+        }
+    }
     for (i, (key, value)) in fields.iter().enumerate() {
         out.push(if i == 0 { ' ' } else { ',' });
         out.push_str(key);
         out.push('=');
         out.push_str(value);
     }
-    let _ = writeln!(out, " {}", r.ts);
+    let _ = writeln!(out, " {ts_ms}");
+}
+
+/// A string field: quoted, with double quotes and backslashes escaped.
+fn string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        if matches!(c, '"' | '\\') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
 }
 
 /// A float field: Rust's shortest round-trip form, which line protocol reads as a float
@@ -136,9 +180,30 @@ mod tests {
     }
 
     #[test]
+    fn a_status_change_is_one_line() {
+        let row = StatusRow {
+            id: 1,
+            node: "pole-017".into(),
+            site: Some("remiseparken".into()),
+            received: 1_764_093_600_000,
+            online: false,
+            reason: Some("lost".into()),
+            boot: 7,
+            conn: 3,
+        };
+        let mut out = String::new();
+        write_status(&row, &mut out);
+        assert_eq!(
+            out,
+            "park_light_status,node=pole-017,site=remiseparken online=false,boot=7i,conn=3i,reason=\"lost\" 1764093600000\n"
+        );
+    }
+
+    #[test]
     fn escaping_follows_the_line_protocol_rules() {
         let mut out = String::new();
         escape_key("a b,c=d\\e", &mut out);
         assert_eq!(out, "a\\ b\\,c\\=d\\e");
+        assert_eq!(string(r#"say "hi" \ bye"#), r#""say \"hi\" \\ bye""#);
     }
 }

@@ -16,8 +16,10 @@ use crate::config::{InfluxConfig, SecretError, secret};
 use crate::metrics as m;
 use crate::store::{DeadLetter, Store};
 
-/// The forwarder's cursor in the store.
+/// The forwarder's cursor over reports in the store.
 pub const CURSOR: &str = "influxdb";
+/// The forwarder's cursor over node status changes.
+pub const STATUS_CURSOR: &str = "influxdb_status";
 
 /// Why a write failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,19 +108,20 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(30))
 }
 
-/// Forwards stored reports to `sink` until `stop`: batches by size or time, retries what
-/// is worth retrying, dead-letters what is refused, and moves the cursor only past what
-/// the sink took.
+/// Forwards stored reports and node status changes to `sink` until `stop`: batches by
+/// size or time, retries what is worth retrying, dead-letters what is refused, and moves
+/// the cursors only past what the sink took.
 pub async fn forward(
     sink: impl LineSink,
     settings: ForwarderSettings,
     stop: CancellationToken,
 ) -> Result<(), crate::store::StorageError> {
     let mut store = Store::open(&settings.store, settings.dead_letters_max)?;
-    let mut cursor = store.cursor(CURSOR)?;
+    let (mut cursor, mut status_cursor) = (store.cursor(CURSOR)?, store.cursor(STATUS_CURSOR)?);
     let mut attempt = 0;
     loop {
         let rows = store.reports_after(cursor, settings.batch)?;
+        let statuses = store.statuses_after(status_cursor, settings.batch)?;
         gauge!(m::FORWARDER_LAG).set((store.last_report_id()? - cursor) as f64);
         if rows.len() < settings.batch && attempt == 0 {
             // Let a partial batch fill for a while (or go at once when stopping).
@@ -126,16 +129,16 @@ pub async fn forward(
                 _ = tokio::time::sleep(settings.flush_interval) => {}
                 _ = stop.cancelled() => return Ok(()),
             }
-            if rows.is_empty() {
+            if rows.is_empty() && statuses.is_empty() {
                 continue;
             }
         }
-        let Some(last) = rows.last().map(|r| r.id) else {
-            continue;
-        };
-        let mut body = String::with_capacity(rows.len() * 200);
+        let mut body = String::with_capacity(rows.len() * 200 + statuses.len() * 100);
         rows.iter()
             .for_each(|row| line_protocol::write_report(row, &mut body));
+        statuses
+            .iter()
+            .for_each(|row| line_protocol::write_status(row, &mut body));
         match sink.write(body.clone()).await {
             Ok(()) => {
                 attempt = 0;
@@ -167,7 +170,13 @@ pub async fn forward(
                 writer.commit()?;
             }
         }
-        cursor = last;
-        store.set_cursor(CURSOR, cursor)?;
+        if let Some(last) = rows.last() {
+            cursor = last.id;
+            store.set_cursor(CURSOR, cursor)?;
+        }
+        if let Some(last) = statuses.last() {
+            status_cursor = last.id;
+            store.set_cursor(STATUS_CURSOR, status_cursor)?;
+        }
     }
 }
