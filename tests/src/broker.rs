@@ -14,6 +14,7 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
     binary: PathBuf,
     max_queued: usize,
+    tls_port: Option<u16>,
 }
 
 impl Mosquitto {
@@ -34,9 +35,99 @@ impl Mosquitto {
             dir,
             binary,
             max_queued,
+            tls_port: None,
         };
         broker.launch();
         broker
+    }
+
+    /// As [`Mosquitto::start`], with a second listener that speaks TLS with a server
+    /// certificate for 127.0.0.1 from a certificate authority of the test's own
+    /// ([`Mosquitto::ca_path`]), made with the `openssl` command.
+    pub fn with_tls() -> Mosquitto {
+        let mut broker = Mosquitto::start();
+        broker.kill();
+        let openssl = require("openssl", "openssl");
+        let dir = broker.dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("running openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=parklight test CA",
+            ],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat());
+        run(&[
+            &["req", "-subj", "/CN=127.0.0.1"],
+            &ec[..],
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat());
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")
+            .expect("writing san.ext");
+        run(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        // Mosquitto started as root reads its key as the `mosquitto` user; a test key.
+        use std::os::unix::fs::PermissionsExt;
+        for (path, mode) in [(dir.to_owned(), 0o755), (dir.join("server.key"), 0o644)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("permissions");
+        }
+        broker.tls_port = Some(free_port());
+        broker.launch();
+        broker
+    }
+
+    /// The TLS listener's URL (only with [`Mosquitto::with_tls`]).
+    pub fn tls_url(&self) -> String {
+        format!(
+            "mqtts://127.0.0.1:{}",
+            self.tls_port.expect("a TLS listener")
+        )
+    }
+
+    /// The certificate authority (PEM) that signed the TLS listener's certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     fn config_path(&self) -> PathBuf {
@@ -44,15 +135,24 @@ impl Mosquitto {
     }
 
     fn launch(&mut self) {
+        let dir = self.dir.path();
+        let tls = self.tls_port.map_or(String::new(), |port| {
+            format!(
+                "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                dir.join("ca.pem").display(),
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
+            )
+        });
         std::fs::write(
             self.config_path(),
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "allow_anonymous true\npersistence false\n\
                  max_inflight_messages 1000\nmax_queued_messages {queued}\nmessage_size_limit 65536\n\
-                 log_dest file {log}\n",
+                 log_dest file {log}\nlistener {port} 127.0.0.1\n{tls}",
                 port = self.port,
                 queued = self.max_queued,
-                log = self.dir.path().join("mosquitto.log").display()
+                log = dir.join("mosquitto.log").display()
             ),
         )
         .expect("writing mosquitto.conf");

@@ -113,11 +113,13 @@ pub fn assert_consecutive<'a>(ids: impl IntoIterator<Item = (&'a str, u32, u32)>
     }
     for ((node, boot), mut seqs) in by_boot {
         seqs.sort_unstable();
-        let expected: Vec<u32> = (0..seqs.len() as u32).collect();
-        assert_eq!(
-            seqs, expected,
-            "{node} boot {boot}: reports missing or repeated"
-        );
+        if let Some((expected, found)) = (0u32..).zip(&seqs).find(|(e, s)| e != *s) {
+            panic!(
+                "{node} boot {boot}: reports missing or repeated: seq {expected} expected, \
+                 {found} found ({} reports)",
+                seqs.len()
+            );
+        }
     }
 }
 

@@ -144,21 +144,29 @@ fn publish(broker: &Mosquitto, messages: &[(String, Vec<u8>)]) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let options = parklight_sim::mqtt::broker_options(&broker.url(), "test-publisher").unwrap();
+        let mut options =
+            parklight_sim::mqtt::broker_options(&broker.url(), "test-publisher").unwrap();
+        options.set_inflight(1000);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1000);
+        let expected = messages.len();
+        let acks = tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < expected {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                    Ok(_) => {}
+                    Err(error) => panic!("publishing: {error}"),
+                }
+            }
+            eventloop
+        });
         for (topic, payload) in messages {
             client
                 .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.clone())
                 .await
                 .unwrap();
         }
-        let mut acked = 0;
-        while acked < messages.len() {
-            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = eventloop.poll().await
-            {
-                acked += 1;
-            }
-        }
+        let mut eventloop = acks.await.unwrap();
         client.disconnect().await.unwrap();
         while eventloop.poll().await.is_ok() {}
     });
@@ -260,6 +268,42 @@ fn bad_input_is_refused_counted_kept_and_acknowledged_past() {
         listing.stdout
     );
     assert_eq!(gateway.store().report_count().unwrap(), 3);
+}
+
+#[test]
+fn the_gateway_reaches_the_broker_over_tls_and_checks_its_certificate() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::with_tls();
+    let ca = broker.ca_path();
+    let mut gateway =
+        Gateway::new(&broker.tls_url(), "").env("PARKLIGHT_MQTT__CA_FILE", ca.to_str().unwrap());
+    gateway.start();
+    assert!(
+        wait_until(Duration::from_secs(20), || gateway
+            .metric("parklight_mqtt_connects_total", "")
+            >= 1.0),
+        "no TLS connection; log:\n{}",
+        gateway.log()
+    );
+    // Nodes publish on the plain listener; the gateway reads over TLS.
+    publish(&broker, &[report(1, 0, 3.5), report(1, 1, 3.5)]);
+    assert!(wait_until(Duration::from_secs(20), || gateway
+        .metric("parklight_reports_stored_total", "")
+        >= 2.0));
+    gateway.stop();
+    assert_eq!(gateway.store().report_count().unwrap(), 2);
+
+    // Without the private CA (the system's roots only) the broker is not trusted.
+    let mut untrusting = Gateway::new(&broker.tls_url(), "");
+    untrusting.start();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(untrusting.metric("parklight_mqtt_connects_total", ""), 0.0);
+    assert!(
+        untrusting.log().contains("certificate"),
+        "{}",
+        untrusting.log()
+    );
+    untrusting.stop();
 }
 
 #[test]

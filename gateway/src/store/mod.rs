@@ -860,10 +860,11 @@ impl Writer<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn report(boot: u32, seq: u32) -> ReportRow {
+    /// A report of the skatepark zone at night, one a minute by `seq`.
+    pub(crate) fn report(boot: u32, seq: u32) -> ReportRow {
         ReportRow {
             boot,
             seq,

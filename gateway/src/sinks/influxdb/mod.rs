@@ -158,10 +158,21 @@ pub async fn forward(
                 attempt = 0;
                 counter!(m::FORWARDER_ERRORS, "kind" => "permanent").increment(1);
                 tracing::error!(%reason, reports = rows.len(), "InfluxDB refused a batch; kept as a dead letter");
+                let ids = |first: Option<i64>, last: Option<i64>| match (first, last) {
+                    (Some(first), Some(last)) => format!("{first}-{last}"),
+                    _ => "none".into(),
+                };
                 let mut writer = store.write()?;
                 writer.dead_letter(&DeadLetter {
                     received: jiff::Timestamp::now().as_millisecond(),
-                    topic: format!("influxdb:{CURSOR}"),
+                    topic: format!(
+                        "influxdb: reports {}, statuses {}",
+                        ids(rows.first().map(|r| r.id), rows.last().map(|r| r.id)),
+                        ids(
+                            statuses.first().map(|r| r.id),
+                            statuses.last().map(|r| r.id)
+                        )
+                    ),
                     payload: body.into_bytes(),
                     reason: "influxdb_refused".into(),
                     field: Some(reason),
@@ -178,5 +189,77 @@ pub async fn forward(
             status_cursor = last.id;
             store.set_cursor(STATUS_CURSOR, status_cursor)?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::tests::report;
+
+    /// Refuses its first write (as InfluxDB does with a 400), takes the rest.
+    #[derive(Default)]
+    struct RefusesFirst {
+        bodies: Mutex<Vec<String>>,
+    }
+
+    impl LineSink for &RefusesFirst {
+        async fn write(&self, body: String) -> Result<(), WriteError> {
+            let mut bodies = self.bodies.lock().unwrap();
+            bodies.push(body);
+            if bodies.len() == 1 {
+                Err(WriteError::Permanent("HTTP 400: bad tag".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_becomes_a_dead_letter_and_forwarding_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let store_rows = |store: &mut Store, seqs: std::ops::Range<u32>| {
+            let mut writer = store.write().unwrap();
+            let node = writer.node("pole-017").unwrap();
+            seqs.for_each(|seq| assert!(writer.report(node, &report(1, seq)).unwrap()));
+            writer.commit().unwrap();
+        };
+        store_rows(&mut store, 0..3);
+        let sink = RefusesFirst::default();
+        let settings = ForwarderSettings {
+            store: dir.path().to_owned(),
+            dead_letters_max: 10,
+            batch: 3,
+            flush_interval: Duration::from_millis(10),
+        };
+        let stop = CancellationToken::new();
+        let forwarder = forward(&sink, settings, stop.clone());
+        let watcher = async {
+            for round in 0..500 {
+                if round == 50 {
+                    store_rows(&mut store, 3..5);
+                }
+                if store.cursor(CURSOR).unwrap() == 5 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.cancel();
+        };
+        let (forwarded, ()) = tokio::join!(forwarder, watcher);
+        forwarded.unwrap();
+        assert_eq!(store.cursor(CURSOR).unwrap(), 5, "forwarding went on");
+        let bodies = sink.bodies.lock().unwrap();
+        assert_eq!(bodies.len(), 2, "the refused batch is not retried");
+        assert_eq!(bodies[1].lines().count(), 2);
+        let letters = store.dead_letters(10).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].reason, "influxdb_refused");
+        assert_eq!(letters[0].topic, "influxdb: reports 1-3, statuses none");
+        assert_eq!(letters[0].field.as_deref(), Some("HTTP 400: bad tag"));
+        assert!(letters[0].payload.starts_with(b"park_light,node=pole-017"));
     }
 }
