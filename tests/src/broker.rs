@@ -41,10 +41,11 @@ impl Mosquitto {
         broker
     }
 
-    /// As [`Mosquitto::start`], with a second listener that speaks TLS with a server
-    /// certificate for 127.0.0.1 from a certificate authority of the test's own
-    /// ([`Mosquitto::ca_path`]), made with the `openssl` command.
-    pub fn with_tls() -> Mosquitto {
+    /// As [`Mosquitto::start`], with a second listener secured as a production broker's
+    /// would be: TLS with a server certificate for 127.0.0.1 from a certificate authority
+    /// of the test's own ([`Mosquitto::ca_path`], made with the `openssl` command), and
+    /// only `user` with `password` admitted. The first listener stays open to anyone.
+    pub fn secured(user: &str, password: &str) -> Mosquitto {
         let mut broker = Mosquitto::start();
         broker.kill();
         let openssl = require("openssl", "openssl");
@@ -106,9 +107,19 @@ impl Mosquitto {
             "-out",
             "server.pem",
         ]);
-        // Mosquitto started as root reads its key as the `mosquitto` user; a test key.
+        let passwd = Command::new(require("mosquitto_passwd", "mosquitto"))
+            .args(["-b", "-c", "passwd", user, password])
+            .current_dir(dir)
+            .output()
+            .expect("running mosquitto_passwd");
+        assert!(passwd.status.success(), "mosquitto_passwd: {passwd:?}");
+        // Mosquitto started as root reads these as the `mosquitto` user; test secrets.
         use std::os::unix::fs::PermissionsExt;
-        for (path, mode) in [(dir.to_owned(), 0o755), (dir.join("server.key"), 0o644)] {
+        for (path, mode) in [
+            (dir.to_owned(), 0o755),
+            (dir.join("server.key"), 0o644),
+            (dir.join("passwd"), 0o644),
+        ] {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .expect("permissions");
         }
@@ -117,8 +128,8 @@ impl Mosquitto {
         broker
     }
 
-    /// The TLS listener's URL (only with [`Mosquitto::with_tls`]).
-    pub fn tls_url(&self) -> String {
+    /// The secured listener's URL (only with [`Mosquitto::secured`]).
+    pub fn secured_url(&self) -> String {
         format!(
             "mqtts://127.0.0.1:{}",
             self.tls_port.expect("a TLS listener")
@@ -136,9 +147,11 @@ impl Mosquitto {
 
     fn launch(&mut self) {
         let dir = self.dir.path();
-        let tls = self.tls_port.map_or(String::new(), |port| {
+        let secured = self.tls_port.map_or(String::new(), |port| {
             format!(
-                "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+                 cafile {}\ncertfile {}\nkeyfile {}\n",
+                dir.join("passwd").display(),
                 dir.join("ca.pem").display(),
                 dir.join("server.pem").display(),
                 dir.join("server.key").display()
@@ -147,9 +160,10 @@ impl Mosquitto {
         std::fs::write(
             self.config_path(),
             format!(
-                "allow_anonymous true\npersistence false\n\
+                "per_listener_settings {per_listener}\npersistence false\n\
                  max_inflight_messages 1000\nmax_queued_messages {queued}\nmessage_size_limit 65536\n\
-                 log_dest file {log}\nlistener {port} 127.0.0.1\n{tls}",
+                 log_dest file {log}\nlistener {port} 127.0.0.1\nallow_anonymous true\n{secured}",
+                per_listener = self.tls_port.is_some(),
                 port = self.port,
                 queued = self.max_queued,
                 log = dir.join("mosquitto.log").display()

@@ -271,39 +271,48 @@ fn bad_input_is_refused_counted_kept_and_acknowledged_past() {
 }
 
 #[test]
-fn the_gateway_reaches_the_broker_over_tls_and_checks_its_certificate() {
+fn the_gateway_logs_in_over_tls_and_checks_the_broker_certificate() {
     let _serial = one_at_a_time();
-    let broker = Mosquitto::with_tls();
-    let ca = broker.ca_path();
-    let mut gateway =
-        Gateway::new(&broker.tls_url(), "").env("PARKLIGHT_MQTT__CA_FILE", ca.to_str().unwrap());
-    gateway.start();
+    let broker = Mosquitto::secured("parklight-gateway", "s3cret park");
+    let secured = |ca: Option<&std::path::Path>, password: &str| {
+        let mut gateway = Gateway::new(&broker.secured_url(), "")
+            .env("PARKLIGHT_MQTT__USERNAME", "parklight-gateway")
+            .env("PARKLIGHT_MQTT__PASSWORD_ENV", "TEST_MQTT_PASSWORD")
+            .env("TEST_MQTT_PASSWORD", password);
+        if let Some(ca) = ca {
+            gateway = gateway.env("PARKLIGHT_MQTT__CA_FILE", ca.to_str().unwrap());
+        }
+        gateway.start();
+        gateway
+    };
+    let mut gateway = secured(Some(&broker.ca_path()), "s3cret park");
     assert!(
         wait_until(Duration::from_secs(20), || gateway
             .metric("parklight_mqtt_connects_total", "")
             >= 1.0),
-        "no TLS connection; log:\n{}",
+        "no connection; log:\n{}",
         gateway.log()
     );
-    // Nodes publish on the plain listener; the gateway reads over TLS.
+    // Nodes publish on the open listener; the gateway reads on the secured one.
     publish(&broker, &[report(1, 0, 3.5), report(1, 1, 3.5)]);
     assert!(wait_until(Duration::from_secs(20), || gateway
         .metric("parklight_reports_stored_total", "")
         >= 2.0));
     gateway.stop();
     assert_eq!(gateway.store().report_count().unwrap(), 2);
+    assert!(!gateway.log().contains("s3cret"), "the password is logged");
 
-    // Without the private CA (the system's roots only) the broker is not trusted.
-    let mut untrusting = Gateway::new(&broker.tls_url(), "");
-    untrusting.start();
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(untrusting.metric("parklight_mqtt_connects_total", ""), 0.0);
-    assert!(
-        untrusting.log().contains("certificate"),
-        "{}",
-        untrusting.log()
-    );
-    untrusting.stop();
+    // A broker it cannot verify (system roots only), or a wrong password: no session.
+    for (ca, password, said) in [
+        (None, "s3cret park", "certificate"),
+        (Some(broker.ca_path()), "wrong", "NotAuthorized"),
+    ] {
+        let mut refused = secured(ca.as_deref(), password);
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(refused.metric("parklight_mqtt_connects_total", ""), 0.0);
+        assert!(refused.log().contains(said), "{said}: {}", refused.log());
+        refused.stop();
+    }
 }
 
 #[test]
