@@ -93,6 +93,9 @@ pub struct IngestConfig {
     pub clock_skew_s: u64,
     /// Least time between two stored-acknowledgements of a node's boot, seconds.
     pub ack_interval_s: u64,
+    /// Messages received but not yet stored, at most: above it the gateway stops reading
+    /// from the broker until the store catches up.
+    pub queue_max_messages: usize,
 }
 
 impl Default for IngestConfig {
@@ -100,6 +103,7 @@ impl Default for IngestConfig {
         IngestConfig {
             clock_skew_s: 300,
             ack_interval_s: 10,
+            queue_max_messages: 20_000,
         }
     }
 }
@@ -493,6 +497,13 @@ impl Config {
                 "storage",
                 "commit_max_wait_ms",
                 "[storage] commit_max_wait_ms: at most 1000".into(),
+            );
+        }
+        if !(100..=1_000_000).contains(&self.ingest.queue_max_messages) {
+            problem(
+                "ingest",
+                "queue_max_messages",
+                "[ingest] queue_max_messages: 100 to 1000000".into(),
             );
         }
         if self.ingest.ack_interval_s == 0 {

@@ -26,7 +26,6 @@ pub mod store;
 pub mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use parklight_protocol::gateway::GatewayStatus;
@@ -91,14 +90,20 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
             source,
         })?;
     let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
-    let depth = Arc::new(AtomicUsize::new(0));
+    let (acks_tx, acks_rx) = tokio::sync::mpsc::unbounded_channel();
+    let backlog = Arc::new(sources::mqtt::Backlog::new(
+        config.ingest.queue_max_messages,
+    ));
     let poller = tokio::spawn(sources::mqtt::poll(
         eventloop,
         client.clone(),
         sources::mqtt::topics(&config.mqtt, &sites),
         (status_topic.clone(), sources::mqtt::status_payload(&birth)),
-        arrived_tx,
-        depth.clone(),
+        sources::mqtt::Intake {
+            arrived: arrived_tx,
+            acks: acks_rx,
+            backlog: backlog.clone(),
+        },
         stop.clone(),
     ));
     let settings = writer::WriterSettings {
@@ -112,15 +117,13 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         std::thread::Builder::new()
             .name("parklight-writer".into())
             .spawn(move || {
-                let result = writer::run(
-                    store,
-                    ingest,
+                let outlets = writer::Outlets {
                     client,
-                    arrived_rx,
-                    depth,
-                    settings,
-                    stop.clone(),
-                );
+                    acks: acks_tx,
+                    backlog,
+                };
+                let result =
+                    writer::run(store, ingest, arrived_rx, outlets, settings, stop.clone());
                 // Whatever ended the writer ends the gateway.
                 stop.cancel();
                 result

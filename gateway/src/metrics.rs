@@ -31,6 +31,10 @@ pub const ACK_LAG_SECONDS: &str = "parklight_ack_lag_seconds";
 pub const STORED_ACKS: &str = "parklight_stored_acks_published_total";
 /// Messages received but not yet committed (the poller-to-writer queue).
 pub const QUEUE_DEPTH: &str = "parklight_ingest_queue_depth";
+/// Times the gateway stopped reading from the broker because the queue was full.
+pub const QUEUE_FULL: &str = "parklight_ingest_queue_full_total";
+/// Acknowledgements not sent because the connection that delivered the message ended.
+pub const ACKS_STALE: &str = "parklight_mqtt_acks_stale_total";
 /// Nodes whose latest status is online.
 pub const NODES_ONLINE: &str = "parklight_nodes_online";
 /// Reports stored but not yet forwarded to InfluxDB.
@@ -66,6 +70,14 @@ pub fn register() {
     describe_histogram!(ACK_LAG_SECONDS, "Arrival to MQTT acknowledgement");
     describe_counter!(STORED_ACKS, "Stored-acknowledgements published to nodes");
     describe_gauge!(QUEUE_DEPTH, "Messages received but not yet committed");
+    describe_counter!(
+        QUEUE_FULL,
+        "Times reading from the broker paused for a full queue"
+    );
+    describe_counter!(
+        ACKS_STALE,
+        "Acknowledgements dropped because their connection ended (the broker resends)"
+    );
     describe_gauge!(NODES_ONLINE, "Nodes whose latest status is online");
     describe_gauge!(FORWARDER_LAG, "Reports stored but not yet in InfluxDB");
     describe_counter!(FORWARDED, "Reports written to InfluxDB");
@@ -81,6 +93,8 @@ pub fn register() {
         STORED_ACKS,
         FORWARDED,
         MQTT_CONNECTS,
+        QUEUE_FULL,
+        ACKS_STALE,
     ] {
         counter!(name).absolute(0);
     }

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{AckNews, Incoming, Ingest, Outcome};
 use crate::metrics as m;
-use crate::sources::mqtt::Arrived;
+use crate::sources::mqtt::{Acks, Arrived, Backlog};
 use crate::store::{StorageError, Store};
 
 /// How the writer groups and acknowledges.
@@ -121,16 +120,31 @@ impl Presence {
     }
 }
 
+/// Where the writer's work goes: MQTT acknowledgements to the poller, stored-
+/// acknowledgements through the client.
+pub struct Outlets {
+    /// The client, for stored-acknowledgements.
+    pub client: AsyncClient,
+    /// Acknowledgements of committed messages, for the poller to write.
+    pub acks: tokio::sync::mpsc::UnboundedSender<Acks>,
+    /// What waits to be stored.
+    pub backlog: Arc<Backlog>,
+}
+
 /// Runs until `stop` is cancelled and what arrived before is stored and acknowledged.
 pub fn run(
     mut store: Store,
     mut ingest: Ingest,
-    client: AsyncClient,
     arrived: Receiver<Arrived>,
-    depth: Arc<AtomicUsize>,
+    outlets: Outlets,
     settings: WriterSettings,
     stop: CancellationToken,
 ) -> Result<(), StorageError> {
+    let Outlets {
+        client,
+        acks: ack_sender,
+        backlog,
+    } = outlets;
     let mut acks = AckPublisher {
         interval: settings.ack_interval,
         prefix: settings.prefix.clone(),
@@ -161,11 +175,11 @@ pub fn run(
         }
         let mut news = Vec::new();
         let outcomes = commit(&mut store, &mut ingest, &group, &mut news, &stop)?;
-        for message in &group {
-            acknowledge(&client, message);
+        for ready in Acks::of(&group) {
+            // Only fails once the poller has ended; the broker then delivers them again.
+            let _ = ack_sender.send(ready);
         }
-        depth.fetch_sub(group.len(), Ordering::Relaxed);
-        gauge!(m::QUEUE_DEPTH).set(depth.load(Ordering::Relaxed) as f64);
+        backlog.handled(group.len());
         let now = jiff::Timestamp::now().as_millisecond();
         for (message, outcome) in group.iter().zip(&outcomes) {
             histogram!(m::ACK_LAG_SECONDS)
@@ -221,18 +235,6 @@ fn commit(
             }
         }
     }
-}
-
-fn acknowledge(client: &AsyncClient, message: &Arrived) {
-    // The request queue holds the whole in-flight window; a full queue only means a
-    // moment's wait.
-    for _ in 0..10_000 {
-        match client.try_ack(&message.publish) {
-            Ok(()) => return,
-            Err(_) => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
-    tracing::error!(topic = %message.publish.topic, "acknowledgement not queued; the broker will deliver it again");
 }
 
 fn record(message: &Arrived, outcome: &Outcome, presence: &mut Presence) {

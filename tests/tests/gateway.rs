@@ -316,6 +316,38 @@ fn the_gateway_logs_in_over_tls_and_checks_the_broker_certificate() {
 }
 
 #[test]
+fn a_backlog_waits_in_the_broker_not_in_the_gateway() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let mut gateway =
+        Gateway::new(&broker.url(), "").env("PARKLIGHT_INGEST__QUEUE_MAX_MESSAGES", "100");
+    // A first start makes the broker keep the gateway's session while it is down.
+    gateway.start();
+    gateway.stop();
+    let backlog: Vec<_> = (0..20_000).map(|seq| report(1, seq, 3.5)).collect();
+    publish(&broker, &backlog);
+    gateway.start();
+    assert!(
+        wait_until(Duration::from_secs(120), || gateway
+            .metric("parklight_reports_stored_total", "")
+            >= 20_000.0),
+        "stored {}",
+        gateway.metric("parklight_reports_stored_total", "")
+    );
+    assert!(gateway.metric("parklight_ingest_queue_full_total", "") > 0.0);
+    let commits = gateway.metric("parklight_commit_messages_count", "");
+    assert_eq!(
+        gateway.metric("parklight_commit_messages_bucket", "le=\"100\""),
+        commits,
+        "no commit held more than the queue may"
+    );
+    gateway.stop();
+    let ids = gateway.store().report_ids().unwrap();
+    assert_eq!(ids.len(), 20_000);
+    assert_consecutive(ids.iter().map(|(n, b, s)| (n.as_str(), *b, *s)));
+}
+
+#[test]
 fn a_configuration_with_errors_is_refused_with_every_problem() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();

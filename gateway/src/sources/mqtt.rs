@@ -1,9 +1,17 @@
 //! The MQTT source: a persistent session with manual acknowledgements.
 //!
-//! One task owns rumqttc's event loop and only polls it ([`poll`]). It forwards each
-//! publish over an unbounded channel, so it never blocks; the broker's in-flight window
-//! bounds that queue (DESIGN.md "rumqttc needs care"). The writer acknowledges each
-//! publish only after the store committed it, in arrival order.
+//! One task owns rumqttc's event loop ([`poll`]). It forwards each publish over a
+//! channel that never blocks it (DESIGN.md "rumqttc needs care"); the writer stores a
+//! group, then hands back its [`Acks`], which the task writes to the connection, all in
+//! one flush, before it reads anything more.
+//!
+//! Acknowledgements bypass rumqttc's request queue: its event loop sends one request per
+//! poll and chooses at random between that and reading ten more messages, so under load
+//! acknowledgements fell ever further behind what was read. And the broker's in-flight
+//! window does not bound what it sends: Mosquitto 2.0.11 (Debian 12) kept sending a
+//! subscriber that acknowledges in batches far past `max_inflight_messages`. So the
+//! [`Backlog`] bounds what waits to be stored: when it is full the task stops reading
+//! (the rest waits in the broker) and only writes acknowledgements.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +23,8 @@ use parklight_protocol::status::OfflineReason;
 use parklight_sim::Site;
 use rand::RngExt;
 use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, Transport,
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, PubAck, Publish, QoS,
+    Transport,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +37,79 @@ pub struct Arrived {
     pub publish: Publish,
     /// Arrival, Unix ms.
     pub received_ms: i64,
+    /// The connection that delivered it: an acknowledgement goes to that one only.
+    pub connection: u64,
+}
+
+/// Packet ids to acknowledge, in arrival order, on the connection that delivered them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Acks {
+    /// The connection (see [`Arrived::connection`]).
+    pub connection: u64,
+    /// QoS 1 packet ids.
+    pub packet_ids: Vec<u16>,
+}
+
+impl Acks {
+    /// The acknowledgements `messages` need, one [`Acks`] per connection, in order.
+    pub fn of(messages: &[Arrived]) -> Vec<Acks> {
+        let mut all: Vec<Acks> = Vec::new();
+        for message in messages
+            .iter()
+            .filter(|m| m.publish.qos == QoS::AtLeastOnce)
+        {
+            match all.last_mut() {
+                Some(acks) if acks.connection == message.connection => {
+                    acks.packet_ids.push(message.publish.pkid);
+                }
+                _ => all.push(Acks {
+                    connection: message.connection,
+                    packet_ids: vec![message.publish.pkid],
+                }),
+            }
+        }
+        all
+    }
+}
+
+/// Messages received but not yet committed, bounded: the poller reads only while there
+/// is room, the writer makes room.
+#[derive(Debug)]
+pub struct Backlog {
+    depth: AtomicUsize,
+    limit: usize,
+    drained: tokio::sync::Notify,
+}
+
+impl Backlog {
+    /// An empty backlog that holds up to `limit` messages.
+    pub fn new(limit: usize) -> Backlog {
+        Backlog {
+            depth: AtomicUsize::new(0),
+            limit,
+            drained: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Messages waiting.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    fn is_full(&self) -> bool {
+        self.depth() >= self.limit
+    }
+
+    fn arrived(&self) {
+        self.depth.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The writer is done with `count` messages.
+    pub fn handled(&self, count: usize) {
+        self.depth.fetch_sub(count, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(self.depth() as f64);
+        self.drained.notify_one();
+    }
 }
 
 /// Why the source cannot be set up.
@@ -44,13 +126,15 @@ pub enum SourceError {
     Ca(std::path::PathBuf, std::io::Error),
 }
 
-/// Requests the client may queue for the event loop: acknowledgements for the whole
-/// in-flight window, plus stored-acknowledgements.
+/// Requests the client may queue for the event loop: stored-acknowledgements, the
+/// gateway's status, subscriptions.
 const REQUEST_CAPACITY: usize = 65_536;
 /// The gateway's own QoS 1 publishes (stored-acknowledgements) awaiting the broker's ack.
-/// rumqttc holds back every request, acknowledgements of incoming reports included, while
-/// this window is full, so it is far larger than the acks a second can bring.
+/// rumqttc holds back every request while this window is full, so it is far larger than
+/// the stored-acknowledgements a second can bring.
 const OUTGOING_INFLIGHT: u16 = 10_000;
+/// Longest wait for the broker to take a batch of acknowledgements.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The gateway's own status topic.
 pub fn status_topic(config: &MqttConfig) -> String {
@@ -118,26 +202,86 @@ pub fn topics(config: &MqttConfig, sites: &[Site]) -> Vec<String> {
         .collect()
 }
 
+/// The poller's side of the writer: publishes go out, acknowledgements come back.
+pub struct Intake {
+    /// Publishes as they arrive.
+    pub arrived: std::sync::mpsc::Sender<Arrived>,
+    /// Acknowledgements of what the writer committed.
+    pub acks: tokio::sync::mpsc::UnboundedReceiver<Acks>,
+    /// What waits to be stored.
+    pub backlog: Arc<Backlog>,
+}
+
+/// Writes `acks` to the current connection in one flush; acknowledgements of an earlier
+/// connection are dropped (the broker delivers those messages again).
+async fn acknowledge(eventloop: &mut EventLoop, connection: u64, acks: Acks) {
+    if acks.connection != connection {
+        metrics::counter!(crate::metrics::ACKS_STALE).increment(acks.packet_ids.len() as u64);
+        return;
+    }
+    let Some(network) = eventloop.network.as_mut() else {
+        metrics::counter!(crate::metrics::ACKS_STALE).increment(acks.packet_ids.len() as u64);
+        return;
+    };
+    let written = async {
+        for packet_id in acks.packet_ids {
+            network
+                .write(Packet::PubAck(PubAck::new(packet_id)))
+                .await?;
+        }
+        network.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+        Ok(Ok(())) => {}
+        // The next poll finds the connection broken and reconnects.
+        Ok(Err(error)) => tracing::warn!(%error, "acknowledgements not written"),
+        Err(_) => tracing::warn!("the broker took no acknowledgements for {WRITE_TIMEOUT:?}"),
+    }
+}
+
 /// Polls the event loop until a clean disconnect (or, once `stop` is cancelled, until
 /// the broker is out of reach), forwarding publishes to `arrived` until `stop` is
 /// cancelled: what arrives after stays unacknowledged, and the broker delivers it again
-/// next time. Subscribes and publishes the gateway's birth whenever the broker reports a
-/// new session; reconnects with exponential backoff and jitter.
+/// next time. Writes the writer's `acks` before reading more, and reads only while the
+/// `backlog` has room. Subscribes and publishes the gateway's birth whenever the broker
+/// reports a new session; reconnects with exponential backoff and jitter.
 pub async fn poll(
     mut eventloop: EventLoop,
     client: AsyncClient,
     topics: Vec<String>,
     birth: (String, Vec<u8>),
-    arrived: std::sync::mpsc::Sender<Arrived>,
-    depth: Arc<AtomicUsize>,
+    intake: Intake,
     stop: CancellationToken,
 ) {
+    let Intake {
+        arrived,
+        mut acks,
+        backlog,
+    } = intake;
     let mut backoff = Duration::from_millis(200);
     let mut disconnecting = false;
+    let mut connection = 0;
+    let mut paused = false;
     loop {
-        match eventloop.poll().await {
+        let full = backlog.is_full() && !stop.is_cancelled();
+        if full && !paused {
+            metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
+        }
+        paused = full;
+        let event = tokio::select! {
+            biased;
+            Some(ready) = acks.recv() => {
+                acknowledge(&mut eventloop, connection, ready).await;
+                continue;
+            }
+            _ = backlog.drained.notified(), if full => continue,
+            _ = stop.cancelled(), if full => continue,
+            event = eventloop.poll(), if !full => event,
+        };
+        match event {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => {
                 backoff = Duration::from_millis(200);
+                connection += 1;
                 metrics::counter!(crate::metrics::MQTT_CONNECTS).increment(1);
                 tracing::info!(
                     session_present = connack.session_present,
@@ -153,16 +297,17 @@ pub async fn poll(
                 let _ = client.try_publish(&birth.0, QoS::AtLeastOnce, true, birth.1.clone());
             }
             Ok(Event::Incoming(Packet::Publish(publish))) if !stop.is_cancelled() => {
-                depth.fetch_add(1, Ordering::Relaxed);
+                backlog.arrived();
                 let received_ms = jiff::Timestamp::now().as_millisecond();
                 if arrived
                     .send(Arrived {
                         publish,
                         received_ms,
+                        connection,
                     })
                     .is_err()
                 {
-                    depth.fetch_sub(1, Ordering::Relaxed);
+                    backlog.handled(1);
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnecting = true,
@@ -185,6 +330,38 @@ pub async fn poll(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acks_follow_arrival_and_stay_with_their_connection() {
+        let message = |connection, pkid, qos| {
+            let mut publish = Publish::new("t", qos, "x");
+            publish.pkid = pkid;
+            Arrived {
+                publish,
+                received_ms: 0,
+                connection,
+            }
+        };
+        let group = [
+            message(1, 7, QoS::AtLeastOnce),
+            message(1, 0, QoS::AtMostOnce),
+            message(1, 3, QoS::AtLeastOnce),
+            message(2, 1, QoS::AtLeastOnce),
+        ];
+        assert_eq!(
+            Acks::of(&group),
+            [
+                Acks {
+                    connection: 1,
+                    packet_ids: vec![7, 3]
+                },
+                Acks {
+                    connection: 2,
+                    packet_ids: vec![1]
+                }
+            ]
+        );
+    }
 
     #[test]
     fn topics_cover_every_site_or_the_configured_ones() {
