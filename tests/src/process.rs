@@ -64,6 +64,27 @@ impl Parklight {
         Parklight::spawn(&args)
     }
 
+    /// [`Parklight::sim`] streaming to a gateway for `duration_s` wall-clock seconds:
+    /// reports not acknowledged within 3 s are resent, and the nodes wait up to 60 s at
+    /// the end until every report is acknowledged.
+    pub fn sim_streaming(
+        broker: &str,
+        state: &std::path::Path,
+        duration_s: &str,
+        extra: &[&str],
+    ) -> Parklight {
+        let mut args = vec![
+            "--ack-timeout-s",
+            "3",
+            "--duration-s",
+            duration_s,
+            "--drain-s",
+            "60",
+        ];
+        args.extend_from_slice(extra);
+        Parklight::sim(broker, state, &args)
+    }
+
     /// Sends SIGINT, as Ctrl-C would.
     pub fn interrupt(&self) {
         let _ = Command::new("kill")

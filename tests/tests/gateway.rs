@@ -13,17 +13,7 @@ use parklight_tests::{assert_consecutive, one_at_a_time, summary_number, wait_un
 use rand::RngExt;
 
 fn sim(broker: &Mosquitto, nodes: &str, duration_s: &str, state: &tempfile::TempDir) -> Parklight {
-    let extra = [
-        "--nodes",
-        nodes,
-        "--ack-timeout-s",
-        "3",
-        "--duration-s",
-        duration_s,
-        "--drain-s",
-        "60",
-    ];
-    Parklight::sim(&broker.url(), state.path(), &extra)
+    Parklight::sim_streaming(&broker.url(), state.path(), duration_s, &["--nodes", nodes])
 }
 
 /// The sim ended with every report acknowledged, and the store holds each exactly once.

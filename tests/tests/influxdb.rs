@@ -19,15 +19,7 @@ fn gateway_for(broker: &Mosquitto, tsdb: &VictoriaMetrics) -> Gateway {
 }
 
 fn simulate(broker: &Mosquitto, duration_s: &str, state: &tempfile::TempDir) -> Parklight {
-    let extra = [
-        "--ack-timeout-s",
-        "3",
-        "--duration-s",
-        duration_s,
-        "--drain-s",
-        "60",
-    ];
-    Parklight::sim(&broker.url(), state.path(), &extra)
+    Parklight::sim_streaming(&broker.url(), state.path(), duration_s, &[])
 }
 
 /// Waits until the forwarder has sent everything the gateway stored.

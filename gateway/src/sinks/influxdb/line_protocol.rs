@@ -114,34 +114,15 @@ fn float(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ReportRow;
 
     fn row(zone: Option<&str>, site: Option<&str>) -> ForwardRow {
+        let mut report = crate::store::tests::report(7, 0);
+        report.zone = zone.map(str::to_owned);
         ForwardRow {
             id: 1,
             node: "pole-017".into(),
             site: site.map(str::to_owned),
-            report: ReportRow {
-                boot: 7,
-                seq: 1042,
-                ts: 1_764_093_600_000,
-                clock_ok: true,
-                received: 0,
-                period_s: 60,
-                lux: Some(parklight_protocol::Lux {
-                    avg: 6.4,
-                    min: 5.9,
-                    max: 7.0,
-                }),
-                motion: 3,
-                lamp_on: true,
-                lamp_level: 80,
-                power_w: Some(31.5),
-                cfg: Some(3),
-                faults: 0,
-                temp_c: None,
-                zone: zone.map(str::to_owned),
-            },
+            report,
         }
     }
 
@@ -152,7 +133,7 @@ mod tests {
         assert_eq!(
             out,
             "park_light,node=pole-017,site=remiseparken,zone=skatepark \
-             lux_avg=6.4,lux_min=5.9,lux_max=7,motion=3i,lamp_level=80i,lamp_on=true,power_w=31.5,clock_ok=true \
+             lux_avg=6.4,lux_min=5.9,lux_max=7.1,motion=3i,lamp_level=80i,lamp_on=true,power_w=31.5,clock_ok=true \
              1764093600000\n"
         );
     }
@@ -205,5 +186,7 @@ mod tests {
         escape_key("a b,c=d\\e", &mut out);
         assert_eq!(out, "a\\ b\\,c\\=d\\e");
         assert_eq!(string(r#"say "hi" \ bye"#), r#""say \"hi\" \\ bye""#);
+        // Line protocol reads a number without a decimal point as a float; `i` marks ints.
+        assert_eq!(float(7.0), "7");
     }
 }
