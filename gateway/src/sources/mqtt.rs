@@ -12,6 +12,9 @@
 //! subscriber that acknowledges in batches far past `max_inflight_messages`. So the
 //! [`Backlog`] bounds what waits to be stored: when it is full the task stops reading
 //! (the rest waits in the broker) and only writes acknowledgements.
+//!
+//! Writing to the connection uses rumqttc 0.25's public `EventLoop::network`; check it
+//! again when upgrading rumqttc.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
