@@ -271,9 +271,12 @@ pub async fn poll(
             metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
         }
         paused = full;
+        // While connecting, acknowledgements wait: cancelling a connect half-way would
+        // drop the new connection and make the broker publish the gateway's will.
+        let connected = eventloop.network.is_some();
         let event = tokio::select! {
             biased;
-            Some(ready) = acks.recv() => {
+            Some(ready) = acks.recv(), if connected => {
                 acknowledge(&mut eventloop, connection, ready).await;
                 continue;
             }
