@@ -63,7 +63,7 @@ impl Default for MqttConfig {
 pub struct StorageConfig {
     /// Folder of the store.
     pub path: PathBuf,
-    /// Days raw reports are kept.
+    /// Days raw reports are kept after they arrive.
     pub retention_days: u32,
     /// Most reports per commit.
     pub commit_max_reports: usize,
@@ -78,7 +78,7 @@ impl Default for StorageConfig {
         StorageConfig {
             path: "parklight-data".into(),
             retention_days: 400,
-            commit_max_reports: 1000,
+            commit_max_reports: 10_000,
             commit_max_wait_ms: 5,
             dead_letters_max: 10_000,
         }

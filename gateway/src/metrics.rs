@@ -109,13 +109,15 @@ pub fn register() {
     }
 }
 
-/// Histogram buckets: commit and ack times from 100 µs to 10 s, group sizes 1 to 10 000.
+/// Histogram buckets: commit and ack times from 100 µs to 10 s, group sizes 1 to 100 000
+/// (the largest commit the configuration allows).
 pub fn buckets() -> [(&'static str, &'static [f64]); 3] {
     const SECONDS: &[f64] = &[
         0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
     ];
     const SIZES: &[f64] = &[
         1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+        20000.0, 50000.0, 100000.0,
     ];
     [
         (COMMIT_SECONDS, SECONDS),

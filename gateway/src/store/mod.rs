@@ -4,12 +4,15 @@
 //! - [`schema`]: numbered migrations; a file newer than the binary is refused.
 //! - [`Store::write`] opens one transaction ([`Writer`]) for a group of messages.
 //! - Reading: dead letters, reports after a cursor (the forwarder), cursors.
-//! - History: [`Store::compact`] folds closed hours into compressed column blocks
-//!   ([`blocks`]); [`Store::retain`] then drops raw rows past the retention; [`Store::series`]
-//!   and [`Store::latest_per_node`] read blocks and raw rows alike.
+//! - [`history`]: [`Store::compact`] folds closed hours into compressed column blocks
+//!   ([`blocks`]); [`Store::retain`] then drops raw rows past the retention;
+//!   [`Store::series`] and [`Store::latest_per_node`] read blocks and raw rows alike.
 
 mod blocks;
+pub mod history;
 mod schema;
+
+pub use history::{Bucket, Compaction, HOUR_MS, LatestReport, Selector};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -349,6 +352,15 @@ impl Store {
         Ok(count as u64)
     }
 
+    /// Moves the write-ahead log into the database file and gives free pages back, so
+    /// the file size is what the data takes.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.connection.execute_batch(
+            "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+        )?;
+        Ok(())
+    }
+
     /// The highest report id (the end of the forwarder's work).
     pub fn last_report_id(&self) -> Result<i64, StorageError> {
         Ok(self
@@ -357,46 +369,6 @@ impl Store {
                 row.get(0)
             })?)
     }
-}
-
-/// Milliseconds in an hour: the span of one block.
-pub const HOUR_MS: i64 = 3_600_000;
-
-/// What to read a series of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selector<'a> {
-    /// One node.
-    Node(&'a str),
-    /// Every node's reports made in a zone.
-    Zone(&'a str),
-}
-
-/// One step of a series.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Bucket {
-    /// Start of the step, Unix ms.
-    pub start: i64,
-    /// Reports in the step.
-    pub reports: u32,
-    /// Lowest lux.
-    pub lux_min: Option<f64>,
-    /// Mean of the reports' average lux.
-    pub lux_avg: Option<f64>,
-    /// Highest lux.
-    pub lux_max: Option<f64>,
-    /// Motion detections, summed.
-    pub motion: u64,
-    /// Mean lamp level.
-    pub lamp_level: Option<f64>,
-}
-
-/// What a compaction did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Compaction {
-    /// Blocks written.
-    pub blocks: u64,
-    /// Reports folded in.
-    pub reports: u64,
 }
 
 const REPORT_COLUMNS: &str =
@@ -436,228 +408,6 @@ fn forward_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ForwardRow> {
         site: row.get(2)?,
         report: report_from(row, 3)?,
     })
-}
-
-impl Store {
-    /// Folds every hour that ends before `closed_before` (Unix ms) into its node's block,
-    /// one short transaction per block, so ingest is never held up for long. Reports that
-    /// arrive late for a folded hour are folded in next time.
-    pub fn compact(&mut self, closed_before: i64) -> Result<Compaction, StorageError> {
-        let candidates: Vec<(i64, i64, String)> = {
-            let mut statement = self.connection.prepare(
-                "SELECT r.node, (r.ts / ?2) * ?2 AS block_hour, coalesce(r.zone, '') AS block_zone
-                 FROM reports r LEFT JOIN hour_blocks b
-                   ON b.node = r.node AND b.hour = (r.ts / ?2) * ?2 AND b.zone = coalesce(r.zone, '')
-                 WHERE r.ts < (?1 / ?2) * ?2 AND r.id > coalesce(b.max_id, 0)
-                 GROUP BY r.node, block_hour, block_zone",
-            )?;
-            statement
-                .query_map(params![closed_before, HOUR_MS], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?
-                .collect::<Result<_, _>>()?
-        };
-        let mut done = Compaction::default();
-        for (node, hour, zone) in candidates {
-            let tx = self.connection.transaction()?;
-            let existing: Option<(i64, Vec<u8>)> = tx
-                .query_row(
-                    "SELECT max_id, columns FROM hour_blocks WHERE node = ?1 AND hour = ?2 AND zone = ?3",
-                    params![node, hour, zone],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?;
-            let zone_name = (!zone.is_empty()).then_some(zone.as_str());
-            let (mut max_id, mut rows) = match existing {
-                Some((max_id, columns)) => (max_id, blocks::decode(&columns, zone_name)?),
-                None => (0, Vec::new()),
-            };
-            let fresh: Vec<(i64, ReportRow)> = {
-                let mut statement = tx.prepare_cached(&format!(
-                    "SELECT r.id, {REPORT_COLUMNS} FROM reports r
-                     WHERE r.node = ?1 AND r.ts >= ?2 AND r.ts < ?2 + ?3 AND coalesce(r.zone, '') = ?4 AND r.id > ?5"
-                ))?;
-                statement
-                    .query_map(params![node, hour, HOUR_MS, zone, max_id], |row| {
-                        Ok((row.get(0)?, report_from(row, 1)?))
-                    })?
-                    .collect::<Result<_, _>>()?
-            };
-            done.reports += fresh.len() as u64;
-            for (id, row) in fresh {
-                max_id = max_id.max(id);
-                if !rows.iter().any(|r| r.boot == row.boot && r.seq == row.seq) {
-                    rows.push(row);
-                }
-            }
-            rows.sort_by_key(|r| (r.ts, r.boot, r.seq));
-            tx.execute(
-                "INSERT INTO hour_blocks (node, hour, zone, count, max_id, columns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (node, hour, zone) DO UPDATE SET count = excluded.count, max_id = excluded.max_id,
-                    columns = excluded.columns",
-                params![node, hour, zone, rows.len() as i64, max_id, blocks::encode(&rows)?],
-            )?;
-            tx.commit()?;
-            done.blocks += 1;
-        }
-        Ok(done)
-    }
-
-    /// Drops raw reports made before `before` (Unix ms) that a block holds, and that the
-    /// forwarder has sent (when one runs); statuses it has sent and events received
-    /// before it too. Raw rows are what makes a late duplicate a no-op, so a report
-    /// resent after the retention would be stored again.
-    pub fn retain(
-        &mut self,
-        before: i64,
-        forwarded: Option<Forwarded>,
-    ) -> Result<u64, StorageError> {
-        let forwarded = forwarded.unwrap_or(Forwarded {
-            reports: i64::MAX,
-            statuses: i64::MAX,
-        });
-        let tx = self.connection.transaction()?;
-        let removed = tx.execute(
-            "DELETE FROM reports WHERE ts < ?1 AND id <= ?3 AND id <= (
-                SELECT b.max_id FROM hour_blocks b WHERE b.node = reports.node
-                  AND b.hour = (reports.ts / ?2) * ?2 AND b.zone = coalesce(reports.zone, ''))",
-            params![before, HOUR_MS, forwarded.reports],
-        )?;
-        tx.execute(
-            "DELETE FROM statuses WHERE received < ?1 AND id <= ?2",
-            params![before, forwarded.statuses],
-        )?;
-        tx.execute("DELETE FROM events WHERE received < ?1", [before])?;
-        tx.commit()?;
-        Ok(removed as u64)
-    }
-
-    /// Reports of `selector` made in `[from, to)`, from blocks and raw rows alike.
-    fn reports_between(
-        &self,
-        selector: Selector<'_>,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<ReportRow>, StorageError> {
-        let (column, name) = match selector {
-            Selector::Node(node) => ("n.name", node),
-            Selector::Zone(zone) => ("b.zone", zone),
-        };
-        let mut rows = Vec::new();
-        let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT b.zone, b.columns FROM hour_blocks b JOIN nodes n ON n.id = b.node
-             WHERE {column} = ?1 AND b.hour >= (?2 / ?4) * ?4 AND b.hour < ?3"
-        ))?;
-        let blocks: Vec<(String, Vec<u8>)> = statement
-            .query_map(params![name, from, to, HOUR_MS], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        for (zone, columns) in blocks {
-            let zone = (!zone.is_empty()).then_some(zone.as_str());
-            rows.extend(
-                blocks::decode(&columns, zone)?
-                    .into_iter()
-                    .filter(|r| (from..to).contains(&r.ts)),
-            );
-        }
-        let column = if column == "b.zone" { "r.zone" } else { column };
-        let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT {REPORT_COLUMNS} FROM reports r JOIN nodes n ON n.id = r.node
-             LEFT JOIN hour_blocks b ON b.node = r.node AND b.hour = (r.ts / ?4) * ?4 AND b.zone = coalesce(r.zone, '')
-             WHERE {column} = ?1 AND r.ts >= ?2 AND r.ts < ?3 AND r.id > coalesce(b.max_id, 0)"
-        ))?;
-        let raw =
-            statement.query_map(params![name, from, to, HOUR_MS], |row| report_from(row, 0))?;
-        for row in raw {
-            rows.push(row?);
-        }
-        Ok(rows)
-    }
-
-    /// A series of `selector` in `[from, to)` at `step_ms`: min/avg/max lux, summed
-    /// motion, mean lamp level. Steps without reports are left out.
-    pub fn series(
-        &self,
-        selector: Selector<'_>,
-        from: i64,
-        to: i64,
-        step_ms: i64,
-    ) -> Result<Vec<Bucket>, StorageError> {
-        let step = step_ms.max(1);
-        let mut buckets: std::collections::BTreeMap<i64, (Bucket, f64, u32, f64)> =
-            Default::default();
-        for r in self.reports_between(selector, from, to)? {
-            let start = from + (r.ts - from) / step * step;
-            let (bucket, lux_sum, lux_count, level_sum) =
-                buckets.entry(start).or_insert_with(|| {
-                    (
-                        Bucket {
-                            start,
-                            reports: 0,
-                            lux_min: None,
-                            lux_avg: None,
-                            lux_max: None,
-                            motion: 0,
-                            lamp_level: None,
-                        },
-                        0.0,
-                        0,
-                        0.0,
-                    )
-                });
-            bucket.reports += 1;
-            bucket.motion += u64::from(r.motion);
-            *level_sum += f64::from(r.lamp_level);
-            if let Some(lux) = r.lux {
-                bucket.lux_min = Some(bucket.lux_min.map_or(lux.min, |m| m.min(lux.min)));
-                bucket.lux_max = Some(bucket.lux_max.map_or(lux.max, |m| m.max(lux.max)));
-                *lux_sum += lux.avg;
-                *lux_count += 1;
-            }
-        }
-        Ok(buckets
-            .into_values()
-            .map(|(mut bucket, lux_sum, lux_count, level_sum)| {
-                bucket.lux_avg = (lux_count > 0).then(|| lux_sum / f64::from(lux_count));
-                bucket.lamp_level = Some(level_sum / f64::from(bucket.reports));
-                bucket
-            })
-            .collect())
-    }
-
-    /// Each node's latest report (by its time), with the node's names.
-    pub fn latest_per_node(&self) -> Result<Vec<ForwardRow>, StorageError> {
-        let mut statement = self.connection.prepare(&format!(
-            "SELECT r.id, n.name, n.site, {REPORT_COLUMNS} FROM reports r JOIN nodes n ON n.id = r.node
-             JOIN (SELECT node, max(ts) AS ts FROM reports GROUP BY node) latest
-               ON latest.node = r.node AND latest.ts = r.ts
-             ORDER BY n.name"
-        ))?;
-        let rows = statement.query_map([], forward_row)?;
-        let mut latest: Vec<ForwardRow> = rows.collect::<Result<_, _>>()?;
-        latest.dedup_by(|a, b| a.node == b.node);
-        Ok(latest)
-    }
-
-    /// Moves the write-ahead log into the database file and gives free pages back, so
-    /// the file size is what the data takes.
-    pub fn checkpoint(&self) -> Result<(), StorageError> {
-        self.connection.execute_batch(
-            "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
-        )?;
-        Ok(())
-    }
-
-    /// Bytes of compressed columns in all blocks.
-    pub fn block_bytes(&self) -> Result<u64, StorageError> {
-        let bytes: i64 = self.connection.query_row(
-            "SELECT coalesce(sum(length(columns)), 0) FROM hour_blocks",
-            [],
-            |row| row.get(0),
-        )?;
-        Ok(bytes as u64)
-    }
 }
 
 /// One transaction of writes; nothing is durable until [`Writer::commit`].
@@ -977,128 +727,5 @@ pub(crate) mod tests {
         store.set_cursor("influxdb", 42).unwrap();
         store.set_cursor("influxdb", 43).unwrap();
         assert_eq!(store.cursor("influxdb").unwrap(), 43);
-    }
-
-    fn store_hours(store: &mut Store, node: &str, hours: i64, from_seq: u32) {
-        let mut writer = store.write().unwrap();
-        let id = writer.node(node).unwrap();
-        for i in 0..(hours * 60) as u32 {
-            let mut row = report(1, from_seq + i);
-            row.ts = 1_764_093_600_000 + i64::from(from_seq + i) * 60_000;
-            row.motion = 1;
-            writer.report(id, &row).unwrap();
-        }
-        writer.commit().unwrap();
-    }
-
-    #[test]
-    fn compaction_keeps_every_report_and_series_read_blocks_and_rows_alike() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path(), 10).unwrap();
-        store_hours(&mut store, "pole-017", 3, 0);
-        let (from, to) = (1_764_093_600_000, 1_764_093_600_000 + 3 * HOUR_MS);
-        let before = store
-            .series(Selector::Node("pole-017"), from, to, HOUR_MS)
-            .unwrap();
-        assert_eq!(
-            before.iter().map(|b| b.reports).collect::<Vec<_>>(),
-            [60, 60, 60]
-        );
-        // Close the first two hours.
-        let done = store.compact(from + 2 * HOUR_MS).unwrap();
-        assert_eq!(
-            done,
-            Compaction {
-                blocks: 2,
-                reports: 120
-            }
-        );
-        assert_eq!(
-            store.compact(from + 2 * HOUR_MS).unwrap(),
-            Compaction::default(),
-            "nothing new"
-        );
-        assert_eq!(
-            store
-                .series(Selector::Node("pole-017"), from, to, HOUR_MS)
-                .unwrap(),
-            before
-        );
-        assert_eq!(
-            store
-                .series(Selector::Zone("skatepark"), from, to, HOUR_MS)
-                .unwrap(),
-            before
-        );
-        // Raw rows past the retention go; the blocks keep the history.
-        assert_eq!(store.retain(from + 2 * HOUR_MS, None).unwrap(), 120);
-        assert_eq!(store.report_count().unwrap(), 60);
-        assert_eq!(
-            store
-                .series(Selector::Node("pole-017"), from, to, HOUR_MS)
-                .unwrap(),
-            before
-        );
-        // A late report for a folded hour counts at once, and is folded in next time.
-        let mut writer = store.write().unwrap();
-        let id = writer.node("pole-017").unwrap();
-        let mut late = report(2, 0);
-        late.ts = from + 10 * 60_000;
-        late.motion = 5;
-        writer.report(id, &late).unwrap();
-        writer.commit().unwrap();
-        let with_late = store
-            .series(Selector::Node("pole-017"), from, to, HOUR_MS)
-            .unwrap();
-        assert_eq!((with_late[0].reports, with_late[0].motion), (61, 65));
-        assert_eq!(store.compact(from + 2 * HOUR_MS).unwrap().reports, 1);
-        assert_eq!(
-            store
-                .series(Selector::Node("pole-017"), from, to, HOUR_MS)
-                .unwrap(),
-            with_late
-        );
-        let latest = store.latest_per_node().unwrap();
-        assert_eq!((latest.len(), latest[0].report.seq), (1, 179));
-    }
-
-    #[test]
-    fn retention_keeps_what_the_forwarder_has_not_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path(), 10).unwrap();
-        store_hours(&mut store, "pole-017", 2, 0);
-        let from = 1_764_093_600_000;
-        let mut writer = store.write().unwrap();
-        let id = writer.node("pole-017").unwrap();
-        let lost = parklight_protocol::Status::Offline(parklight_protocol::status::Offline {
-            reason: parklight_protocol::status::OfflineReason::Lost,
-            boot: 1,
-            conn: 2,
-        });
-        writer.status(id, from, &lost, b"{}").unwrap();
-        writer.commit().unwrap();
-        let statuses = store.statuses_after(0, 10).unwrap();
-        assert_eq!(statuses.len(), 1);
-        assert_eq!(
-            (
-                statuses[0].online,
-                statuses[0].reason.as_deref(),
-                statuses[0].conn
-            ),
-            (false, Some("lost"), 2)
-        );
-        store.compact(from + 2 * HOUR_MS).unwrap();
-        let unsent = Forwarded {
-            reports: 30,
-            statuses: 0,
-        };
-        assert_eq!(store.retain(from + 2 * HOUR_MS, Some(unsent)).unwrap(), 30);
-        assert_eq!(store.statuses_after(0, 10).unwrap().len(), 1);
-        let sent = Forwarded {
-            reports: i64::MAX,
-            statuses: statuses[0].id,
-        };
-        assert_eq!(store.retain(from + 2 * HOUR_MS, Some(sent)).unwrap(), 90);
-        assert!(store.statuses_after(0, 10).unwrap().is_empty());
     }
 }

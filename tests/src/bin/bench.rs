@@ -3,8 +3,9 @@
 //!
 //! Measures, in one run on this machine: the broker's own ceiling (a plain subscriber
 //! counting), the gateway's sustained reports/s with zero loss, its CPU time per report
-//! and peak RSS, and bytes per report on disk raw and after compaction. Every loop is
-//! bounded in count and time; everything listens on loopback.
+//! and peak RSS, bytes per report on disk raw and after compaction, and the store's own
+//! ceiling (decoding and group commits with no broker). Every loop is bounded in count
+//! and time; everything listens on loopback.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +89,55 @@ async fn offer(url: &str, first_seq: u32, days_ago: i64) -> u64 {
         let _ = task.await;
     }
     acked.load(Ordering::Relaxed)
+}
+
+/// Reports the store's ceiling is measured with: many more than one commit holds.
+const STORE_ALONE_REPORTS: usize = 1_000_000;
+
+/// Decodes and stores reports of `CONNECTIONS × NODES_PER_CONNECTION` nodes in group
+/// commits of the default size, in this process with no broker: what the gateway's
+/// writer can do when nothing else wants the cores. Returns reports/s.
+fn store_alone() -> f64 {
+    use parklight_gateway::ingest::{Incoming, Ingest};
+    let nodes = CONNECTIONS * NODES_PER_CONNECTION;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut store = parklight_gateway::store::Store::open(dir.path(), 1000).expect("store");
+    let mut ingest = Ingest::new("parklight/v1", &[], 300_000);
+    let now = jiff::Timestamp::now().as_millisecond();
+    let messages: Vec<(String, Vec<u8>)> = (0..STORE_ALONE_REPORTS)
+        .map(|i| {
+            let node = i % nodes;
+            (
+                format!("parklight/v1/bench/node-{node:05}/telemetry"),
+                report(node, (i / nodes) as u32, now - 30 * 86_400_000),
+            )
+        })
+        .collect();
+    let group = parklight_gateway::config::StorageConfig::default().commit_max_reports;
+    let started = Instant::now();
+    let mut news = Vec::new();
+    for commit in messages.chunks(group) {
+        let mut writer = store.write().expect("transaction");
+        for (topic, payload) in commit {
+            let message = Incoming {
+                topic,
+                payload,
+                received_ms: now,
+            };
+            ingest
+                .handle(&mut writer, &message, &mut news)
+                .expect("stored");
+        }
+        ingest.save(&mut writer).expect("acknowledgement state");
+        writer.commit().expect("commit");
+        news.clear();
+    }
+    let rate = STORE_ALONE_REPORTS as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(
+        store.report_count().expect("count"),
+        STORE_ALONE_REPORTS as u64
+    );
+    rate
 }
 
 /// A plain subscriber that counts what it gets: `mosquitto_sub` at QoS 1, one line per
@@ -249,8 +299,7 @@ fn main() {
 
     // 2. The gateway: everything offered must be stored, nothing lost.
     let broker = Mosquitto::with_queue(0);
-    let mut gateway =
-        Gateway::new(&broker.url(), "").env("PARKLIGHT_STORAGE__COMMIT_MAX_REPORTS", "5000");
+    let mut gateway = Gateway::new(&broker.url(), "");
     gateway.start();
     let pid = gateway.pid().expect("gateway running");
     let memory = PeakMemory::watch(pid);
@@ -335,5 +384,11 @@ fn main() {
     println!(
         "compressed block per report:      {block_bytes:>9.1} bytes ({:.2} per value, 14 values a report)",
         block_bytes / 14.0
+    );
+
+    // 4. The store's own ceiling: the writer's work with the cores to itself.
+    println!(
+        "store alone, no broker:           {:>9.0} reports/s  ({STORE_ALONE_REPORTS} decoded and stored in one thread, default commit size)",
+        store_alone()
     );
 }
