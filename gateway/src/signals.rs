@@ -2,14 +2,19 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// A token cancelled at the first SIGINT or SIGTERM.
+/// A token cancelled at the first SIGINT or SIGTERM; a second one ends the process at
+/// once (exit code 130). Nothing acknowledged is lost either way: reports are
+/// acknowledged only once they are stored.
 pub fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("stopping");
+        tracing::info!("stopping (a second Ctrl-C stops at once)");
         cancel.cancel();
+        wait_for_signal().await;
+        eprintln!("parklight: stopped at once");
+        std::process::exit(130);
     });
     token
 }

@@ -293,19 +293,16 @@ pub async fn run(options: SimOptions, stop: CancellationToken) -> Result<Summary
             }
         }
     }
+    // Stopped by time or by `stop`, the nodes still wait for their acknowledgements.
     if world.acks_seen() {
         let drain_until = tokio::time::Instant::now() + options.drain;
-        while world.totals().buffered > 0
-            && tokio::time::Instant::now() < drain_until
-            && !stop.is_cancelled()
-        {
+        while world.totals().buffered > 0 && tokio::time::Instant::now() < drain_until {
             tokio::select! {
                 Some(event) = events.recv() => world.link_event(event),
                 _ = ticker.tick() => {
                     world.pump();
                     progress.show(&world.totals(), clock.now_ms());
                 }
-                _ = stop.cancelled() => {}
             }
         }
     }
