@@ -69,3 +69,77 @@ pub async fn run(settings: Housekeeping, stop: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::history::FOLDED;
+    use crate::store::{HOUR_MS, Selector};
+
+    const HOUR: i64 = 1_764_093_600_000;
+
+    /// A store in `dir` with two hours of one node's reports, each received as it was made.
+    fn two_hours(dir: &std::path::Path) -> Store {
+        let mut store = Store::open(dir, 10).unwrap();
+        let mut writer = store.write().unwrap();
+        let node = writer.node("pole-017").unwrap();
+        for seq in 0..120 {
+            let mut row = crate::store::tests::report(1, seq);
+            row.ts = HOUR + i64::from(seq) * 60_000;
+            row.received = row.ts;
+            writer.report(node, &row).unwrap();
+        }
+        writer.commit().unwrap();
+        store
+    }
+
+    fn settings(dir: &std::path::Path, forwarding: bool) -> Housekeeping {
+        Housekeeping {
+            store: dir.to_owned(),
+            retention_days: 1,
+            forwarding,
+            dead_letters_max: 10,
+        }
+    }
+
+    #[test]
+    fn a_round_folds_closed_hours_and_keeps_what_the_forwarder_has_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = two_hours(dir.path());
+        store.set_cursor(influxdb::CURSOR, 30).unwrap();
+        // Two days on: both hours are closed and past the retention.
+        tidy(&settings(dir.path(), true), HOUR + 2 * 86_400_000).unwrap();
+        let series = store
+            .series(
+                Selector::Node("pole-017"),
+                HOUR,
+                HOUR + 2 * HOUR_MS,
+                HOUR_MS,
+            )
+            .unwrap();
+        assert_eq!(
+            series.iter().map(|b| b.reports).collect::<Vec<_>>(),
+            [60, 60]
+        );
+        assert_eq!(store.report_count().unwrap(), 90, "30 sent, so 30 gone");
+    }
+
+    #[test]
+    fn an_hour_stays_open_for_the_grace_after_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = two_hours(dir.path());
+        tidy(
+            &settings(dir.path(), false),
+            HOUR + 2 * HOUR_MS + GRACE_MS - 1,
+        )
+        .unwrap();
+        assert_eq!(
+            store.cursor(FOLDED).unwrap(),
+            60,
+            "only the first hour folded"
+        );
+        tidy(&settings(dir.path(), false), HOUR + 2 * HOUR_MS + GRACE_MS).unwrap();
+        assert_eq!(store.cursor(FOLDED).unwrap(), 120);
+        assert_eq!(store.report_count().unwrap(), 120, "within the retention");
+    }
+}
