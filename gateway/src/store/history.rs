@@ -127,11 +127,13 @@ impl Store {
                     done.reports += folded;
                 }
             }
+            // Saved every round, so a long catch-up (a store from before the cursor) is
+            // not done again after a restart, and queries read less raw as it goes.
+            self.set_cursor(FOLDED, first_open.map_or(scanned, |id| id - 1))?;
             if read < round_rows {
                 break;
             }
         }
-        self.set_cursor(FOLDED, first_open.map_or(scanned, |id| id - 1))?;
         Ok(done)
     }
 
