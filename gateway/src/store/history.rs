@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{REPORT_COLUMNS, ReportRow, StorageError, Store, blocks, report_from};
+use super::{Forwarded, REPORT_COLUMNS, ReportRow, StorageError, Store, blocks, report_from};
 
 /// Milliseconds in an hour: the span of one block.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -71,6 +71,11 @@ pub struct LatestReport {
     pub site: Option<String>,
     /// The report with the latest time.
     pub report: ReportRow,
+}
+
+/// A block's zone as its reports carry it: `''` (no zone) is none.
+fn block_zone(zone: &str) -> Option<&str> {
+    (!zone.is_empty()).then_some(zone)
 }
 
 /// The block (hour) a report time falls in, as SQLite's integer division computes it.
@@ -149,10 +154,7 @@ impl Store {
             )
             .optional()?;
         let (mut max_id, mut rows) = match existing {
-            Some((max_id, columns)) => (
-                max_id,
-                blocks::decode(&columns, (!zone.is_empty()).then_some(zone))?,
-            ),
+            Some((max_id, columns)) => (max_id, blocks::decode(&columns, block_zone(zone))?),
             None => (0, Vec::new()),
         };
         let fresh: Vec<i64> = ids.iter().copied().filter(|id| *id > max_id).collect();
@@ -192,9 +194,9 @@ impl Store {
     pub fn retain(
         &mut self,
         before: i64,
-        forwarded: Option<super::Forwarded>,
+        forwarded: Option<Forwarded>,
     ) -> Result<u64, StorageError> {
-        let forwarded = forwarded.unwrap_or(super::Forwarded {
+        let forwarded = forwarded.unwrap_or(Forwarded {
             reports: i64::MAX,
             statuses: i64::MAX,
         });
@@ -257,9 +259,8 @@ impl Store {
             })?
             .collect::<Result<_, _>>()?;
         for (zone, columns) in blocks {
-            let zone = (!zone.is_empty()).then_some(zone.as_str());
             rows.extend(
-                blocks::decode(&columns, zone)?
+                blocks::decode(&columns, block_zone(&zone))?
                     .into_iter()
                     .filter(|r| (from..to).contains(&r.ts)),
             );
@@ -339,16 +340,9 @@ impl Store {
         ))?;
         let mut rows = statement.query([self.cursor(FOLDED)?])?;
         while let Some(row) = rows.next()? {
-            let report = report_from(row, 1)?;
-            match latest.entry(row.get(0)?) {
-                std::collections::hash_map::Entry::Occupied(mut seen) => {
-                    if report.ts >= seen.get().ts {
-                        seen.insert(report);
-                    }
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(report);
-                }
+            let (node, report): (i64, ReportRow) = (row.get(0)?, report_from(row, 1)?);
+            if latest.get(&node).is_none_or(|seen| report.ts >= seen.ts) {
+                latest.insert(node, report);
             }
         }
         let nodes: Vec<(i64, String, Option<String>)> = {
@@ -374,9 +368,7 @@ impl Store {
                     .query_map(params![id, hour], |row| Ok((row.get(0)?, row.get(1)?)))?
                     .collect::<Result<_, _>>()?;
                 for (zone, columns) in blocks {
-                    for report in
-                        blocks::decode(&columns, (!zone.is_empty()).then_some(zone.as_str()))?
-                    {
+                    for report in blocks::decode(&columns, block_zone(&zone))? {
                         if best.as_ref().is_none_or(|b| report.ts > b.ts) {
                             best = Some(report);
                         }
@@ -516,13 +508,13 @@ mod tests {
             (false, Some("lost"), 2)
         );
         store.compact(from + 2 * HOUR_MS).unwrap();
-        let unsent = super::super::Forwarded {
+        let unsent = Forwarded {
             reports: 30,
             statuses: 0,
         };
         assert_eq!(store.retain(from + 2 * HOUR_MS, Some(unsent)).unwrap(), 30);
         assert_eq!(store.statuses_after(0, 10).unwrap().len(), 1);
-        let sent = super::super::Forwarded {
+        let sent = Forwarded {
             reports: i64::MAX,
             statuses: statuses[0].id,
         };
