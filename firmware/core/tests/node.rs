@@ -1,6 +1,6 @@
 //! The node state machine, driven by hand: inputs and time in, actions checked.
 
-use parklight_core::control::{PHOTOCELL_OFF_MS, PHOTOCELL_ON_MS};
+use parklight_core::control::{PHOTOCELL_OFF_LUX, PHOTOCELL_OFF_MS, PHOTOCELL_ON_MS};
 use parklight_core::tz::days_from_civil;
 use parklight_core::{Action, Identity, Input, Node, Now, Persist, Restored, Settings};
 use parklight_protocol::{
@@ -170,6 +170,10 @@ impl<const N: usize> Harness<N> {
     }
 }
 
+/// What the photocell tests' lamp adds to its own sensor per percent: 60 lx at full
+/// level, above [`PHOTOCELL_OFF_LUX`].
+const OWN_LUX_PER_LEVEL: f64 = 0.6;
+
 fn dark(_: i64, _: u8) -> f64 {
     0.5
 }
@@ -338,9 +342,10 @@ fn override_holds_until_its_time_then_expires() {
 
 #[test]
 fn photocell_switches_without_oscillating_on_its_own_light() {
-    // No config: a photocell. The lamp adds 30 lx to its own sensor at full level,
-    // more than the 20 lx switch-on threshold: without subtracting it the node would
+    // No config: a photocell. The lamp adds 60 lx to its own sensor at full level,
+    // more than the 40 lx switch-off threshold: without subtracting it the node would
     // switch itself off and on all night.
+    const { assert!(OWN_LUX_PER_LEVEL * 100.0 > PHOTOCELL_OFF_LUX) };
     let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
     let dusk_ms = 30 * 60_000i64;
     let dawn_ms = 12 * 3_600_000i64;
@@ -355,7 +360,7 @@ fn photocell_switches_without_oscillating_on_its_own_light() {
     let mut last = h.node.lamp_level();
     while h.unix() < 14 * 3_600_000 {
         h.run_until(h.unix() + 5_000, |t, level| {
-            ambient(t) + 0.3 * f64::from(level)
+            ambient(t) + OWN_LUX_PER_LEVEL * f64::from(level)
         });
         if h.node.lamp_level() != last {
             last = h.node.lamp_level();
