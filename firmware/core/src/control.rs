@@ -317,8 +317,10 @@ fn next_local_time(tz: &TimeZone, after: i64, hour: u8, minute: u8) -> i64 {
 }
 
 /// The profile's level at `unix_ms` within `night`. Steps apply in order, each at the
-/// first occurrence of its time after the step before; a step that falls after sunrise
-/// (a short summer night) is skipped with all after it. Before the first step: full.
+/// first occurrence of its time after the last step that falls in the night; a step
+/// whose time falls outside the night (before sunset or after sunrise of a short summer
+/// night) is skipped alone, and the steps after it still apply (PROTOCOL.md "Config").
+/// Before the first step: full.
 pub fn profile_level(profile: &Profile, tz: &TimeZone, night: Night, unix_ms: i64) -> u8 {
     let mut level = 100;
     let mut previous = night.sunset;
@@ -327,7 +329,10 @@ pub fn profile_level(profile: &Profile, tz: &TimeZone, night: Night, unix_ms: i6
             At::Sunset => night.sunset,
             At::Local { hour, minute } => next_local_time(tz, previous, hour, minute),
         };
-        if at >= night.sunrise || at > unix_ms {
+        if at >= night.sunrise {
+            continue;
+        }
+        if at > unix_ms {
             break;
         }
         level = step.level;

@@ -268,6 +268,27 @@ fn a_summer_night_shorter_than_the_profile_skips_late_steps() {
 }
 
 #[test]
+fn a_step_outside_a_short_night_is_skipped_alone() {
+    // A profile written for winter evenings: at midsummer 21:00 falls before sunset
+    // (21:57 local). That step is skipped; the 23:00 step after it still applies.
+    let profile =
+        r#"[{"at":"sunset","level":100},{"at":"21:00","level":70},{"at":"23:00","level":40}]"#;
+    let mut h = Harness::<8>::configured(utc(2026, 6, 21, 18, 0), &config_json(3, profile, ""));
+    h.run_until(utc(2026, 6, 21, 20, 30), dark); // 22:30 local
+    assert_eq!(h.node.lamp_level(), 100, "21:00 is not in this night");
+    h.run_until(utc(2026, 6, 21, 21, 30), dark); // 23:30 local
+    assert_eq!(h.node.lamp_level(), 40, "23:00 still applies");
+    // In winter the same profile runs every step.
+    let mut h = Harness::<8>::configured(utc(2026, 12, 21, 12, 0), &config_json(3, profile, ""));
+    h.run_until(utc(2026, 12, 21, 19, 30), dark); // 20:30 local
+    assert_eq!(h.node.lamp_level(), 100);
+    h.run_until(utc(2026, 12, 21, 21, 30), dark); // 22:30 local
+    assert_eq!(h.node.lamp_level(), 70);
+    h.run_until(utc(2026, 12, 21, 22, 30), dark); // 23:30 local
+    assert_eq!(h.node.lamp_level(), 40);
+}
+
+#[test]
 fn a_23_00_step_keeps_local_time_across_the_change_to_winter_time() {
     let profile =
         r#"[{"at":"sunset","level":100},{"at":"23:00","level":30},{"at":"05:00","level":80}]"#;
