@@ -31,6 +31,16 @@ const LAMP_CHECK_MIN_LEVEL: u8 = 10;
 const LAMP_MIN_WATTS: f64 = 0.5;
 /// Time after a level change before power readings are judged.
 const LAMP_SETTLE_MS: u64 = 3_000;
+/// A live ack re-syncs the clock when its `now` and the node's clock differ by more than
+/// this. `now` is when the gateway sent the ack, so a right clock reads a little later
+/// than `now` on delivery (the broker's delay, well under a second on a healthy link):
+/// 5 s tolerates that delay and the gateway's own error without moving windows back
+/// and forth, and catches a crystal's drift (about 2 s a day at 20 ppm) within days.
+/// An ack held up longer sets the clock late by its delay; the next prompt ack puts it
+/// right.
+const CLOCK_RESYNC_MS: i64 = 5_000;
+/// Unix ms of 2020-01-01: an earlier `now` is no valid clock (PROTOCOL.md clock rules).
+const VALID_CLOCK_FROM_MS: i64 = 1_577_836_800_000;
 
 /// Who the node is and where it publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,12 +379,9 @@ impl<const N: usize> Node<N> {
     }
 
     fn set_clock(&mut self, unix_ms: i64, now: Now) {
-        let first = self.clock_offset_ms.is_none();
         self.clock_offset_ms = Some(unix_ms - now.up_ms as i64);
-        if first {
-            // Line the running window up with the clock from now on.
-            self.window.end_ms = self.window_end(self.window.start_ms).max(now.up_ms + 1);
-        }
+        // Line the running window up with the clock from now on.
+        self.window.end_ms = self.window_end(self.window.start_ms).max(now.up_ms + 1);
     }
 
     fn interval_s(&self) -> u16 {
@@ -685,8 +692,11 @@ impl<const N: usize> Node<N> {
         }
         // Only a live ack tells the time: a retained one may be old.
         if !retained
-            && self.clock_offset_ms.is_none()
             && let Ok(unix_ms) = i64::try_from(ack.now)
+            && unix_ms >= VALID_CLOCK_FROM_MS
+            && self
+                .unix_at(now.up_ms)
+                .is_none_or(|clock| clock.abs_diff(unix_ms) > CLOCK_RESYNC_MS as u64)
         {
             self.set_clock(unix_ms, now);
         }

@@ -583,6 +583,43 @@ fn a_clockless_node_sends_ts_0_and_sets_its_clock_from_a_live_ack() {
     );
 }
 
+/// The node's clock as its newest report shows it: Unix ms at up_ms 0.
+fn clock_epoch(h: &mut Harness<8>) -> i64 {
+    let report = h
+        .reports()
+        .into_iter()
+        .max_by_key(|r| r.seq)
+        .expect("a report");
+    assert_eq!(report.ts % 60_000, 0, "windows stay aligned to the clock");
+    report.ts as i64 - report.up_ms.unwrap() as i64
+}
+
+#[test]
+fn a_live_ack_resyncs_a_clock_that_drifted() {
+    let epoch = utc(2026, 11, 25, 20, 0);
+    let mut h = Harness::<8>::start(epoch, Restored::default(), Settings::default());
+    h.input(Input::Connected);
+    h.input(Input::Clock(epoch - 30_000)); // the real-time clock runs 30 s slow
+    h.run_until(epoch + 60_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch - 30_000);
+    let ack = |now: i64| format!(r#"{{"v":1,"boot":1,"seq":0,"now":{now}}}"#);
+    // A retained ack may be old: it never sets the clock.
+    h.message("ack", &ack(h.unix()), true);
+    // A gateway without a valid clock (before 2020) does not either.
+    h.message("ack", &ack(1), false);
+    h.run_until(epoch + 120_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch - 30_000);
+    // A live ack sent 1 s ago: the node is 29 s behind it and takes its time.
+    h.message("ack", &ack(h.unix() - 1000), false);
+    h.run_until(epoch + 180_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch - 1000);
+    // Within the tolerance (an ack delayed 3 s, or sent just now) the clock stays.
+    h.message("ack", &ack(h.unix() - 3000), false);
+    h.message("ack", &ack(h.unix()), false);
+    h.run_until(epoch + 240_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch - 1000);
+}
+
 fn rejection(h: &mut Harness<8>) -> (Option<String>, String) {
     let events = h.events();
     match &events[..] {
