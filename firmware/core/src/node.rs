@@ -19,6 +19,7 @@ use crate::buffer::ReportBuffer;
 use crate::control::{Clock, Controller};
 use crate::motion::MotionDetector;
 use crate::nv::{Persist, Restored};
+use crate::sensor::{Sample, SensorFailed};
 use crate::window::Window;
 
 /// The firmware version a node reports in its birth.
@@ -100,8 +101,10 @@ pub struct Now {
 pub enum Input<'a> {
     /// Time passed; call at least once a second.
     Tick,
-    /// A lux reading; `None` when the sensor failed.
-    Lux(Option<f64>),
+    /// A light sensor read: a sample, or `Err` when the sensor failed. Three failed reads
+    /// in a row raise `sensor_fault` ([`Settings::sensor_fault_after`]);
+    /// [`Sample::Ranging`] is neither a reading nor a failure.
+    Lux(Result<Sample, SensorFailed>),
     /// A power reading of the lamp circuit in watts.
     Power(f64),
     /// The PIR output changed to high (`true`) or low.
@@ -328,7 +331,7 @@ impl<const N: usize> Node<N> {
     pub fn handle(&mut self, now: Now, input: Input<'_>, out: &mut impl Outbox) {
         match input {
             Input::Tick => {}
-            Input::Lux(reading) => self.on_lux(reading, now, out),
+            Input::Lux(read) => self.on_lux(read, now, out),
             Input::Power(watts) => self.on_power(watts, now, out),
             Input::Pir(high) => {
                 if self.pir.edge(high, now.up_ms) {
@@ -413,15 +416,16 @@ impl<const N: usize> Node<N> {
         }
     }
 
-    fn on_lux(&mut self, reading: Option<f64>, now: Now, out: &mut impl Outbox) {
-        match reading {
-            Some(lux) => {
+    fn on_lux(&mut self, read: Result<Sample, SensorFailed>, now: Now, out: &mut impl Outbox) {
+        match read {
+            Ok(Sample::Lux(lux)) => {
                 self.failed_lux_readings = 0;
                 self.window.lux(lux);
                 self.controller.lux(lux, self.clock(now.up_ms));
                 self.set_fault(Fault::Sensor, false, now, out);
             }
-            None => {
+            Ok(Sample::Ranging) => {}
+            Err(SensorFailed) => {
                 self.failed_lux_readings = self.failed_lux_readings.saturating_add(1);
                 if self.failed_lux_readings >= self.settings.sensor_fault_after {
                     self.set_fault(Fault::Sensor, true, now, out);

@@ -3,14 +3,29 @@
 use embedded_hal::i2c::I2c;
 use veml6030::{Gain, IntegrationTime, Veml6030};
 
+/// What a light sensor read gave when the sensor worked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    /// Horizontal illuminance in lux.
+    Lux(f64),
+    /// No reading yet, and nothing wrong: the sensor is starting or changing range.
+    Ranging,
+}
+
+/// A light sensor read failed (bus or device error): what the node needs to know of it.
+/// The board logs the cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SensorFailed;
+
 /// Anything that measures horizontal illuminance.
 pub trait LightSensor {
     /// Bus or device error.
     type Error;
 
-    /// One measurement in lux. `Ok(None)` when this sample is not valid (the sensor is
-    /// changing range); `Err` when the sensor fails.
-    fn read_lux(&mut self) -> Result<Option<f64>, Self::Error>;
+    /// One read: a [`Sample`], or `Err` when the sensor failed. A board hands it to the
+    /// node as [`Input::Lux`](crate::Input::Lux) with `.map_err(|_| SensorFailed)`, so
+    /// ranging never counts towards `sensor_fault`.
+    fn read_lux(&mut self) -> Result<Sample, Self::Error>;
 }
 
 /// The settings the sensor steps through, most sensitive last: each step is at most
@@ -73,12 +88,12 @@ impl<I2C: I2c> AutoRangingVeml<I2C> {
 impl<I2C: I2c> LightSensor for AutoRangingVeml<I2C> {
     type Error = veml6030::Error<I2C::Error>;
 
-    fn read_lux(&mut self) -> Result<Option<f64>, Self::Error> {
+    fn read_lux(&mut self) -> Result<Sample, Self::Error> {
         if !self.configured {
             self.apply_range()?;
             self.device.enable()?;
             self.configured = true;
-            return Ok(None);
+            return Ok(Sample::Ranging);
         }
         let raw = self.device.read_raw()?;
         let valid = !core::mem::take(&mut self.skip_next);
@@ -86,13 +101,17 @@ impl<I2C: I2c> LightSensor for AutoRangingVeml<I2C> {
         if raw > RAW_HIGH && self.range > 0 {
             self.range -= 1;
             self.apply_range()?;
-            return Ok(None);
+            return Ok(Sample::Ranging);
         }
         if raw < RAW_LOW && self.range + 1 < RANGES.len() {
             self.range += 1;
             self.apply_range()?;
-            return Ok(None);
+            return Ok(Sample::Ranging);
         }
-        Ok(valid.then_some(lux))
+        Ok(if valid {
+            Sample::Lux(lux)
+        } else {
+            Sample::Ranging
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! The node state machine, driven by hand: inputs and time in, actions checked.
 
 use parklight_core::control::{PHOTOCELL_OFF_LUX, PHOTOCELL_OFF_MS, PHOTOCELL_ON_MS};
+use parklight_core::sensor::{Sample, SensorFailed};
 use parklight_core::tz::days_from_civil;
 use parklight_core::{Action, Identity, Input, Node, Now, Persist, Restored, Settings};
 use parklight_protocol::{
@@ -131,7 +132,7 @@ impl<const N: usize> Harness<N> {
             self.up_ms += 1000;
             if self.up_ms.is_multiple_of(5000) {
                 let reading = lux(self.unix(), self.node.lamp_level());
-                self.input(Input::Lux(Some(reading)));
+                self.input(Input::Lux(Ok(Sample::Lux(reading))));
             } else {
                 self.input(Input::Tick);
             }
@@ -743,7 +744,7 @@ fn faults_are_raised_and_cleared_by_events_and_restated_in_reports() {
     h.take();
     for _ in 0..3 {
         h.up_ms += 1000;
-        h.input(Input::Lux(None));
+        h.input(Input::Lux(Err(SensorFailed)));
     }
     let raised = h.events();
     assert!(
@@ -783,6 +784,43 @@ fn faults_are_raised_and_cleared_by_events_and_restated_in_reports() {
         "cleared by valid readings"
     );
     assert_eq!(report.lamp.power_w, Some(0.0));
+}
+
+#[test]
+fn a_sensor_changing_range_is_not_a_failed_sensor() {
+    let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
+    h.input(Input::Connected);
+    h.take();
+    // Booting in the dark, an auto-ranging sensor configures itself, steps up four
+    // ranges and skips a sample: six reads without a reading, and nothing failed.
+    for _ in 0..6 {
+        h.up_ms += 1000;
+        h.input(Input::Lux(Ok(Sample::Ranging)));
+    }
+    h.up_ms += 1000;
+    h.input(Input::Lux(Ok(Sample::Lux(0.02))));
+    assert!(h.events().is_empty(), "no sensor_fault for ranging");
+    // Three failed reads in a row are a fault, ranging in between or not.
+    for read in [
+        Err(SensorFailed),
+        Ok(Sample::Ranging),
+        Err(SensorFailed),
+        Err(SensorFailed),
+    ] {
+        h.up_ms += 1000;
+        h.input(Input::Lux(read));
+    }
+    let raised = h.events();
+    assert!(
+        matches!(
+            &raised[..],
+            [Event {
+                kind: EventKind::SensorFault { .. },
+                ..
+            }]
+        ),
+        "{raised:?}"
+    );
 }
 
 #[test]

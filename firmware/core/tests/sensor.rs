@@ -1,7 +1,7 @@
 //! The auto-ranging light sensor against the I²C transactions a VEML6030 expects.
 
 use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
-use parklight_core::sensor::{AutoRangingVeml, LightSensor};
+use parklight_core::sensor::{AutoRangingVeml, LightSensor, Sample};
 use veml6030::{SlaveAddr, Veml6030};
 
 // Our own copy of the datasheet's registers and bits, so a wrong constant fails here.
@@ -63,14 +63,20 @@ fn ranges_up_in_the_dark_and_down_in_the_sun() {
 
     let mut sensor =
         AutoRangingVeml::new(Veml6030::new(Mock::new(&expected), SlaveAddr::default()));
-    assert_eq!(sensor.read_lux().unwrap(), None, "configuring");
+    assert_eq!(sensor.read_lux().unwrap(), Sample::Ranging, "configuring");
     for _ in 0..4 {
-        assert_eq!(sensor.read_lux().unwrap(), None, "ranging up");
+        assert_eq!(sensor.read_lux().unwrap(), Sample::Ranging, "ranging up");
     }
-    assert_eq!(sensor.read_lux().unwrap(), None, "skipped after the change");
-    let night = sensor.read_lux().unwrap().unwrap();
+    assert_eq!(
+        sensor.read_lux().unwrap(),
+        Sample::Ranging,
+        "skipped after the change"
+    );
+    let Sample::Lux(night) = sensor.read_lux().unwrap() else {
+        panic!("a reading after ranging")
+    };
     assert!((night - 5.0 * 0.0036).abs() < 1e-6, "{night}");
-    assert_eq!(sensor.read_lux().unwrap(), None, "ranging down");
+    assert_eq!(sensor.read_lux().unwrap(), Sample::Ranging, "ranging down");
     sensor.destroy().destroy().done();
 }
 
@@ -84,9 +90,11 @@ fn bright_sun_reads_with_the_high_lux_correction() {
     expected.push(read_als(60_000)); // beyond the rating, in the least sensitive range
     let mut sensor =
         AutoRangingVeml::new(Veml6030::new(Mock::new(&expected), SlaveAddr::default()));
-    assert_eq!(sensor.read_lux().unwrap(), None);
-    assert_eq!(sensor.read_lux().unwrap(), None);
-    let sun = sensor.read_lux().unwrap().unwrap();
+    assert_eq!(sensor.read_lux().unwrap(), Sample::Ranging);
+    assert_eq!(sensor.read_lux().unwrap(), Sample::Ranging);
+    let Sample::Lux(sun) = sensor.read_lux().unwrap() else {
+        panic!("a reading in full sun")
+    };
     let linear = 10_000.0 * 1.8432;
     assert!(
         sun > 2.0 * linear && sun < 120_000.0,
@@ -94,7 +102,7 @@ fn bright_sun_reads_with_the_high_lux_correction() {
     );
     assert_eq!(
         sensor.read_lux().unwrap(),
-        Some(parklight_core::sensor::MAX_RATED_LUX)
+        Sample::Lux(parklight_core::sensor::MAX_RATED_LUX)
     );
     sensor.destroy().destroy().done();
 }
@@ -108,7 +116,7 @@ fn a_bus_error_is_an_error_not_a_reading() {
     expected.push(read_als(0).with_error(ErrorKind::Other));
     let mut sensor =
         AutoRangingVeml::new(Veml6030::new(Mock::new(&expected), SlaveAddr::default()));
-    assert_eq!(sensor.read_lux().unwrap(), None);
+    assert_eq!(sensor.read_lux().unwrap(), Sample::Ranging);
     assert!(sensor.read_lux().is_err());
     sensor.destroy().destroy().done();
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use parklight_core::sensor::{Sample, SensorFailed};
 use parklight_core::{Action, Identity, Input, Node, NonVolatile, Now, Persist, Settings};
 use parklight_protocol::{Id, NodeTopic};
 use rand::{RngExt, SeedableRng};
@@ -435,10 +436,10 @@ impl World {
             Sensor::Working => {
                 let lux = physics::sensor_reading(ambient_lux + own, &mut node.rng);
                 node.last_reading = lux;
-                Some(lux)
+                Ok(Sample::Lux(lux))
             }
-            Sensor::Stuck(lux) => Some(lux),
-            Sensor::Dead => None,
+            Sensor::Stuck(lux) => Ok(Sample::Lux(lux)),
+            Sensor::Dead => Err(SensorFailed),
         };
         let now = node.now(t, net_ms);
         node.feed(now, Input::Lux(reading));
