@@ -22,6 +22,9 @@ const SETTLE_MS: u64 = 3_000;
 const LEARN_MIN_STEP: i32 = 20;
 /// Only readings this dark teach it: in daylight the lamp is lost in the noise.
 const LEARN_MAX_LUX: f64 = 200.0;
+/// The most lux per percent of level that learning can find (the darkest readings over
+/// the smallest step): a larger value restored from memory is corrupt.
+const LEARN_MAX_LUX_PER_LEVEL: f64 = LEARN_MAX_LUX / LEARN_MIN_STEP as f64;
 
 /// The time as the controller sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +84,7 @@ struct Photocell {
     on: bool,
     condition_since: Option<u64>,
     /// Lux the node's own lamp adds to its reading per percent of level, once learned.
-    lamp_lux_per_level: f64,
-    learned: bool,
+    lamp_lux_per_level: Option<f64>,
 }
 
 impl Photocell {
@@ -150,8 +152,7 @@ impl Controller {
             photocell: Photocell {
                 on: true,
                 condition_since: None,
-                lamp_lux_per_level: 0.0,
-                learned: false,
+                lamp_lux_per_level: None,
             },
             level: 100,
             last_lux: None,
@@ -220,7 +221,8 @@ impl Controller {
             self.pending_change = None;
             self.learn(change, lux);
         }
-        let ambient = lux - self.photocell.lamp_lux_per_level * f64::from(self.level);
+        let own = self.photocell.lamp_lux_per_level.unwrap_or(0.0) * f64::from(self.level);
+        let ambient = lux - own;
         self.photocell.sample(ambient, now.up_ms);
         self.last_lux = Some(lux);
     }
@@ -231,18 +233,23 @@ impl Controller {
             return;
         }
         let observed = ((lux_after - change.lux_before) / f64::from(step)).max(0.0);
-        let photocell = &mut self.photocell;
-        photocell.lamp_lux_per_level = if photocell.learned {
-            (photocell.lamp_lux_per_level + observed) / 2.0
-        } else {
-            observed
-        };
-        photocell.learned = true;
+        let learned = &mut self.photocell.lamp_lux_per_level;
+        *learned = Some(learned.map_or(observed, |before| (before + observed) / 2.0));
     }
 
-    /// The lux the node's own lamp adds per percent of level, as learned so far.
-    pub fn lamp_lux_per_level(&self) -> f64 {
+    /// The lux the node's own lamp adds per percent of level, once learned or restored.
+    pub fn lamp_lux_per_level(&self) -> Option<f64> {
         self.photocell.lamp_lux_per_level
+    }
+
+    /// Takes what an earlier run learned ([`Controller::lamp_lux_per_level`]), so a
+    /// restart at night subtracts the lamp's light at once instead of relearning it
+    /// (which switches the lamp off for a minute). A value learning cannot produce
+    /// (corrupt memory) is ignored.
+    pub fn restore_lamp_lux_per_level(&mut self, lux_per_level: f64) {
+        if (0.0..=LEARN_MAX_LUX_PER_LEVEL).contains(&lux_per_level) {
+            self.photocell.lamp_lux_per_level = Some(lux_per_level);
+        }
     }
 
     /// Whether it is night for the lamp: by the sun where the node knows its place and the

@@ -40,6 +40,11 @@ const LAMP_SETTLE_MS: u64 = 3_000;
 /// An ack held up longer sets the clock late by its delay; the next prompt ack puts it
 /// right.
 const CLOCK_RESYNC_MS: i64 = 5_000;
+/// The lamp's learned contribution is written again when it has moved by more than this
+/// fraction from what was last written, so the noise of learning writes nothing...
+const LAMP_LUX_WRITE_CHANGE: f64 = 0.25;
+/// ... and at most this often (ms of uptime).
+const LAMP_LUX_WRITE_EVERY_MS: u64 = 3_600_000;
 /// Unix ms of 2020-01-01: an earlier `now` is no valid clock (PROTOCOL.md clock rules).
 const VALID_CLOCK_FROM_MS: i64 = 1_577_836_800_000;
 
@@ -201,6 +206,8 @@ pub struct Node<const N: usize = DEFAULT_BUFFER> {
     resend_tokens: f32,
     tokens_at_ms: u64,
     start_event: Option<EventKind>,
+    /// The lamp's contribution last asked to be written, and when (uptime ms).
+    lamp_lux_written: Option<(f64, u64)>,
 }
 
 impl<const N: usize> Node<N> {
@@ -218,6 +225,11 @@ impl<const N: usize> Node<N> {
         let boot = restored.boot.saturating_add(1);
         out.act(Action::Persist(Persist::Boot));
         let mut controller = Controller::new();
+        if let Some(lux_per_level) = restored.lamp_lux_per_level {
+            controller.restore_lamp_lux_per_level(lux_per_level);
+        }
+        // What was restored is what memory holds.
+        let lamp_lux_written = controller.lamp_lux_per_level().map(|v| (v, now.up_ms));
         let config = restored
             .config
             .filter(|config| controller.configure(config).is_ok());
@@ -256,6 +268,7 @@ impl<const N: usize> Node<N> {
             resend_tokens: 0.0,
             tokens_at_ms: now.net_ms,
             start_event,
+            lamp_lux_written,
         };
         node.window = Window::new(now.up_ms, node.window_end(now.up_ms));
         out.act(Action::SetLamp(node.level));
@@ -290,6 +303,12 @@ impl<const N: usize> Node<N> {
     /// The commanded lamp level.
     pub fn lamp_level(&self) -> u8 {
         self.level
+    }
+
+    /// The lux the lamp adds to its own light sensor per percent of level, once learned
+    /// (what non-volatile memory keeps for [`Persist::LampLux`]).
+    pub fn lamp_lux_per_level(&self) -> Option<f64> {
+        self.controller.lamp_lux_per_level()
     }
 
     /// Whether the node has a valid clock.
@@ -422,6 +441,7 @@ impl<const N: usize> Node<N> {
                 self.failed_lux_readings = 0;
                 self.window.lux(lux);
                 self.controller.lux(lux, self.clock(now.up_ms));
+                self.keep_lamp_lux(now, out);
                 self.set_fault(Fault::Sensor, false, now, out);
             }
             Ok(Sample::Ranging) => {}
@@ -431,6 +451,23 @@ impl<const N: usize> Node<N> {
                     self.set_fault(Fault::Sensor, true, now, out);
                 }
             }
+        }
+    }
+
+    /// Asks to write the lamp's learned contribution the first time it is learned, then
+    /// when it has moved by more than [`LAMP_LUX_WRITE_CHANGE`] from what was written, at
+    /// most once per [`LAMP_LUX_WRITE_EVERY_MS`].
+    fn keep_lamp_lux(&mut self, now: Now, out: &mut impl Outbox) {
+        let Some(learned) = self.controller.lamp_lux_per_level() else {
+            return;
+        };
+        let due = self.lamp_lux_written.is_none_or(|(written, at_ms)| {
+            now.up_ms.saturating_sub(at_ms) >= LAMP_LUX_WRITE_EVERY_MS
+                && (learned - written).abs() > written * LAMP_LUX_WRITE_CHANGE
+        });
+        if due {
+            self.lamp_lux_written = Some((learned, now.up_ms));
+            out.act(Action::Persist(Persist::LampLux));
         }
     }
 
@@ -525,6 +562,8 @@ impl<const N: usize> Node<N> {
             temp_c: None,
         };
         self.buffer.push(report);
+        // The one write of the buffer per window: it also carries the acks and drops
+        // since the last one.
         out.act(Action::Persist(Persist::Reports));
         if self.connected
             && let Some(index) = self.buffer.last_index()
@@ -564,7 +603,6 @@ impl<const N: usize> Node<N> {
             if self.buffer.exhausted(index, self.settings.max_resends) {
                 self.buffer.remove(index);
                 self.report_dropped();
-                out.act(Action::Persist(Persist::Reports));
                 continue;
             }
             self.resend_tokens -= 1.0;
@@ -615,7 +653,7 @@ impl<const N: usize> Node<N> {
         match parsed.kind {
             NodeTopic::Config => self.on_config(payload, now, out),
             NodeTopic::Cmd => self.on_command(payload, now, out),
-            NodeTopic::Ack => self.on_ack(payload, retained, now, out),
+            NodeTopic::Ack => self.on_ack(payload, retained, now),
             NodeTopic::Telemetry | NodeTopic::Status | NodeTopic::Event => {}
         }
     }
@@ -685,15 +723,13 @@ impl<const N: usize> Node<N> {
         }
     }
 
-    fn on_ack(&mut self, payload: &[u8], retained: bool, now: Now, out: &mut impl Outbox) {
+    fn on_ack(&mut self, payload: &[u8], retained: bool, now: Now) {
         let Ok(ack) = Ack::decode(payload) else {
             return;
         };
+        // Memory learns of this with the next window's write (see the crate docs).
         let removed = self.buffer.ack(&ack);
-        if removed > 0 {
-            self.acknowledged = self.acknowledged.saturating_add(removed as u32);
-            out.act(Action::Persist(Persist::Reports));
-        }
+        self.acknowledged = self.acknowledged.saturating_add(removed as u32);
         // Only a live ack tells the time: a retained one may be old.
         if !retained
             && let Ok(unix_ms) = i64::try_from(ack.now)

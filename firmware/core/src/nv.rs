@@ -1,4 +1,5 @@
-//! What must survive a restart: the boot counter, the running config, the report buffer.
+//! What must survive a restart: the boot counter, the running config, the report buffer,
+//! the lamp's learned contribution to its own light reading.
 
 use parklight_protocol::{Config, Telemetry};
 
@@ -13,6 +14,9 @@ pub enum Persist {
     Config,
     /// The report buffer.
     Reports,
+    /// The lux the lamp adds to its own light sensor per percent of level, as learned
+    /// ([`Node::lamp_lux_per_level`]).
+    LampLux,
 }
 
 /// What a node finds in non-volatile memory at start.
@@ -24,11 +28,15 @@ pub struct Restored<const N: usize> {
     pub config: Option<Config>,
     /// Reports still unacknowledged, oldest first.
     pub reports: heapless::Vec<Telemetry, N>,
+    /// The lamp's learned contribution to its own light reading (lux per percent of
+    /// level), once learned.
+    pub lamp_lux_per_level: Option<f64>,
 }
 
 /// Non-volatile memory (flash, FRAM, a file in the simulator) for a node's state.
 ///
-/// The node asks for writes with [`crate::Action::Persist`]; the board calls
+/// The node asks for writes with [`crate::Action::Persist`] (the crate docs say
+/// [how often](crate#non-volatile-writes)); the board calls
 /// [`NonVolatile::save`] with the node, which reads what it needs from it. A store that
 /// cannot keep reports may skip [`Persist::Reports`]: the next birth's `oldest` then
 /// tells the gateway what was lost.

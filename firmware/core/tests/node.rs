@@ -405,6 +405,49 @@ fn photocell_switches_without_oscillating_on_its_own_light() {
     );
 }
 
+/// Night outside (2 lx), plus the lamp's own light on its sensor.
+fn night_and_own_light(_: i64, level: u8) -> f64 {
+    2.0 + OWN_LUX_PER_LEVEL * f64::from(level)
+}
+
+#[test]
+fn a_reboot_at_night_keeps_the_learned_lamp_contribution() {
+    // A new photocell started at night does not know its own light: it reads 62 lx,
+    // switches off after 10 min, sees the dark and comes back on after a minute,
+    // learning what its lamp adds, and asks to keep that.
+    let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
+    h.run_until(20 * 60_000, night_and_own_light);
+    assert_eq!(h.node.lamp_level(), 100);
+    let learned = h.node.lamp_lux_per_level().expect("learned");
+    assert!((learned - OWN_LUX_PER_LEVEL).abs() < 0.01, "{learned}");
+    let done = h.take();
+    assert!(
+        done.contains(&Done::Lamp(0)),
+        "relearning costs a minute of dark"
+    );
+    assert!(done.contains(&Done::Persist(Persist::LampLux)));
+
+    // Restarted at night with what it kept, it stays on.
+    let restored = Restored::<8> {
+        boot: 1,
+        lamp_lux_per_level: Some(learned),
+        ..Restored::default()
+    };
+    let mut h = Harness::<8>::start(0, restored, Settings::default());
+    h.run_until(60 * 60_000, night_and_own_light);
+    assert!(!h.take().contains(&Done::Lamp(0)), "never switched off");
+
+    // A value no learning produces (corrupt memory) is not taken.
+    for corrupt in [f64::NAN, -1.0, 1e9] {
+        let restored = Restored::<8> {
+            lamp_lux_per_level: Some(corrupt),
+            ..Restored::default()
+        };
+        let h = Harness::<8>::start(0, restored, Settings::default());
+        assert_eq!(h.node.lamp_lux_per_level(), None, "{corrupt}");
+    }
+}
+
 fn seqs(reports: &[Telemetry]) -> Vec<u32> {
     reports.iter().map(|r| r.seq).collect()
 }
@@ -519,6 +562,11 @@ fn acks_of_an_earlier_boot_clear_reports_restored_from_it() {
         h.node.buffered_reports().map(|r| r.seq).collect::<Vec<_>>(),
         [1202]
     );
+    assert!(
+        !h.take().contains(&Done::Persist(Persist::Reports)),
+        "memory learns of acks with the next window's write"
+    );
+    h.run_until(60_000, dark);
     assert!(h.take().contains(&Done::Persist(Persist::Reports)));
 }
 
@@ -820,6 +868,86 @@ fn a_sensor_changing_range_is_not_a_failed_sensor() {
             }]
         ),
         "{raised:?}"
+    );
+}
+
+#[test]
+fn flash_writes_stay_as_few_as_the_crate_docs_say() {
+    // A busy night on a connected node: a dimmed profile boosted by someone every five
+    // minutes (each boost teaches the lamp's contribution: steady give or take noise
+    // for two hours, then changing with the weather), and the gateway acknowledging
+    // every report twice.
+    let start = utc(2026, 11, 25, 18, 0);
+    let boost = r#","motion_boost":{"level":100,"hold_s":60}"#;
+    let profile = r#"[{"at":"sunset","level":30}]"#;
+    let mut h = Harness::<8>::configured(start, &config_json(3, profile, boost));
+    let mut writes = Vec::new();
+    let mut reports = 0;
+    for minute in 1..=6 * 60 {
+        let own = match (minute, minute / 5 % 2) {
+            (..=120, 0) => 0.55,
+            (..=120, _) => 0.65,
+            (_, 0) => 0.3,
+            _ => 0.9,
+        };
+        match minute % 5 {
+            0 => h.input(Input::Pir(true)),
+            1 => h.input(Input::Pir(false)),
+            _ => {}
+        }
+        h.run_until(start + minute * 60_000, |_, level| {
+            1.0 + own * f64::from(level)
+        });
+        let done = h.take();
+        writes.extend(done.iter().filter_map(|d| match d {
+            Done::Persist(what) => Some((minute, *what)),
+            _ => None,
+        }));
+        for report in done.iter().filter_map(|d| match d {
+            Done::Publish { topic, payload, .. } if topic.ends_with("/telemetry") => {
+                Telemetry::decode(payload.as_bytes()).ok()
+            }
+            _ => None,
+        }) {
+            reports += 1;
+            let ack = format!(
+                r#"{{"v":1,"boot":1,"seq":{},"now":{}}}"#,
+                report.seq,
+                h.unix()
+            );
+            h.message("ack", &ack, false);
+            h.message("ack", &ack, false);
+        }
+    }
+    let count = |what: Persist, minutes: std::ops::RangeInclusive<i64>| {
+        writes
+            .iter()
+            .filter(|(minute, w)| *w == what && minutes.contains(minute))
+            .count()
+    };
+    assert_eq!(reports, 360, "one report a minute, none resent");
+    assert_eq!(
+        count(Persist::Reports, 0..=360),
+        360,
+        "the buffer once a window, never for an ack"
+    );
+    assert_eq!(
+        (
+            count(Persist::Boot, 0..=360),
+            count(Persist::Config, 0..=360)
+        ),
+        (1, 1),
+        "the boot counter and the config once each"
+    );
+    assert_eq!(
+        count(Persist::LampLux, 0..=120),
+        1,
+        "a steady contribution is written once"
+    );
+    let changing = count(Persist::LampLux, 121..=360);
+    assert!(
+        (1..=4).contains(&changing),
+        "a changing one at most once an hour: {changing} in 4 h"
     );
 }
 

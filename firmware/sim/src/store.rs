@@ -1,7 +1,8 @@
 //! A virtual node's non-volatile memory: one JSON file per node, like a real node's flash.
 //!
 //! The file holds the boot counter, the running config and the buffered reports, each
-//! message in its wire form, and is replaced atomically (write, then rename).
+//! message in its wire form, and the lamp's learned contribution to its own light
+//! reading; it is replaced atomically (write, then rename).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,7 @@ impl NonVolatile<SIM_BUFFER> for NodeFile {
             boot,
             config,
             reports,
+            lamp_lux_per_level: doc.get("lamp_lux_per_level").and_then(Value::as_f64),
         })
     }
 
@@ -91,8 +93,9 @@ impl NonVolatile<SIM_BUFFER> for NodeFile {
             .buffered_reports()
             .map(|report| encode(&|| report.to_payload()))
             .collect::<io::Result<Vec<_>>>()?;
+        let lamp_lux = serde_json::to_string(&node.lamp_lux_per_level()).map_err(invalid)?;
         let text = format!(
-            "{{\"boot\":{},\"config\":{config},\"reports\":[{}]}}\n",
+            "{{\"boot\":{},\"config\":{config},\"lamp_lux_per_level\":{lamp_lux},\"reports\":[{}]}}\n",
             node.boot(),
             reports.join(",\n")
         );
@@ -114,5 +117,54 @@ pub fn default_state_dir() -> PathBuf {
     match base {
         Some(base) => base.join("parklight/sim"),
         None => PathBuf::from("parklight-sim-state"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parklight_core::{Action, Identity, Node, Now, Settings};
+    use parklight_protocol::{DEFAULT_PREFIX, Id};
+
+    use super::*;
+
+    fn start(restored: Restored<SIM_BUFFER>) -> Box<Node<SIM_BUFFER>> {
+        let identity = Identity {
+            prefix: heapless::String::try_from(DEFAULT_PREFIX).unwrap(),
+            site: Id::new("site").unwrap(),
+            node: Id::new("pole-1").unwrap(),
+        };
+        let now = Now {
+            up_ms: 0,
+            net_ms: 0,
+        };
+        Box::new(Node::start(
+            identity,
+            Settings::default(),
+            restored,
+            false,
+            now,
+            &mut |_: Action<'_>| {},
+        ))
+    }
+
+    #[test]
+    fn the_lamp_contribution_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = NodeFile::new(dir.path(), "site", "pole-1");
+        assert_eq!(file.load().unwrap(), Restored::default(), "a new node");
+        let node = start(Restored {
+            boot: 3,
+            lamp_lux_per_level: Some(0.45),
+            ..Restored::default()
+        });
+        file.save(Persist::LampLux, &node).unwrap();
+        let restored = file.load().unwrap();
+        assert_eq!(
+            (restored.boot, restored.lamp_lux_per_level),
+            (4, Some(0.45))
+        );
+        // A file written before the field existed still loads.
+        std::fs::write(file.path(), r#"{"boot":9,"config":null,"reports":[]}"#).unwrap();
+        assert_eq!(file.load().unwrap().lamp_lux_per_level, None);
     }
 }
