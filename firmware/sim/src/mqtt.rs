@@ -8,7 +8,7 @@ pub enum BrokerUrlError {
     /// Not a URL.
     #[error("broker URL {url:?}: {source}")]
     Parse {
-        /// The URL given.
+        /// The URL given, credentials hidden.
         url: String,
         /// Why.
         source: url::ParseError,
@@ -16,23 +16,34 @@ pub enum BrokerUrlError {
     /// A URL rumqttc cannot use (scheme, options).
     #[error("broker URL {url:?}: {source} (use mqtt://host:port or mqtts://host:port)")]
     Options {
-        /// The URL given.
+        /// The URL given, credentials hidden.
         url: String,
         /// Why.
         source: rumqttc::OptionError,
     },
 }
 
+/// `url` with whatever stands between `://` and the last `@` (credentials) hidden, so it
+/// can be shown in an error or a log.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// MQTT options for `url` (`mqtt://host:port`, `mqtts://` for TLS with the system's
 /// roots; `user:password@` in the URL sets credentials) and a client id.
 pub fn broker_options(url: &str, client_id: &str) -> Result<MqttOptions, BrokerUrlError> {
     let mut parsed = url::Url::parse(url).map_err(|source| BrokerUrlError::Parse {
-        url: url.to_owned(),
+        url: redacted(url),
         source,
     })?;
     parsed.query_pairs_mut().append_pair("client_id", client_id);
     MqttOptions::try_from(parsed).map_err(|source| BrokerUrlError::Options {
-        url: url.to_owned(),
+        url: redacted(url),
         source,
     })
 }
@@ -70,5 +81,11 @@ mod tests {
         );
         assert!(broker_options("http://broker", "n").is_err());
         assert!(broker_options("not a url", "n").is_err());
+        // Errors never show credentials.
+        for bad in ["ftp://user:s3cret@broker", "mqtt://user:s3cret@bro ker"] {
+            let error = broker_options(bad, "n").unwrap_err().to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+            assert!(error.contains("***@"), "{error}");
+        }
     }
 }

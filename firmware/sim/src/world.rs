@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use parklight_core::sensor::{Sample, SensorFailed};
 use parklight_core::{Action, Identity, Input, Node, NonVolatile, Now, Persist, Settings};
-use parklight_protocol::{Id, NodeTopic};
+use parklight_protocol::{Ack, Id, Message, NodeTopic};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rumqttc::{LastWill, MqttOptions, QoS};
@@ -662,11 +662,12 @@ impl World {
             }
             LinkEvent::Message {
                 topic,
-                payload,
+                mut payload,
                 retained,
             } => {
                 if topic.ends_with(NodeTopic::Ack.as_str()) {
                     self.acks_seen = true;
+                    payload = in_simulated_time(&payload, self.stepped_to_ms);
                 }
                 node.feed(
                     now,
@@ -694,5 +695,41 @@ impl World {
             }
         }
         while closing.join_next().await.is_some() {}
+    }
+}
+
+/// An acknowledgement as a node of the simulated world gets it: the gateway's clock
+/// (`now`, from which nodes set and correct theirs) moved from real time to simulated
+/// time, which starts in the past and runs `--speed` times faster (otherwise nodes would
+/// take the real time and leave the simulated night).
+fn in_simulated_time(payload: &[u8], sim_ms: i64) -> Vec<u8> {
+    let Ok(mut ack) = Ack::decode(payload) else {
+        return payload.to_vec();
+    };
+    let sent_ago = jiff::Timestamp::now().as_millisecond() - ack.now as i64;
+    ack.now = u64::try_from(sim_ms - sent_ago.max(0)).unwrap_or(0);
+    ack.to_payload()
+        .map(|p| p.to_vec())
+        .unwrap_or_else(|_| payload.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_tells_simulated_time() {
+        let sent = jiff::Timestamp::now().as_millisecond() - 300;
+        let ack = Ack {
+            boot: 7,
+            seq: 3,
+            now: sent as u64,
+        };
+        let simulated = 1_764_093_600_000;
+        let moved = Ack::decode(&in_simulated_time(&ack.to_payload().unwrap(), simulated)).unwrap();
+        assert_eq!((moved.boot, moved.seq), (7, 3));
+        let behind = simulated - moved.now as i64;
+        assert!((300..1_000).contains(&behind), "{behind} ms");
+        assert_eq!(in_simulated_time(b"not an ack", simulated), b"not an ack");
     }
 }
