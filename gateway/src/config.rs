@@ -11,6 +11,10 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+/// What an MQTT PUBLISH packet holds besides its payload, at most: the topic (up to
+/// 65 535 bytes and its length) and the packet id.
+pub const MQTT_PACKET_OVERHEAD: usize = 65_539;
+
 /// The default configuration file, as `parklight config` prints it.
 pub const DEFAULT_CONFIG: &str = include_str!("../../deploy/parklight.toml");
 
@@ -28,8 +32,11 @@ pub struct MqttConfig {
     pub only_configured_sites: bool,
     /// Keepalive, seconds.
     pub keep_alive_s: u64,
-    /// Largest packet accepted, bytes.
+    /// Largest packet accepted, bytes (topic, packet id and payload).
     pub max_packet_bytes: usize,
+    /// The broker's limit on payloads (Mosquitto's `message_size_limit`), when known:
+    /// checked to leave room below `max_packet_bytes`; 0 means the broker has none.
+    pub broker_message_size_limit: Option<usize>,
     /// Username.
     pub username: Option<String>,
     /// Environment variable holding the password.
@@ -48,7 +55,8 @@ impl Default for MqttConfig {
             topic_prefix: parklight_protocol::DEFAULT_PREFIX.into(),
             only_configured_sites: false,
             keep_alive_s: 30,
-            max_packet_bytes: 65_536,
+            max_packet_bytes: 262_144,
+            broker_message_size_limit: None,
             username: None,
             password_env: None,
             password_file: None,
@@ -71,16 +79,19 @@ pub struct StorageConfig {
     pub commit_max_wait_ms: u64,
     /// Dead letters kept.
     pub dead_letters_max: usize,
+    /// Seconds between two housekeeping rounds (compaction and retention).
+    pub housekeeping_interval_s: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: "parklight-data".into(),
-            retention_days: 400,
+            retention_days: 7,
             commit_max_reports: 10_000,
             commit_max_wait_ms: 5,
             dead_letters_max: 10_000,
+            housekeeping_interval_s: 600,
         }
     }
 }
@@ -189,6 +200,15 @@ pub struct Config {
     pub sites: Vec<SiteFile>,
 }
 
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The configuration is refused.
+    Error,
+    /// It runs, but probably not as meant.
+    Warning,
+}
+
 /// One problem in a configuration or a file it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -198,14 +218,20 @@ pub struct Problem {
     pub line: Option<usize>,
     /// What is wrong.
     pub message: String,
+    /// Error or warning.
+    pub severity: Severity,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
+        write!(f, "{}:", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, "{line}:")?;
         }
+        if self.severity == Severity::Warning {
+            write!(f, " warning:")?;
+        }
+        write!(f, " {}", self.message)
     }
 }
 
@@ -230,6 +256,8 @@ pub struct Loaded {
     pub config: Config,
     /// The sites of its site files.
     pub sites: Vec<Site>,
+    /// What works, but probably not as meant.
+    pub warnings: Vec<Problem>,
 }
 
 /// Collects problems while reading one file.
@@ -250,10 +278,20 @@ impl Report<'_> {
     }
 
     fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        self.with(span, message, Severity::Error);
+    }
+
+    fn with(
+        &mut self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+        severity: Severity,
+    ) {
         self.problems.push(Problem {
             file: self.file.to_owned(),
             line: self.line_of(span),
             message: message.into(),
+            severity,
         });
     }
 
@@ -321,6 +359,7 @@ impl Config {
                 file: path.to_owned(),
                 line: None,
                 message: format!("cannot read: {e}"),
+                severity: Severity::Error,
             }],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -384,34 +423,60 @@ impl Config {
             };
             Some(key_span.unwrap_or(name.span()))
         };
-        let mut found = Vec::new();
-        config.check(&mut |section: &str, key: &str, message: String| {
-            found.push((span_of(section, key), message))
-        });
-        for (span, message) in found {
-            report.at(span.unwrap_or(0..0), message);
+        for (section, key, message, severity) in config.check().0 {
+            report.with(span_of(section, key).unwrap_or(0..0), message, severity);
         }
         let sites = load_sites(&config.sites, &mut report.problems);
-        if report.problems.is_empty() {
-            Ok(Loaded { config, sites })
-        } else {
-            report
-                .problems
-                .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-            Err(ConfigError {
-                problems: report.problems,
+        report
+            .problems
+            .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        let (warnings, errors): (Vec<Problem>, Vec<Problem>) = report
+            .problems
+            .into_iter()
+            .partition(|p| p.severity == Severity::Warning);
+        if errors.is_empty() {
+            Ok(Loaded {
+                config,
+                sites,
+                warnings,
             })
+        } else {
+            Err(ConfigError { problems: errors })
         }
     }
 
-    /// Checks values that parse but cannot work; reports each against its section and key.
-    fn check(&self, problem: &mut impl FnMut(&str, &str, String)) {
+    /// Checks values that parse but cannot work (errors) or may not work as meant
+    /// (warnings); reports each against its section and key.
+    fn check(&self) -> Findings {
+        let mut found = Findings::default();
         let mqtt = &self.mqtt;
         if let Err(e) = parklight_sim::mqtt::broker_options(&mqtt.url, &mqtt.client_id) {
-            problem("mqtt", "url", format!("[mqtt] url: {e}"));
+            found.error("mqtt", "url", format!("[mqtt] url: {e}"));
+        }
+        for (section, url) in [
+            ("mqtt", Some(&mqtt.url)),
+            ("influxdb", self.influxdb.as_ref().map(|i| &i.url)),
+        ] {
+            if url
+                .and_then(|u| url::Url::parse(u).ok())
+                .is_some_and(|u| !u.username().is_empty() || u.password().is_some())
+            {
+                found.error(
+                    section,
+                    "url",
+                    format!(
+                        "[{section}] url: no credentials in the URL (they would be logged): use {}",
+                        if section == "mqtt" {
+                            "username with password_env or password_file"
+                        } else {
+                            "token_env or token_file"
+                        }
+                    ),
+                );
+            }
         }
         if mqtt.client_id.is_empty() || mqtt.client_id.len() > 23 * 4 {
-            problem(
+            found.error(
                 "mqtt",
                 "client_id",
                 "[mqtt] client_id: 1 to 92 characters".into(),
@@ -423,7 +488,7 @@ impl Config {
             || prefix.contains(['+', '#'])
             || prefix.len() > 64
         {
-            problem(
+            found.error(
                 "mqtt",
                 "topic_prefix",
                 format!(
@@ -432,14 +497,14 @@ impl Config {
             );
         }
         if !(5..=3600).contains(&mqtt.keep_alive_s) {
-            problem(
+            found.error(
                 "mqtt",
                 "keep_alive_s",
                 "[mqtt] keep_alive_s: 5 to 3600".into(),
             );
         }
         if mqtt.max_packet_bytes < 4 * parklight_protocol::MAX_PAYLOAD {
-            problem(
+            found.error(
                 "mqtt",
                 "max_packet_bytes",
                 format!(
@@ -448,16 +513,34 @@ impl Config {
                 ),
             );
         }
+        match mqtt.broker_message_size_limit {
+            Some(0) => found.warning(
+                "mqtt",
+                "broker_message_size_limit",
+                "[mqtt] the broker has no message_size_limit: each message over max_packet_bytes costs the gateway a reconnect".into(),
+            ),
+            Some(limit) if mqtt.max_packet_bytes < limit.saturating_add(MQTT_PACKET_OVERHEAD) => {
+                found.error(
+                    "mqtt",
+                    "max_packet_bytes",
+                    format!(
+                        "[mqtt] max_packet_bytes: at least {} (the broker's message_size_limit {limit} counts the payload alone; the packet adds its topic, up to {MQTT_PACKET_OVERHEAD} bytes)",
+                        limit.saturating_add(MQTT_PACKET_OVERHEAD)
+                    ),
+                )
+            }
+            _ => {}
+        }
         if mqtt.password_env.is_some() || mqtt.password_file.is_some() {
             if mqtt.username.is_none() {
-                problem(
+                found.error(
                     "mqtt",
                     "username",
                     "[mqtt] a password needs a username".into(),
                 );
             }
             if let Err(e) = secret(mqtt.password_env.as_deref(), mqtt.password_file.as_deref()) {
-                problem(
+                found.error(
                     "mqtt",
                     if mqtt.password_env.is_some() {
                         "password_env"
@@ -471,7 +554,7 @@ impl Config {
         if let Some(ca) = &mqtt.ca_file
             && !ca.is_file()
         {
-            problem(
+            found.error(
                 "mqtt",
                 "ca_file",
                 format!("[mqtt] ca_file {}: not a file", ca.display()),
@@ -479,35 +562,42 @@ impl Config {
         }
         let storage = &self.storage;
         if storage.retention_days == 0 {
-            problem(
+            found.error(
                 "storage",
                 "retention_days",
                 "[storage] retention_days: at least 1".into(),
             );
         }
         if !(1..=100_000).contains(&storage.commit_max_reports) {
-            problem(
+            found.error(
                 "storage",
                 "commit_max_reports",
                 "[storage] commit_max_reports: 1 to 100000".into(),
             );
         }
+        if storage.housekeeping_interval_s == 0 {
+            found.error(
+                "storage",
+                "housekeeping_interval_s",
+                "[storage] housekeeping_interval_s: at least 1".into(),
+            );
+        }
         if storage.commit_max_wait_ms > 1000 {
-            problem(
+            found.error(
                 "storage",
                 "commit_max_wait_ms",
                 "[storage] commit_max_wait_ms: at most 1000".into(),
             );
         }
         if !(100..=1_000_000).contains(&self.ingest.queue_max_messages) {
-            problem(
+            found.error(
                 "ingest",
                 "queue_max_messages",
                 "[ingest] queue_max_messages: 100 to 1000000".into(),
             );
         }
         if self.ingest.ack_interval_s == 0 {
-            problem(
+            found.error(
                 "ingest",
                 "ack_interval_s",
                 "[ingest] ack_interval_s: at least 1".into(),
@@ -517,7 +607,7 @@ impl Config {
             if !(influx.url.starts_with("http://") || influx.url.starts_with("https://"))
                 || url::Url::parse(&influx.url).is_err()
             {
-                problem(
+                found.error(
                     "influxdb",
                     "url",
                     format!(
@@ -527,14 +617,14 @@ impl Config {
                 );
             }
             if influx.org.is_empty() || influx.bucket.is_empty() {
-                problem(
+                found.error(
                     "influxdb",
                     "bucket",
                     "[influxdb] org and bucket must not be empty".into(),
                 );
             }
             if let Err(e) = secret(influx.token_env.as_deref(), influx.token_file.as_deref()) {
-                problem(
+                found.error(
                     "influxdb",
                     if influx.token_file.is_some() {
                         "token_file"
@@ -545,7 +635,7 @@ impl Config {
                 );
             }
             if influx.batch_reports == 0 || influx.timeout_s == 0 {
-                problem(
+                found.error(
                     "influxdb",
                     "batch_reports",
                     "[influxdb] batch_reports and timeout_s: at least 1".into(),
@@ -553,29 +643,46 @@ impl Config {
             }
         }
         if self.sites.is_empty() {
-            problem(
+            found.warning(
                 "sites",
                 "file",
-                "no [[sites]]: reports are stored, but no node belongs to a zone".into(),
+                "no [[sites]]: every report is stored, but no node belongs to a zone, so no zone is judged; add a site file (deploy/README.md)".into(),
             );
         }
+        found
+    }
+}
+
+/// What [`Config::check`] found: `(section, key, message, severity)`.
+#[derive(Debug, Default)]
+struct Findings(Vec<(&'static str, &'static str, String, Severity)>);
+
+impl Findings {
+    fn error(&mut self, section: &'static str, key: &'static str, message: String) {
+        self.0.push((section, key, message, Severity::Error));
+    }
+
+    fn warning(&mut self, section: &'static str, key: &'static str, message: String) {
+        self.0.push((section, key, message, Severity::Warning));
     }
 }
 
 fn load_sites(files: &[SiteFile], problems: &mut Vec<Problem>) -> Vec<Site> {
     let mut sites: Vec<Site> = Vec::new();
-    for file in files {
-        match Site::load(&file.file) {
-            Ok(site) => sites.push(site),
-            Err(error) => problems.extend(error.problems.into_iter().map(|p| Problem {
-                file: file.file.clone(),
-                line: p.line,
-                message: p.message,
-            })),
-        }
-    }
     let mut nodes = std::collections::HashMap::new();
-    for (site, file) in sites.iter().zip(files) {
+    for file in files {
+        let site = match Site::load(&file.file) {
+            Ok(site) => site,
+            Err(error) => {
+                problems.extend(error.problems.into_iter().map(|p| Problem {
+                    file: file.file.clone(),
+                    line: p.line,
+                    message: p.message,
+                    severity: Severity::Error,
+                }));
+                continue;
+            }
+        };
         for node in &site.nodes {
             if let Some(other) = nodes.insert(node.id.clone(), site.id.clone()) {
                 problems.push(Problem {
@@ -585,9 +692,11 @@ fn load_sites(files: &[SiteFile], problems: &mut Vec<Problem>) -> Vec<Site> {
                         "node {} is in site {other} too: node ids are unique across sites",
                         node.id
                     ),
+                    severity: Severity::Error,
                 });
             }
         }
+        sites.push(site);
     }
     sites
 }

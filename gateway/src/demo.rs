@@ -132,6 +132,7 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
             ..Config::default()
         },
         sites: vec![site],
+        warnings: Vec::new(),
     };
     // The nodes stop first (drained, shutdown statuses sent), then the gateway.
     let gateway_stop = CancellationToken::new();

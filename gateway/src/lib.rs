@@ -3,15 +3,18 @@
 //!
 //! - [`config`]: the typed configuration and `parklight check`.
 //! - [`sources::mqtt`]: the broker connection; one task only polls it.
-//! - [`ingest`]: decode, enrich, dedupe, clock repair, acknowledgement watermarks.
+//! - [`ingest`]: decode, enrich, dedupe, acknowledgement watermarks, presence;
+//!   [`clock`]: where reports without a valid clock go in time.
 //! - [`store`]: the embedded SQLite store; [`maintenance`]: compaction and retention.
 //! - [`writer`]: group commits, MQTT acks after commit, stored-acknowledgements to nodes.
 //! - [`http`]: `/metrics`; [`metrics`]: every metric name.
 //! - [`demo`]: `parklight demo`, everything embedded.
+//! - [`supervise`]: a part that fails stops the gateway, which exits non-zero.
 //! - [`logging`], [`signals`]: process plumbing.
 //!
 //! [`run`] starts it all and stops it cleanly: `main` and the tests call the same `run`.
 
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -23,6 +26,7 @@ pub mod signals;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod supervise;
 pub mod writer;
 
 use std::sync::Arc;
@@ -58,23 +62,32 @@ pub enum GatewayError {
     /// The InfluxDB token cannot be read.
     #[error("[influxdb] token: {0}")]
     Token(#[from] config::SecretError),
-    /// The writer thread died.
-    #[error("the writer stopped unexpectedly")]
-    WriterDied,
+    /// The writer thread cannot be started.
+    #[error("the writer thread cannot be started: {0}")]
+    Thread(std::io::Error),
+    /// A part of the gateway failed while it ran.
+    #[error("stopped because {0}")]
+    Failed(String),
 }
 
 /// Runs the gateway until `stop` is cancelled, then stops taking messages, stores and
-/// acknowledges what it has, says goodbye on its status topic and disconnects.
+/// acknowledges what it has, says goodbye on its status topic and disconnects. When a
+/// part of it fails instead, it stops the same way but says nothing (the broker
+/// publishes its will) and returns [`GatewayError::Failed`].
 pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayError> {
-    let Loaded { config, sites } = loaded;
+    let Loaded { config, sites, .. } = loaded;
     http::metrics_handle();
+    let supervisor = supervise::Supervisor::new(stop.clone());
     let mut store = store::Store::open(&config.storage.path, config.storage.dead_letters_max)?;
     store.register_sites(&sites)?;
     let ingest = ingest::Ingest::new(
         &config.mqtt.topic_prefix,
         &sites,
         config.ingest.clock_skew_s as i64 * 1000,
-    );
+        &store,
+    )?;
+    let subscriptions =
+        sources::mqtt::Subscriptions::plan(&config.mqtt, &sites, &mut store, &config.storage.path)?;
     let options = sources::mqtt::options(&config.mqtt)?;
     let capacity = options.request_channel_capacity();
     let (client, eventloop) = AsyncClient::new(options, capacity);
@@ -94,18 +107,25 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
     let backlog = Arc::new(sources::mqtt::Backlog::new(
         config.ingest.queue_max_messages,
     ));
-    let poller = tokio::spawn(sources::mqtt::poll(
-        eventloop,
-        client.clone(),
-        sources::mqtt::topics(&config.mqtt, &sites),
-        (status_topic.clone(), sources::mqtt::status_payload(&birth)),
-        sources::mqtt::Intake {
-            arrived: arrived_tx,
-            acks: acks_rx,
-            backlog: backlog.clone(),
-        },
-        stop.clone(),
-    ));
+    let poller = tokio::spawn({
+        let guard = supervisor.guard("the MQTT source");
+        let polled = sources::mqtt::poll(
+            eventloop,
+            client.clone(),
+            subscriptions,
+            (status_topic.clone(), sources::mqtt::status_payload(&birth)),
+            sources::mqtt::Intake {
+                arrived: arrived_tx,
+                acks: acks_rx,
+                backlog: backlog.clone(),
+            },
+            stop.clone(),
+        );
+        async move {
+            let _guard = guard;
+            polled.await;
+        }
+    });
     let settings = writer::WriterSettings {
         max_messages: config.storage.commit_max_reports,
         max_wait: Duration::from_millis(config.storage.commit_max_wait_ms),
@@ -113,22 +133,25 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         prefix: config.mqtt.topic_prefix.clone(),
     };
     let writer = {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, supervisor) = (client.clone(), stop.clone(), supervisor.clone());
         std::thread::Builder::new()
             .name("parklight-writer".into())
             .spawn(move || {
+                let _guard = supervisor.guard("the writer");
                 let outlets = writer::Outlets {
                     client,
                     acks: acks_tx,
                     backlog,
                 };
-                let result =
-                    writer::run(store, ingest, arrived_rx, outlets, settings, stop.clone());
+                if let Err(error) =
+                    writer::run(store, ingest, arrived_rx, outlets, settings, stop.clone())
+                {
+                    supervisor.fail("the writer", error);
+                }
                 // Whatever ended the writer ends the gateway.
                 stop.cancel();
-                result
             })
-            .map_err(|_| GatewayError::WriterDied)?
+            .map_err(GatewayError::Thread)?
     };
     let forwarder = match &config.influxdb {
         Some(influx) => {
@@ -139,46 +162,69 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
                 batch: influx.batch_reports,
                 flush_interval: Duration::from_millis(influx.flush_interval_ms),
             };
-            let stop = stop.clone();
+            let (stop, supervisor) = (stop.clone(), supervisor.clone());
             Some(tokio::spawn(async move {
-                if let Err(error) = sinks::influxdb::forward(sink, settings, stop.clone()).await {
-                    tracing::error!(%error, "the InfluxDB forwarder stopped");
-                    stop.cancel();
+                let _guard = supervisor.guard("the InfluxDB forwarder");
+                if let Err(error) = sinks::influxdb::forward(sink, settings, stop).await {
+                    supervisor.fail("the InfluxDB forwarder", error);
                 }
             }))
         }
         None => None,
     };
-    let housekeeping = tokio::spawn(maintenance::run(
-        maintenance::Housekeeping {
-            store: config.storage.path.clone(),
-            retention_days: config.storage.retention_days,
-            forwarding: config.influxdb.is_some(),
-            dead_letters_max: config.storage.dead_letters_max,
-        },
-        stop.clone(),
-    ));
+    let housekeeping = tokio::spawn({
+        let guard = supervisor.guard("housekeeping");
+        let round = maintenance::run(
+            maintenance::Housekeeping {
+                store: config.storage.path.clone(),
+                retention_days: config.storage.retention_days,
+                forwarding: config.influxdb.is_some(),
+                dead_letters_max: config.storage.dead_letters_max,
+                every: Duration::from_secs(config.storage.housekeeping_interval_s),
+            },
+            supervisor.clone(),
+            stop.clone(),
+        );
+        async move {
+            let _guard = guard;
+            round.await;
+        }
+    });
     tracing::info!(broker = %config.mqtt.url, store = %config.storage.path.display(), sites = sites.len(), "gateway running");
     stop.cancelled().await;
-    tracing::info!("stopping: storing and acknowledging what arrived");
-    let written = tokio::task::spawn_blocking(move || writer.join())
+    let failure = supervisor.failure();
+    if failure.is_none() {
+        tracing::info!("stopping: storing and acknowledging what arrived");
+    }
+    if tokio::task::spawn_blocking(move || writer.join())
         .await
-        .map_err(|_| GatewayError::WriterDied)?
-        .map_err(|_| GatewayError::WriterDied)?;
-    let shutdown = sources::mqtt::status_payload(&GatewayStatus::Offline {
-        reason: OfflineReason::Shutdown,
-    });
-    let _ = client.try_publish(status_topic, QoS::AtLeastOnce, true, shutdown);
-    let _ = client.try_disconnect();
-    if tokio::time::timeout(STOP_DEADLINE, poller).await.is_err() {
-        tracing::warn!("the broker did not take the disconnect in time");
+        .map_or(true, |joined| joined.is_err())
+    {
+        supervisor.fail("the writer", "panicked");
+    }
+    if supervisor.failure().is_none() {
+        let shutdown = sources::mqtt::status_payload(&GatewayStatus::Offline {
+            reason: OfflineReason::Shutdown,
+        });
+        let _ = client.try_publish(status_topic, QoS::AtLeastOnce, true, shutdown);
+        let _ = client.try_disconnect();
+        if tokio::time::timeout(STOP_DEADLINE, poller).await.is_err() {
+            tracing::warn!("the broker did not take the disconnect in time");
+        }
+    } else {
+        // No goodbye: the connection just ends, and the broker publishes the will.
+        poller.abort();
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), housekeeping).await;
     if let Some(forwarder) = forwarder {
         let _ = tokio::time::timeout(Duration::from_secs(1), forwarder).await;
     }
-    written?;
-    tracing::info!("stopped");
-    Ok(())
+    match supervisor.failure() {
+        Some(reason) => Err(GatewayError::Failed(reason)),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
 }

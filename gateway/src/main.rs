@@ -34,6 +34,9 @@ enum Command {
     Run(ConfigArg),
     /// Print the newest rejected messages kept in the store.
     DeadLetters(DeadLetterArgs),
+    /// Print every node the store knows: site, zone, last report, online, boot, lost,
+    /// running config.
+    Nodes(NodesArgs),
     /// Check a configuration file and every site file it names; exit 1 on any problem.
     Check(ConfigArg),
     /// Print the default configuration (the same file as deploy/parklight.toml).
@@ -76,6 +79,16 @@ struct DeadLetterArgs {
     /// How many to print, newest first.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+}
+
+#[derive(Debug, Args)]
+struct NodesArgs {
+    /// The configuration file (for the store's path).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -144,20 +157,71 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
 async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let loaded = Config::load(path, &environment_overrides())?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     parklight_gateway::run(loaded, parklight_gateway::signals::shutdown_token()).await?;
     Ok(())
 }
 
-fn dead_letters(path: &std::path::Path, limit: usize) -> anyhow::Result<()> {
+/// A Unix ms time as RFC 3339, or `-`.
+fn time(ms: Option<i64>) -> String {
+    ms.and_then(|t| jiff::Timestamp::from_millisecond(t).ok())
+        .map_or("-".into(), |t| t.to_string())
+}
+
+/// The store a configuration file names.
+fn open_store(path: &std::path::Path) -> anyhow::Result<parklight_gateway::store::Store> {
     let loaded = Config::load(path, &environment_overrides())?;
-    let store = parklight_gateway::store::Store::open(
+    Ok(parklight_gateway::store::Store::open(
         &loaded.config.storage.path,
         loaded.config.storage.dead_letters_max,
-    )?;
-    for letter in store.dead_letters(limit)? {
-        let when = jiff::Timestamp::from_millisecond(letter.received)
-            .map(|t| t.to_string())
-            .unwrap_or_default();
+    )?)
+}
+
+fn nodes(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let summaries = open_store(path)?.node_summaries()?;
+    if !json {
+        println!(
+            "{:<20} {:<16} {:<16} {:<24} {:<7} {:>6} {:>8} {:>4}",
+            "node", "site", "zone", "last report", "online", "boot", "lost", "cfg"
+        );
+    }
+    for node in summaries {
+        let online = node.presence.map(|p| !p.offline);
+        if json {
+            let line = serde_json::json!({
+                "node": node.node,
+                "site": node.site,
+                "zone": node.zone,
+                "last_report": node.last_report.map(|t| time(Some(t))),
+                "online": online,
+                "boot": node.presence.map(|p| p.boot),
+                "lost": node.lost,
+                "cfg": node.cfg,
+            });
+            println!("{line}");
+        } else {
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            println!(
+                "{:<20} {:<16} {:<16} {:<24} {:<7} {:>6} {:>8} {:>4}",
+                node.node,
+                or_dash(node.site),
+                or_dash(node.zone),
+                time(node.last_report),
+                or_dash(online.map(|o| if o { "yes" } else { "no" }.to_owned())),
+                or_dash(node.presence.map(|p| p.boot.to_string())),
+                node.lost,
+                or_dash(node.cfg.map(|c| c.to_string())),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn dead_letters(path: &std::path::Path, limit: usize) -> anyhow::Result<()> {
+    for letter in open_store(path)?.dead_letters(limit)? {
+        let when = time(Some(letter.received));
         let field = letter.field.map(|f| format!(" ({f})")).unwrap_or_default();
         let report = letter
             .report
@@ -175,11 +239,15 @@ fn dead_letters(path: &std::path::Path, limit: usize) -> anyhow::Result<()> {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let loaded = Config::load(path, &environment_overrides())?;
+    for warning in &loaded.warnings {
+        eprintln!("{warning}");
+    }
     let nodes: usize = loaded.sites.iter().map(|s| s.nodes.len()).sum();
     println!(
-        "{}: ok ({} sites, {nodes} nodes)",
+        "{}: ok ({} sites, {nodes} nodes, {} warnings)",
         path.display(),
-        loaded.sites.len()
+        loaded.sites.len(),
+        loaded.warnings.len()
     );
     Ok(())
 }
@@ -234,6 +302,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(&args.config).await,
         Command::Demo(args) => demo(args).await,
         Command::DeadLetters(args) => dead_letters(&args.config, args.limit),
+        Command::Nodes(args) => nodes(&args.config, args.json),
         Command::Check(args) => check(&args.config),
         Command::Config => {
             print!("{}", parklight_gateway::config::DEFAULT_CONFIG);

@@ -1,17 +1,20 @@
 //! Housekeeping of the store: fold closed hours into compressed blocks, then drop raw
-//! rows past the retention. Runs at start and every ten minutes, on its own connection,
-//! one block per transaction, so ingest is never held up for long.
+//! rows past the retention. Runs at start and every `[storage] housekeeping_interval_s`,
+//! on its own connection, one block per transaction, so ingest is never held up for
+//! long. Every step that writes after reading holds the write lock from its start, so a
+//! commit of the writer in between cannot make it fail.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use metrics::counter;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics as m;
 use crate::sinks::influxdb;
 use crate::store::{Forwarded, StorageError, Store};
+use crate::supervise::Supervisor;
 
-/// How often housekeeping runs.
-pub const EVERY: Duration = Duration::from_secs(600);
 /// An hour counts as closed this long after it ends (reports of it may still arrive).
 pub const GRACE_MS: i64 = 15 * 60_000;
 
@@ -26,45 +29,86 @@ pub struct Housekeeping {
     pub forwarding: bool,
     /// Dead letters kept (the store enforces it on every write).
     pub dead_letters_max: usize,
+    /// Time between rounds.
+    pub every: Duration,
 }
 
-/// One round: compact, then retain.
-pub fn tidy(settings: &Housekeeping, now_ms: i64) -> Result<(), StorageError> {
-    let mut store = Store::open(&settings.store, settings.dead_letters_max)?;
-    let compaction = store.compact(now_ms - GRACE_MS)?;
-    let forwarded = if settings.forwarding {
-        Some(Forwarded {
-            reports: store.cursor(influxdb::CURSOR)?,
-            statuses: store.cursor(influxdb::STATUS_CURSOR)?,
-        })
-    } else {
-        None
+/// What one round did.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// The compaction, or why it failed.
+    pub compaction: Option<Result<crate::store::Compaction, StorageError>>,
+    /// Raw rows removed, or why retention failed.
+    pub retention: Option<Result<u64, StorageError>>,
+}
+
+/// One round: compact, then retain; retention runs even when compaction failed (it
+/// drops only what blocks already hold). Failures are counted and logged.
+pub fn tidy(settings: &Housekeeping, now_ms: i64) -> Round {
+    counter!(m::HOUSEKEEPING_ROUNDS).increment(1);
+    let mut store = match Store::open(&settings.store, settings.dead_letters_max) {
+        Ok(store) => store,
+        Err(error) => {
+            counter!(m::HOUSEKEEPING_FAILURES, "step" => "compaction").increment(1);
+            tracing::error!(%error, "housekeeping cannot open the store; retrying next round");
+            return Round {
+                compaction: Some(Err(error)),
+                retention: None,
+            };
+        }
     };
+    let compaction = store.compact(now_ms - GRACE_MS, now_ms);
     let horizon = now_ms - i64::from(settings.retention_days) * 86_400_000;
-    let removed = store.retain(horizon, forwarded)?;
-    if compaction.blocks > 0 || removed > 0 {
+    let retention = forwarded(&store, settings.forwarding)
+        .and_then(|forwarded| store.retain(horizon, forwarded));
+    for (step, error) in [
+        ("compaction", compaction.as_ref().err()),
+        ("retention", retention.as_ref().err()),
+    ] {
+        if let Some(error) = error {
+            counter!(m::HOUSEKEEPING_FAILURES, "step" => step).increment(1);
+            tracing::error!(step, %error, "housekeeping step failed; retrying next round");
+        }
+    }
+    if let (Ok(done), Ok(removed)) = (&compaction, &retention)
+        && (done.blocks > 0 || *removed > 0)
+    {
         tracing::info!(
-            blocks = compaction.blocks,
-            folded = compaction.reports,
+            blocks = done.blocks,
+            folded = done.reports,
             removed,
             "store compacted"
         );
     }
-    Ok(())
+    Round {
+        compaction: Some(compaction),
+        retention: Some(retention),
+    }
 }
 
-/// Runs [`tidy`] at start and every [`EVERY`] until `stop`.
-pub async fn run(settings: Housekeeping, stop: CancellationToken) {
+/// How far the forwarder has sent, when one runs.
+fn forwarded(store: &Store, forwarding: bool) -> Result<Option<Forwarded>, StorageError> {
+    if !forwarding {
+        return Ok(None);
+    }
+    Ok(Some(Forwarded {
+        reports: store.cursor(influxdb::CURSOR)?,
+        statuses: store.cursor(influxdb::STATUS_CURSOR)?,
+    }))
+}
+
+/// Runs [`tidy`] at start and every [`Housekeeping::every`] until `stop`; a round that
+/// panics fails the gateway.
+pub async fn run(settings: Housekeeping, supervisor: Supervisor, stop: CancellationToken) {
     loop {
         let round = settings.clone();
         let now = jiff::Timestamp::now().as_millisecond();
-        match tokio::task::spawn_blocking(move || tidy(&round, now)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "store housekeeping failed; retrying later"),
-            Err(error) => tracing::error!(%error, "store housekeeping panicked"),
+        if let Err(error) = tokio::task::spawn_blocking(move || tidy(&round, now)).await {
+            supervisor.fail("housekeeping", error);
+            return;
         }
         tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
+            _ = tokio::time::sleep(settings.every) => {}
             _ = stop.cancelled() => return,
         }
     }
@@ -82,12 +126,12 @@ mod tests {
     fn two_hours(dir: &std::path::Path) -> Store {
         let mut store = Store::open(dir, 10).unwrap();
         let mut writer = store.write().unwrap();
-        let node = writer.node("pole-017").unwrap();
+        let node = writer.node("pole-017", "remiseparken").unwrap();
         for seq in 0..120 {
             let mut row = crate::store::tests::report(1, seq);
             row.ts = HOUR + i64::from(seq) * 60_000;
             row.received = row.ts;
-            writer.report(node, &row).unwrap();
+            writer.report(node, &row, None).unwrap();
         }
         writer.commit().unwrap();
         store
@@ -99,6 +143,7 @@ mod tests {
             retention_days: 1,
             forwarding,
             dead_letters_max: 10,
+            every: Duration::from_secs(600),
         }
     }
 
@@ -108,7 +153,7 @@ mod tests {
         let store = two_hours(dir.path());
         store.set_cursor(influxdb::CURSOR, 30).unwrap();
         // Two days on: both hours are closed and past the retention.
-        tidy(&settings(dir.path(), true), HOUR + 2 * 86_400_000).unwrap();
+        tidy(&settings(dir.path(), true), HOUR + 2 * 86_400_000);
         let series = store
             .series(
                 Selector::Node("pole-017"),
@@ -121,7 +166,7 @@ mod tests {
             series.iter().map(|b| b.reports).collect::<Vec<_>>(),
             [60, 60]
         );
-        assert_eq!(store.report_count().unwrap(), 90, "30 sent, so 30 gone");
+        assert_eq!(store.raw_report_count().unwrap(), 90, "30 sent, so 30 gone");
     }
 
     #[test]
@@ -131,15 +176,81 @@ mod tests {
         tidy(
             &settings(dir.path(), false),
             HOUR + 2 * HOUR_MS + GRACE_MS - 1,
-        )
-        .unwrap();
+        );
         assert_eq!(
             store.cursor(FOLDED).unwrap(),
             60,
             "only the first hour folded"
         );
-        tidy(&settings(dir.path(), false), HOUR + 2 * HOUR_MS + GRACE_MS).unwrap();
+        tidy(&settings(dir.path(), false), HOUR + 2 * HOUR_MS + GRACE_MS);
         assert_eq!(store.cursor(FOLDED).unwrap(), 120);
-        assert_eq!(store.report_count().unwrap(), 120, "within the retention");
+        assert_eq!(
+            store.raw_report_count().unwrap(),
+            120,
+            "within the retention"
+        );
+    }
+
+    #[test]
+    fn rounds_never_fail_while_the_writer_commits_at_full_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = HOUR + 10 * 86_400_000;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+        // The gateway makes its store before anything else opens it.
+        drop(Store::open(dir.path(), 10).unwrap());
+        let (writing, rounds) = (AtomicBool::new(true), AtomicUsize::new(0));
+        let (written, failed) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                // The writer's own connection: small commits, one after the other, of
+                // reports spread over closed hours; the first thousand arrived long ago.
+                // It goes on until ten rounds ran beside it (at most 20 000 commits).
+                let mut store = Store::open(dir.path(), 10).unwrap();
+                let mut seq = 0;
+                for commit in 0..20_000 {
+                    if !writing.load(Relaxed) || commit >= 100 && rounds.load(Relaxed) >= 10 {
+                        break;
+                    }
+                    let mut writer = store.write().unwrap();
+                    let node = writer.node("pole-017", "remiseparken").unwrap();
+                    for _ in 0..10 {
+                        let mut row = crate::store::tests::report(1, seq);
+                        row.ts = HOUR + i64::from(seq % 200) * HOUR_MS / 2;
+                        row.received = if seq < 1000 { HOUR } else { now };
+                        writer.report(node, &row, None).unwrap();
+                        seq += 1;
+                    }
+                    writer.commit().unwrap();
+                }
+                writing.store(false, Relaxed);
+                seq
+            });
+            let mut failed = None;
+            while writing.load(Relaxed) {
+                let round = tidy(&settings(dir.path(), false), now);
+                if !matches!(
+                    (&round.compaction, &round.retention),
+                    (Some(Ok(_)), Some(Ok(_)))
+                ) {
+                    failed = Some(format!("{round:?}"));
+                    writing.store(false, Relaxed);
+                }
+                rounds.fetch_add(1, Relaxed);
+            }
+            (writer.join().unwrap(), failed)
+        });
+        assert_eq!(failed, None, "a round failed");
+        let rounds = rounds.into_inner();
+        assert!(rounds >= 10, "{rounds} rounds while the writer wrote");
+        let round = tidy(&settings(dir.path(), false), now);
+        assert!(matches!(round.compaction, Some(Ok(_))));
+        let store = Store::open(dir.path(), 10).unwrap();
+        assert_eq!(store.report_count().unwrap(), u64::from(written));
+        assert_eq!(
+            store.cursor(FOLDED).unwrap(),
+            i64::from(written),
+            "every closed hour folded"
+        );
+        // Raw rows past the retention went; the rest stay.
+        assert_eq!(store.raw_report_count().unwrap(), u64::from(written) - 1000);
     }
 }

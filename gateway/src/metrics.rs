@@ -15,12 +15,26 @@ pub const REPORTS_STORED: &str = "parklight_reports_stored_total";
 pub const REPORTS_DUPLICATE: &str = "parklight_reports_duplicate_total";
 /// Rejected messages, by `reason` (the codes of PROTOCOL.md).
 pub const REPORTS_REJECTED: &str = "parklight_reports_rejected_total";
-/// Reports the nodes declared gone before the gateway got them, by node.
-pub const REPORTS_LOST_ON_NODE: &str = "parklight_reports_lost_on_node_total";
+/// Reports the nodes declared gone that never arrived, all nodes and all time (from the
+/// store; per node: `parklight nodes`). A gauge: a report declared gone may arrive late.
+pub const REPORTS_LOST_ON_NODES: &str = "parklight_reports_lost_on_nodes";
 /// Reports from nodes in no site file.
 pub const REPORTS_UNKNOWN_NODE: &str = "parklight_reports_unknown_node_total";
 /// Reports whose time the gateway stamped (no valid clock on the node).
 pub const REPORTS_CLOCK_STAMPED: &str = "parklight_reports_clock_stamped_total";
+/// Stamped reports placed again once their boot's clock was known.
+pub const REPORTS_RESTAMPED: &str = "parklight_reports_restamped_total";
+/// Group commits that failed (each is tried again while the failure may pass).
+pub const COMMIT_FAILURES: &str = "parklight_commit_failures_total";
+/// Housekeeping steps that failed, by `step` (`compaction`, `retention`).
+pub const HOUSEKEEPING_FAILURES: &str = "parklight_housekeeping_failures_total";
+/// Housekeeping rounds run.
+pub const HOUSEKEEPING_ROUNDS: &str = "parklight_housekeeping_rounds_total";
+/// Subscriptions the broker refused (a SUBACK failure code).
+pub const SUBSCRIPTIONS_REFUSED: &str = "parklight_mqtt_subscriptions_refused_total";
+/// Messages larger than `[mqtt] max_packet_bytes` that broke a connection (then read
+/// once on a connection with a larger limit, and rejected).
+pub const MQTT_OVERSIZED: &str = "parklight_mqtt_oversized_total";
 /// Seconds one group commit took.
 pub const COMMIT_SECONDS: &str = "parklight_commit_duration_seconds";
 /// Messages per group commit.
@@ -56,14 +70,26 @@ pub fn register() {
         "Reports received again after they were stored"
     );
     describe_counter!(REPORTS_REJECTED, "Rejected messages by reject code");
-    describe_counter!(
-        REPORTS_LOST_ON_NODE,
-        "Reports a node dropped before the gateway got them"
+    describe_gauge!(
+        REPORTS_LOST_ON_NODES,
+        "Reports the nodes dropped that never reached the gateway, all time"
     );
     describe_counter!(REPORTS_UNKNOWN_NODE, "Reports from nodes in no site file");
     describe_counter!(
         REPORTS_CLOCK_STAMPED,
         "Reports stamped by the gateway for want of a valid node clock"
+    );
+    describe_counter!(
+        REPORTS_RESTAMPED,
+        "Stamped reports placed again once their boot's clock was known"
+    );
+    describe_counter!(COMMIT_FAILURES, "Group commits that failed");
+    describe_counter!(HOUSEKEEPING_FAILURES, "Housekeeping steps that failed");
+    describe_counter!(HOUSEKEEPING_ROUNDS, "Housekeeping rounds run");
+    describe_counter!(SUBSCRIPTIONS_REFUSED, "Subscriptions the broker refused");
+    describe_counter!(
+        MQTT_OVERSIZED,
+        "Messages over max_packet_bytes that broke a connection"
     );
     describe_histogram!(COMMIT_SECONDS, "Duration of one group commit");
     describe_histogram!(COMMIT_MESSAGES, "Messages per group commit");
@@ -87,9 +113,13 @@ pub fn register() {
         REPORTS_RECEIVED,
         REPORTS_STORED,
         REPORTS_DUPLICATE,
-        REPORTS_LOST_ON_NODE,
         REPORTS_UNKNOWN_NODE,
         REPORTS_CLOCK_STAMPED,
+        REPORTS_RESTAMPED,
+        COMMIT_FAILURES,
+        HOUSEKEEPING_ROUNDS,
+        SUBSCRIPTIONS_REFUSED,
+        MQTT_OVERSIZED,
         STORED_ACKS,
         FORWARDED,
         MQTT_CONNECTS,
@@ -104,7 +134,15 @@ pub fn register() {
     for kind in ["retry", "permanent"] {
         counter!(FORWARDER_ERRORS, "kind" => kind).absolute(0);
     }
-    for name in [QUEUE_DEPTH, NODES_ONLINE, FORWARDER_LAG] {
+    for step in ["compaction", "retention"] {
+        counter!(HOUSEKEEPING_FAILURES, "step" => step).absolute(0);
+    }
+    for name in [
+        QUEUE_DEPTH,
+        NODES_ONLINE,
+        FORWARDER_LAG,
+        REPORTS_LOST_ON_NODES,
+    ] {
         gauge!(name).set(0.0);
     }
 }
@@ -126,10 +164,11 @@ pub fn buckets() -> [(&'static str, &'static [f64]); 3] {
     ]
 }
 
-/// A node declared `count` reports gone.
-pub fn lost_on_node(node: &str, count: u64) {
-    counter!(REPORTS_LOST_ON_NODE).increment(count);
-    tracing::info!(node, count, "reports lost on the node");
+/// What the store holds after a commit.
+pub fn totals(totals: crate::ingest::Totals) {
+    gauge!(NODES_ONLINE).set(totals.online as f64);
+    gauge!(REPORTS_LOST_ON_NODES).set(totals.lost as f64);
+    counter!(REPORTS_RESTAMPED).increment(totals.restamped);
 }
 
 /// Logs a reject at most once per reason per minute (the counter counts every one).

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge, histogram};
-use parklight_protocol::status::Status;
+use metrics::{counter, histogram};
 use parklight_protocol::topic::{NodeTopic, node_topic};
 use parklight_protocol::{Ack, Message};
 use rumqttc::{AsyncClient, QoS};
@@ -39,13 +38,28 @@ struct AckPublisher {
     interval: Duration,
     prefix: String,
     client: AsyncClient,
-    last_sent: HashMap<(String, u32), Instant>,
+    /// When the last few boots of each node were acknowledged.
+    last_sent: HashMap<String, Vec<(u32, Instant)>>,
     pending: HashMap<(String, u32), AckNews>,
 }
 
 impl AckPublisher {
     fn offer(&mut self, news: AckNews) {
         self.pending.insert((news.node.clone(), news.boot), news);
+    }
+
+    fn sent_at(&self, (node, boot): &(String, u32)) -> Option<Instant> {
+        let boots = self.last_sent.get(node)?;
+        boots.iter().find(|(b, _)| b == boot).map(|(_, at)| *at)
+    }
+
+    /// Remembers an ack of a node's boot, forgetting all but the node's latest boots.
+    fn sent(&mut self, (node, boot): (String, u32), at: Instant) {
+        let boots = self.last_sent.entry(node).or_default();
+        boots.retain(|(b, _)| *b != boot);
+        boots.push((boot, at));
+        let excess = boots.len().saturating_sub(crate::ingest::KEEP_BOOTS);
+        boots.drain(..excess);
     }
 
     /// Publishes what is due; returns how long until the next one is.
@@ -55,9 +69,9 @@ impl AckPublisher {
         let due: Vec<(String, u32)> = self
             .pending
             .keys()
-            .filter(|key| match self.last_sent.get(*key) {
-                Some(sent) if now.duration_since(*sent) < self.interval => {
-                    let wait = self.interval - now.duration_since(*sent);
+            .filter(|key| match self.sent_at(key) {
+                Some(sent) if now.duration_since(sent) < self.interval => {
+                    let wait = self.interval - now.duration_since(sent);
                     next = Some(next.map_or(wait, |n| n.min(wait)));
                     false
                 }
@@ -86,7 +100,7 @@ impl AckPublisher {
             {
                 Ok(()) => {
                     counter!(m::STORED_ACKS).increment(1);
-                    self.last_sent.insert(key, now);
+                    self.sent(key, now);
                 }
                 Err(error) => {
                     tracing::debug!(%error, "stored-acknowledgement not queued; retrying");
@@ -96,27 +110,6 @@ impl AckPublisher {
             }
         }
         next
-    }
-}
-
-/// Which nodes are online: the latest birth or will, a late will of an older
-/// connection ignored.
-#[derive(Default)]
-struct Presence {
-    latest: HashMap<String, ((u32, u32), bool)>,
-}
-
-impl Presence {
-    fn update(&mut self, node: String, status: &Status) {
-        let (connection, online) = match status {
-            Status::Online(b) => ((b.boot, b.conn), true),
-            Status::Offline(o) => ((o.boot, o.conn), false),
-        };
-        let entry = self.latest.entry(node).or_insert((connection, online));
-        if connection >= entry.0 {
-            *entry = (connection, online);
-        }
-        gauge!(m::NODES_ONLINE).set(self.latest.values().filter(|(_, on)| *on).count() as f64);
     }
 }
 
@@ -132,6 +125,7 @@ pub struct Outlets {
 }
 
 /// Runs until `stop` is cancelled and what arrived before is stored and acknowledged.
+/// Fails when the store fails in a way that waiting will not mend.
 pub fn run(
     mut store: Store,
     mut ingest: Ingest,
@@ -152,7 +146,7 @@ pub fn run(
         last_sent: HashMap::new(),
         pending: HashMap::new(),
     };
-    let mut presence = Presence::default();
+    m::totals(ingest.committed());
     loop {
         let wait = acks
             .flush_due()
@@ -180,11 +174,12 @@ pub fn run(
             let _ = ack_sender.send(ready);
         }
         backlog.handled(group.len());
+        m::totals(ingest.committed());
         let now = jiff::Timestamp::now().as_millisecond();
         for (message, outcome) in group.iter().zip(&outcomes) {
             histogram!(m::ACK_LAG_SECONDS)
                 .record((now - message.received_ms).max(0) as f64 / 1000.0);
-            record(message, outcome, &mut presence);
+            record(message, outcome);
         }
         news.into_iter().for_each(|n| acks.offer(n));
     }
@@ -193,8 +188,9 @@ pub fn run(
     Ok(())
 }
 
-/// Stores a group in one transaction, retrying until it commits: nothing is acknowledged
-/// before. Gives up only when stopping.
+/// Stores a group, trying again every second while the store's trouble may pass (a
+/// full disk, a lock held elsewhere): nothing is acknowledged before it commits. Gives up
+/// on any other failure, and when stopping.
 fn commit(
     store: &mut Store,
     ingest: &mut Ingest,
@@ -202,24 +198,9 @@ fn commit(
     news: &mut Vec<AckNews>,
     stop: &CancellationToken,
 ) -> Result<Vec<Outcome>, StorageError> {
-    loop {
+    for attempt in 0u64.. {
         let started = Instant::now();
-        let attempt = (|| {
-            let mut writer = store.write()?;
-            let mut outcomes = Vec::with_capacity(group.len());
-            for message in group {
-                let incoming = Incoming {
-                    topic: &message.publish.topic,
-                    payload: &message.publish.payload,
-                    received_ms: message.received_ms,
-                };
-                outcomes.push(ingest.handle(&mut writer, &incoming, news)?);
-            }
-            ingest.save(&mut writer)?;
-            writer.commit()?;
-            Ok::<_, StorageError>(outcomes)
-        })();
-        match attempt {
+        match store_group(store, ingest, group, news) {
             Ok(outcomes) => {
                 m::committed(group.len(), started.elapsed());
                 return Ok(outcomes);
@@ -227,17 +208,44 @@ fn commit(
             Err(error) => {
                 ingest.forget();
                 news.clear();
-                if stop.is_cancelled() {
+                counter!(m::COMMIT_FAILURES).increment(1);
+                if !error.is_transient() || stop.is_cancelled() {
                     return Err(error);
                 }
-                tracing::error!(%error, messages = group.len(), "commit failed; retrying in a second (nothing is acknowledged)");
+                if attempt % 60 == 0 {
+                    tracing::error!(%error, messages = group.len(), attempt, "commit failed; retrying every second (nothing is acknowledged)");
+                }
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
     }
+    unreachable!("attempts never run out")
 }
 
-fn record(message: &Arrived, outcome: &Outcome, presence: &mut Presence) {
+/// Stores a group in one transaction. On failure the caller must [`Ingest::forget`].
+fn store_group(
+    store: &mut Store,
+    ingest: &mut Ingest,
+    group: &[Arrived],
+    news: &mut Vec<AckNews>,
+) -> Result<Vec<Outcome>, StorageError> {
+    let mut writer = store.write()?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for message in group {
+        let incoming = Incoming {
+            topic: &message.publish.topic,
+            payload: &message.publish.payload,
+            received_ms: message.received_ms,
+            retained: message.publish.retain,
+        };
+        outcomes.push(ingest.handle(&mut writer, &incoming, news)?);
+    }
+    ingest.save(&mut writer)?;
+    writer.commit()?;
+    Ok(outcomes)
+}
+
+fn record(message: &Arrived, outcome: &Outcome) {
     let topic = &message.publish.topic;
     if topic.ends_with("/telemetry") {
         counter!(m::REPORTS_RECEIVED).increment(1);
@@ -257,7 +265,117 @@ fn record(message: &Arrived, outcome: &Outcome, presence: &mut Presence) {
         }
         Outcome::Duplicate => counter!(m::REPORTS_DUPLICATE).increment(1),
         Outcome::Rejected(error) => m::rejected(error.reason, error.field, topic),
-        Outcome::Status { node, status } => presence.update(node.clone(), status),
-        Outcome::Event => {}
+        Outcome::Status { .. } | Outcome::Event => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use rumqttc::Publish;
+
+    fn arrived(topic: &str, payload: String) -> Arrived {
+        Arrived {
+            publish: Publish::new(topic, QoS::AtLeastOnce, payload),
+            received_ms: 1_764_093_601_000,
+            connection: 1,
+        }
+    }
+
+    /// Reports 0..count of a node's boot, each with a lot to store.
+    fn reports(node: &str, boot: u32, seqs: std::ops::Range<u32>) -> Vec<Arrived> {
+        seqs.map(|seq| {
+            arrived(
+                &format!("parklight/v1/remiseparken/{node}/telemetry"),
+                format!(
+                    r#"{{"v":1,"boot":{boot},"seq":{seq},"ts":1764093600000,"period_s":60,"lux":{{"avg":6,"min":5,"max":7}},"motion":1,"lamp":{{"on":true,"level":80}}}}"#
+                ),
+            )
+        })
+        .collect()
+    }
+
+    #[test]
+    fn ingest_resumes_once_a_full_disk_has_room_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 100).unwrap();
+        let mut ingest = Ingest::new("parklight/v1", &[], 300_000, &store).unwrap();
+        let mut news = Vec::new();
+        store_group(
+            &mut store,
+            &mut ingest,
+            &reports("pole-017", 1, 0..10),
+            &mut news,
+        )
+        .unwrap();
+        ingest.committed();
+        // The disk fills up: a group holding a never-seen node cannot commit.
+        store.limit_pages(Some(0));
+        let mut group = reports("pole-new", 1, 0..2000);
+        group.push(arrived(
+            "parklight/v1/remiseparken/pole-new/status",
+            r#"{"v":1,"state":"online","boot":1,"conn":1,"oldest":{"boot":1,"seq":0}}"#.into(),
+        ));
+        group.extend(reports("pole-017", 1, 10..20));
+        for _ in 0..3 {
+            let error = store_group(&mut store, &mut ingest, &group, &mut news).unwrap_err();
+            assert!(error.is_transient(), "{error}");
+            ingest.forget();
+            news.clear();
+        }
+        // Room again: the same group commits, and nothing is counted twice.
+        store.limit_pages(None);
+        let outcomes = store_group(&mut store, &mut ingest, &group, &mut news).unwrap();
+        let totals = ingest.committed();
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, Outcome::Stored { .. }))
+                .count(),
+            2010
+        );
+        assert_eq!((totals.online, totals.lost), (1, 0));
+        assert_eq!(store.report_count().unwrap(), 2020);
+        let acked: Vec<(String, u32)> = news.iter().map(|n| (n.node.clone(), n.seq)).collect();
+        assert!(acked.contains(&("pole-new".into(), 1999)), "{acked:?}");
+        assert!(acked.contains(&("pole-017".into(), 19)), "{acked:?}");
+        // And the next group goes as usual.
+        news.clear();
+        store_group(
+            &mut store,
+            &mut ingest,
+            &reports("pole-new", 1, 2000..2001),
+            &mut news,
+        )
+        .unwrap();
+        assert_eq!(news.last().map(|n| n.seq), Some(2000));
+    }
+
+    #[test]
+    fn a_store_that_is_not_ours_any_more_is_no_transient_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 100).unwrap();
+        let mut ingest = Ingest::new("parklight/v1", &[], 300_000, &store).unwrap();
+        let other = rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER sabotage BEFORE INSERT ON reports
+                 BEGIN SELECT RAISE(ABORT, 'reports are not taken here'); END;",
+            )
+            .unwrap();
+        let error = commit(
+            &mut store,
+            &mut ingest,
+            &reports("pole-017", 1, 0..1),
+            &mut Vec::new(),
+            &CancellationToken::new(),
+        )
+        .unwrap_err();
+        assert!(!error.is_transient());
+        assert!(
+            error.to_string().contains("reports are not taken here"),
+            "{error}"
+        );
     }
 }

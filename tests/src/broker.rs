@@ -7,13 +7,37 @@ use std::time::Duration;
 
 use crate::{free_port, require, wait_until};
 
+/// The payload limit of `deploy/mosquitto.conf`.
+pub const SHIPPED_MESSAGE_SIZE_LIMIT: usize = 16_384;
+
+/// How a test's Mosquitto differs from the shipped settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Messages queued per offline or slow client (0: no limit).
+    pub max_queued: usize,
+    /// `message_size_limit` (0: none).
+    pub message_size_limit: usize,
+    /// A dynamic-security configuration (JSON) to load the plugin with.
+    pub dynamic_security: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_queued: 100_000,
+            message_size_limit: SHIPPED_MESSAGE_SIZE_LIMIT,
+            dynamic_security: None,
+        }
+    }
+}
+
 /// A running Mosquitto; killed when dropped.
 pub struct Mosquitto {
     process: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
     binary: PathBuf,
-    max_queued: usize,
+    settings: Settings,
     tls_port: Option<u16>,
 }
 
@@ -21,12 +45,20 @@ impl Mosquitto {
     /// Starts Mosquitto without persistence on a free port: the settings DESIGN.md asks
     /// of a production broker (high in-flight window, bounded message size).
     pub fn start() -> Mosquitto {
-        Mosquitto::with_queue(100_000)
+        Mosquitto::with(Settings::default())
     }
 
     /// As [`Mosquitto::start`], queueing up to `max_queued` messages per offline or slow
     /// client (0: no limit).
     pub fn with_queue(max_queued: usize) -> Mosquitto {
+        Mosquitto::with(Settings {
+            max_queued,
+            ..Settings::default()
+        })
+    }
+
+    /// As [`Mosquitto::start`], with `settings`.
+    pub fn with(settings: Settings) -> Mosquitto {
         let binary = require("mosquitto", "mosquitto");
         let dir = tempfile::tempdir().expect("temporary folder");
         let mut broker = Mosquitto {
@@ -34,7 +66,7 @@ impl Mosquitto {
             port: free_port(),
             dir,
             binary,
-            max_queued,
+            settings,
             tls_port: None,
         };
         broker.launch();
@@ -157,15 +189,34 @@ impl Mosquitto {
                 dir.join("server.key").display()
             )
         });
+        let plugin = match &self.settings.dynamic_security {
+            Some(json) => {
+                let path = dir.join("dynamic-security.json");
+                std::fs::write(&path, json).expect("writing dynamic-security.json");
+                // Mosquitto started as root runs as the `mosquitto` user and writes it.
+                use std::os::unix::fs::PermissionsExt;
+                for (path, mode) in [(dir.to_owned(), 0o777), (path.clone(), 0o666)] {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                        .expect("permissions");
+                }
+                format!(
+                    "plugin {}\nplugin_opt_config_file {}\n",
+                    dynamic_security_plugin().display(),
+                    path.display()
+                )
+            }
+            None => String::new(),
+        };
         std::fs::write(
             self.config_path(),
             format!(
                 "per_listener_settings {per_listener}\npersistence false\n\
-                 max_inflight_messages 1000\nmax_queued_messages {queued}\nmessage_size_limit 65536\n\
-                 log_dest file {log}\nlistener {port} 127.0.0.1\nallow_anonymous true\n{secured}",
+                 max_inflight_messages 1000\nmax_queued_messages {queued}\nmessage_size_limit {limit}\n\
+                 log_dest file {log}\nlistener {port} 127.0.0.1\nallow_anonymous true\n{plugin}{secured}",
                 per_listener = self.tls_port.is_some(),
                 port = self.port,
-                queued = self.max_queued,
+                queued = self.settings.max_queued,
+                limit = self.settings.message_size_limit,
                 log = dir.join("mosquitto.log").display()
             ),
         )
@@ -219,6 +270,20 @@ impl Mosquitto {
     pub fn log_path(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Mosquitto's dynamic-security plugin, as Debian's package installs it.
+fn dynamic_security_plugin() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("mosquitto_dynamic_security.so"))
+        .chain([PathBuf::from("/usr/lib/mosquitto_dynamic_security.so")])
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!("mosquitto_dynamic_security.so is not installed: run `sudo apt-get install -y mosquitto` (or .ci/run)")
+        })
 }
 
 impl Drop for Mosquitto {

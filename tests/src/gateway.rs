@@ -20,34 +20,28 @@ pub struct Gateway {
     dir: tempfile::TempDir,
     http_port: u16,
     process: Option<Child>,
+    broker_url: String,
     /// Extra configuration appended to the file (e.g. an `[influxdb]` section).
     extra: String,
+    sites: Vec<PathBuf>,
     env: Vec<(String, String)>,
 }
 
 impl Gateway {
-    /// A gateway for `broker_url`, storing in its own folder, acknowledging every second.
+    /// A gateway for `broker_url` and Remiseparken, storing in its own folder,
+    /// acknowledging every second.
     pub fn new(broker_url: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("temporary folder");
         let gateway = Gateway {
             http_port: free_port(),
             dir,
             process: None,
+            broker_url: broker_url.to_owned(),
             extra: extra.to_owned(),
+            sites: vec![remiseparken_file()],
             env: Vec::new(),
         };
-        std::fs::write(
-            gateway.config_path(),
-            format!(
-                "[mqtt]\nurl = \"{broker_url}\"\nclient_id = \"gateway-under-test\"\n\n\
-                 [storage]\npath = \"data\"\n\n[ingest]\nack_interval_s = 1\n\n\
-                 [http]\nlisten = \"127.0.0.1:{port}\"\n\n[[sites]]\nfile = \"{site}\"\n\n{extra}\n",
-                port = gateway.http_port,
-                site = remiseparken_file().display(),
-                extra = gateway.extra,
-            ),
-        )
-        .expect("writing the configuration");
+        gateway.write_config();
         gateway
     }
 
@@ -55,6 +49,51 @@ impl Gateway {
     pub fn env(mut self, name: &str, value: &str) -> Gateway {
         self.env.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// Lists these site files in the configuration instead (from the next start on).
+    pub fn set_sites(&mut self, sites: &[PathBuf]) {
+        self.sites = sites.to_vec();
+        self.write_config();
+    }
+
+    fn write_config(&self) {
+        let sites: String = self
+            .sites
+            .iter()
+            .map(|site| format!("[[sites]]\nfile = \"{}\"\n\n", site.display()))
+            .collect();
+        std::fs::write(
+            self.config_path(),
+            format!(
+                "[mqtt]\nurl = \"{broker}\"\nclient_id = \"gateway-under-test\"\n\n\
+                 [storage]\npath = \"data\"\n\n[ingest]\nack_interval_s = 1\n\n\
+                 [http]\nlisten = \"127.0.0.1:{port}\"\n\n{sites}{extra}\n",
+                broker = self.broker_url,
+                port = self.http_port,
+                extra = self.extra,
+            ),
+        )
+        .expect("writing the configuration");
+    }
+
+    /// Waits up to `timeout` for the process to end on its own; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.process.as_mut()?;
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.process = None;
+        }
+        status
+    }
+
+    /// The store's folder.
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// The configuration file.
@@ -145,7 +184,7 @@ impl Gateway {
 
     /// Its store (open it once the gateway is stopped).
     pub fn store(&self) -> Store {
-        Store::open(&self.dir.path().join("data"), 10_000).expect("opening the gateway's store")
+        Store::open(&self.store_path(), 10_000).expect("opening the gateway's store")
     }
 }
 

@@ -136,3 +136,41 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Publishes `messages` (topic, payload) to the broker at `url` at QoS 1 and waits until
+/// the broker has acknowledged every one. Payloads may be large (up to 1 MiB).
+pub fn publish(url: &str, messages: &[(String, Vec<u8>)]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut options =
+            parklight_sim::mqtt::broker_options(url, "test-publisher").expect("broker URL");
+        options
+            .set_inflight(1000)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1000);
+        let expected = messages.len();
+        let acks = tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < expected {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                    Ok(_) => {}
+                    Err(error) => panic!("publishing: {error}"),
+                }
+            }
+            eventloop
+        });
+        for (topic, payload) in messages {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .expect("queued");
+        }
+        let mut eventloop = acks.await.expect("publisher");
+        client.disconnect().await.expect("disconnect");
+        while eventloop.poll().await.is_ok() {}
+    });
+}

@@ -129,37 +129,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 }
 
 fn publish(broker: &Mosquitto, messages: &[(String, Vec<u8>)]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut options =
-            parklight_sim::mqtt::broker_options(&broker.url(), "test-publisher").unwrap();
-        options.set_inflight(1000);
-        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1000);
-        let expected = messages.len();
-        let acks = tokio::spawn(async move {
-            let mut acked = 0;
-            while acked < expected {
-                match eventloop.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
-                    Ok(_) => {}
-                    Err(error) => panic!("publishing: {error}"),
-                }
-            }
-            eventloop
-        });
-        for (topic, payload) in messages {
-            client
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.clone())
-                .await
-                .unwrap();
-        }
-        let mut eventloop = acks.await.unwrap();
-        client.disconnect().await.unwrap();
-        while eventloop.poll().await.is_ok() {}
-    });
+    parklight_tests::publish(&broker.url(), messages);
 }
 
 fn report(boot: u32, seq: u32, lux_avg: f64) -> (String, Vec<u8>) {
@@ -363,6 +333,41 @@ fn a_configuration_with_errors_is_refused_with_every_problem() {
             );
         }
     }
+    // Credentials in the URL would be logged: refused, and not repeated in the refusal.
+    std::fs::write(
+        &path,
+        "[mqtt]\nurl = \"mqtt://gateway:s3cret-pw@127.0.0.1:1883\"\n\n[[sites]]\nfile = \"nowhere.geojson\"\n",
+    )
+    .unwrap();
+    for command in ["check", "run"] {
+        let finished = Parklight::spawn(&[command, "--config", path.to_str().unwrap()])
+            .wait(Duration::from_secs(30));
+        assert_eq!(finished.status.code(), Some(1), "{command}");
+        assert!(
+            finished
+                .stderr
+                .contains("bad.toml:2: [mqtt] url: no credentials in the URL"),
+            "{command}: {}",
+            finished.stderr
+        );
+        assert!(
+            !finished.stderr.contains("s3cret-pw"),
+            "{}",
+            finished.stderr
+        );
+    }
+    // No site file: it runs (storing every report), and says what that means.
+    std::fs::write(&path, "[storage]\npath = \"data\"\n").unwrap();
+    let warned = Parklight::spawn(&["check", "--config", path.to_str().unwrap()])
+        .wait(Duration::from_secs(30));
+    assert!(warned.status.success(), "{}", warned.stderr);
+    assert!(
+        warned.stderr.contains(
+            "warning: no [[sites]]: every report is stored, but no node belongs to a zone"
+        ),
+        "{}",
+        warned.stderr
+    );
     let good = Parklight::spawn(&[
         "check",
         "--config",

@@ -52,67 +52,63 @@ fn statuses_forwarded(tsdb: &VictoriaMetrics) {
     );
 }
 
-/// Asserts that VictoriaMetrics holds every stored report, with its tags and values.
-fn assert_every_report_in_the_database(gateway: &Gateway, tsdb: &VictoriaMetrics) {
+/// Asserts that VictoriaMetrics holds every stored report of `site`, with its tags and
+/// every field's value.
+fn assert_every_report_in_the_database(gateway: &Gateway, tsdb: &VictoriaMetrics, site: &str) {
     let store = gateway.store();
-    let rows = store.reports_after(0, usize::MAX).unwrap();
-    let mut by_series: HashMap<(String, String), BTreeMap<i64, f64>> = HashMap::new();
+    let rows = store.reports_after(0, usize::MAX, i64::MAX).unwrap();
+    // (field, node, zone tag) → samples.
+    type Key = (String, String, Option<String>);
+    let mut by_series: HashMap<Key, BTreeMap<i64, f64>> = HashMap::new();
     for series in tsdb.export("park_light_(lux_.*|motion|lamp_.*|power_w|clock_ok)") {
         let node = series.labels.get("node").cloned().unwrap_or_default();
         let name = series.labels["__name__"].clone();
         assert_eq!(
             series.labels.get("site").map(String::as_str),
-            Some("remiseparken"),
+            Some(site),
             "{series:?}"
         );
-        assert!(series.labels.contains_key("zone"), "{series:?}");
         by_series
-            .entry((name, node))
+            .entry((name, node, series.labels.get("zone").cloned()))
             .or_default()
             .extend(series.samples);
     }
-    let value = |name: &str, node: &str, ts: i64| {
-        by_series
-            .get(&(name.to_owned(), node.to_owned()))
-            .and_then(|s| s.get(&ts))
-            .copied()
-    };
+    let bit = |on: bool| if on { 1.0 } else { 0.0 };
     for row in &rows {
         let (node, r) = (row.node.as_str(), &row.report);
-        assert_eq!(
-            value("park_light_motion", node, r.ts),
-            Some(f64::from(r.motion)),
-            "{node} {}",
-            r.ts
-        );
-        assert_eq!(
-            value("park_light_lamp_level", node, r.ts),
-            Some(f64::from(r.lamp_level)),
-            "{node} {}",
-            r.ts
-        );
-        assert_eq!(
-            value("park_light_lux_avg", node, r.ts),
-            r.lux.map(|l| l.avg),
-            "{node} {}",
-            r.ts
-        );
-        assert_eq!(
-            value("park_light_power_w", node, r.ts),
-            r.power_w,
-            "{node} {}",
-            r.ts
-        );
-        assert_eq!(
-            value("park_light_clock_ok", node, r.ts),
-            Some(1.0),
-            "{node} {}",
-            r.ts
-        );
+        let value = |field: &str| {
+            by_series
+                .get(&(
+                    format!("park_light_{field}"),
+                    node.to_owned(),
+                    r.zone.clone(),
+                ))
+                .and_then(|s| s.get(&r.ts))
+                .copied()
+        };
+        let expected = [
+            ("lux_avg", r.lux.map(|l| l.avg)),
+            ("lux_min", r.lux.map(|l| l.min)),
+            ("lux_max", r.lux.map(|l| l.max)),
+            ("motion", Some(f64::from(r.motion))),
+            ("lamp_level", Some(f64::from(r.lamp_level))),
+            ("lamp_on", Some(bit(r.lamp_on))),
+            ("power_w", r.power_w),
+            ("clock_ok", Some(bit(r.clock_ok))),
+        ];
+        for (field, expected) in expected {
+            assert_eq!(
+                value(field),
+                expected,
+                "{field} of {node} at {} (zone {:?})",
+                r.ts,
+                r.zone
+            );
+        }
     }
     let motion_samples: usize = by_series
         .iter()
-        .filter(|((name, _), _)| name == "park_light_motion")
+        .filter(|((name, _, _), _)| name == "park_light_motion")
         .map(|(_, s)| s.len())
         .sum();
     assert_eq!(motion_samples, rows.len(), "one point per report");
@@ -138,7 +134,8 @@ fn every_report_reaches_the_database_with_its_tags_and_values() {
         reports,
         "stored exactly once"
     );
-    assert_every_report_in_the_database(&gateway, &tsdb);
+    assert_every_report_in_the_database(&gateway, &tsdb, "remiseparken");
+    assert!(!gateway.log().contains("test-token"), "the token is logged");
 }
 
 #[test]
@@ -168,5 +165,38 @@ fn a_database_outage_stops_nothing_and_is_caught_up() {
     forwarded_everything(&gateway, reports);
     statuses_forwarded(&tsdb);
     gateway.stop();
-    assert_every_report_in_the_database(&gateway, &tsdb);
+    assert_every_report_in_the_database(&gateway, &tsdb, "remiseparken");
+}
+
+#[test]
+fn a_node_in_no_site_file_is_tagged_with_the_site_its_topic_names() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let tsdb = VictoriaMetrics::start();
+    let mut gateway = gateway_for(&broker, &tsdb);
+    gateway.start();
+    // A pole installed in another park before anyone drew it in a site file.
+    let reports: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|seq| {
+            (
+                "parklight/v1/norrebroparken/pole-new/telemetry".to_owned(),
+                format!(
+                    r#"{{"v":1,"boot":1,"seq":{seq},"ts":{},"period_s":60,"lux":{{"avg":2.5,"min":1.5,"max":3.5}},"motion":{seq},"lamp":{{"on":true,"level":60,"power_w":20.5}}}}"#,
+                    1_764_093_600_000 + i64::from(seq) * 60_000
+                )
+                .into_bytes(),
+            )
+        })
+        .collect();
+    parklight_tests::publish(&broker.url(), &reports);
+    forwarded_everything(&gateway, 5);
+    gateway.stop();
+    let series = tsdb.export("park_light_motion");
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert_eq!(
+        series[0].labels.get("site").map(String::as_str),
+        Some("norrebroparken")
+    );
+    assert!(!series[0].labels.contains_key("zone"), "{series:?}");
+    assert_every_report_in_the_database(&gateway, &tsdb, "norrebroparken");
 }

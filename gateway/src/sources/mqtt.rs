@@ -13,8 +13,21 @@
 //! [`Backlog`] bounds what waits to be stored: when it is full the task stops reading
 //! (the rest waits in the broker) and only writes acknowledgements.
 //!
-//! Writing to the connection uses rumqttc 0.25's public `EventLoop::network`; check it
-//! again when upgrading rumqttc.
+//! Every connection subscribes to what the configuration asks for and unsubscribes what
+//! an earlier configuration asked for ([`Subscriptions`]): the broker keeps a persistent
+//! session's subscriptions, so they must follow the configuration on every connect, and
+//! a refused subscription is an error, not silence.
+//!
+//! A message larger than `[mqtt] max_packet_bytes` makes rumqttc drop the connection,
+//! and a persistent session delivers it again on every reconnect. So after such a drop
+//! the next connection accepts packets up to MQTT's own limit, reads the message once
+//! (the poller keeps only its first bytes) and the writer rejects it as `too_long`; the
+//! connection after that has the configured limit again. The broker's own limit
+//! (Mosquitto's `message_size_limit`) should keep such messages from ever arriving.
+//!
+//! Writing to the connection, the limit of the next connection and the events rumqttc
+//! read before a connection broke use rumqttc 0.25's public `EventLoop::network`,
+//! `mqtt_options` and `state.events`; check them again when upgrading rumqttc.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,13 +38,16 @@ use parklight_protocol::gateway::GatewayStatus;
 use parklight_protocol::status::OfflineReason;
 use parklight_sim::Site;
 use rand::RngExt;
+use rumqttc::mqttbytes::Error as PacketError;
 use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, PubAck, Publish, QoS,
-    Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
+    PubAck, Publish, QoS, StateError, SubscribeFilter, SubscribeReasonCode, Transport,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MqttConfig, secret};
+use crate::metrics as m;
+use crate::store::{StorageError, Store};
 
 /// A publish as it arrived, waiting to be stored and acknowledged.
 #[derive(Debug)]
@@ -138,6 +154,12 @@ const REQUEST_CAPACITY: usize = 65_536;
 const OUTGOING_INFLIGHT: u16 = 10_000;
 /// Longest wait for the broker to take a batch of acknowledgements.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// MQTT's largest packet (the most a remaining length can say): the limit of the one
+/// connection that reads a message over `[mqtt] max_packet_bytes`.
+const MQTT_MAX_PACKET: usize = 268_435_455;
+/// Payloads longer than this keep only their start on their way to the writer: enough to
+/// reject them as `too_long` and keep a dead letter, without holding megabytes.
+const KEPT_PAYLOAD: usize = 4 * parklight_protocol::MAX_PAYLOAD;
 
 /// The gateway's own status topic.
 pub fn status_topic(config: &MqttConfig) -> String {
@@ -205,6 +227,100 @@ pub fn topics(config: &MqttConfig, sites: &[Site]) -> Vec<String> {
         .collect()
 }
 
+/// What every connection subscribes to, and what it must no longer hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriptions {
+    /// The filters the configuration asks for.
+    pub filters: Vec<String>,
+    /// Filters the broker may still hold for the session from an earlier configuration.
+    pub stale: Vec<String>,
+    /// The store's folder, to forget the stale filters once the broker dropped them.
+    pub store: std::path::PathBuf,
+}
+
+impl Subscriptions {
+    /// The subscriptions `config` and `sites` ask for, against those `store` (in
+    /// `folder`) remembers the broker may hold. The new ones are remembered before they
+    /// are made, so a crash never leaves one the gateway does not know of.
+    pub fn plan(
+        config: &MqttConfig,
+        sites: &[Site],
+        store: &mut Store,
+        folder: &std::path::Path,
+    ) -> Result<Subscriptions, StorageError> {
+        let filters = topics(config, sites);
+        let held = store.subscriptions()?;
+        let stale: Vec<String> = held
+            .iter()
+            .filter(|f| !filters.contains(f))
+            .cloned()
+            .collect();
+        let mut remembered = filters.clone();
+        remembered.extend(stale.iter().cloned());
+        store.set_subscriptions(&remembered)?;
+        Ok(Subscriptions {
+            filters,
+            stale,
+            store: folder.to_owned(),
+        })
+    }
+
+    /// Asks for them on a new connection: the stale ones go first.
+    fn request(&self, client: &AsyncClient) {
+        for filter in &self.stale {
+            if let Err(error) = client.try_unsubscribe(filter) {
+                tracing::error!(filter, %error, "cannot unsubscribe");
+            }
+        }
+        let wanted = self
+            .filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        if let Err(error) = client.try_subscribe_many(wanted) {
+            tracing::error!(%error, "cannot subscribe");
+        }
+    }
+
+    /// The broker answered the subscription: a refused filter is an error.
+    fn check(&self, codes: &[SubscribeReasonCode]) {
+        for (filter, code) in self.filters.iter().zip(codes) {
+            match code {
+                SubscribeReasonCode::Failure => {
+                    metrics::counter!(m::SUBSCRIPTIONS_REFUSED).increment(1);
+                    tracing::error!(
+                        filter,
+                        "the broker refused the subscription: nothing on it reaches the gateway (check the broker's ACL for the gateway's user)"
+                    );
+                }
+                SubscribeReasonCode::Success(_) => {
+                    tracing::debug!(filter, "subscribed");
+                }
+            }
+        }
+    }
+
+    /// The broker dropped the stale filters: forget them.
+    async fn forget_stale(&mut self) {
+        let (folder, filters) = (self.store.clone(), self.filters.clone());
+        let saved = tokio::task::spawn_blocking(move || {
+            Store::open(&folder, 0)?.set_subscriptions(&filters)
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {
+                tracing::info!(filters = ?self.stale, "unsubscribed what the configuration no longer asks for");
+                self.stale.clear();
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot record the subscriptions; unsubscribing again next time")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot record the subscriptions; unsubscribing again next time")
+            }
+        }
+    }
+}
+
 /// The poller's side of the writer: publishes go out, acknowledgements come back.
 pub struct Intake {
     /// Publishes as they arrive.
@@ -219,11 +335,11 @@ pub struct Intake {
 /// connection are dropped (the broker delivers those messages again).
 async fn acknowledge(eventloop: &mut EventLoop, connection: u64, acks: Acks) {
     if acks.connection != connection {
-        metrics::counter!(crate::metrics::ACKS_STALE).increment(acks.packet_ids.len() as u64);
+        metrics::counter!(m::ACKS_STALE).increment(acks.packet_ids.len() as u64);
         return;
     }
     let Some(network) = eventloop.network.as_mut() else {
-        metrics::counter!(crate::metrics::ACKS_STALE).increment(acks.packet_ids.len() as u64);
+        metrics::counter!(m::ACKS_STALE).increment(acks.packet_ids.len() as u64);
         return;
     };
     let written = async {
@@ -246,12 +362,12 @@ async fn acknowledge(eventloop: &mut EventLoop, connection: u64, acks: Acks) {
 /// the broker is out of reach), forwarding publishes to `arrived` until `stop` is
 /// cancelled: what arrives after stays unacknowledged, and the broker delivers it again
 /// next time. Writes the writer's `acks` before reading more, and reads only while the
-/// `backlog` has room. Subscribes and publishes the gateway's birth whenever the broker
-/// reports a new session; reconnects with exponential backoff and jitter.
+/// `backlog` has room. On every connection it makes the `subscriptions` and publishes
+/// the gateway's birth; reconnects with exponential backoff and jitter.
 pub async fn poll(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    topics: Vec<String>,
+    mut subscriptions: Subscriptions,
     birth: (String, Vec<u8>),
     intake: Intake,
     stop: CancellationToken,
@@ -261,14 +377,16 @@ pub async fn poll(
         mut acks,
         backlog,
     } = intake;
+    let packet_limit = eventloop.mqtt_options.max_packet_size();
     let mut backoff = Duration::from_millis(200);
     let mut disconnecting = false;
     let mut connection = 0;
+    let mut unsubscribed = 0;
     let mut paused = false;
     loop {
         let full = backlog.is_full() && !stop.is_cancelled();
         if full && !paused {
-            metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
+            metrics::counter!(m::QUEUE_FULL).increment(1);
         }
         paused = full;
         // While connecting, acknowledgements wait: cancelling a connect half-way would
@@ -288,22 +406,36 @@ pub async fn poll(
             Ok(Event::Incoming(Packet::ConnAck(connack))) => {
                 backoff = Duration::from_millis(200);
                 connection += 1;
-                metrics::counter!(crate::metrics::MQTT_CONNECTS).increment(1);
+                unsubscribed = 0;
+                // What rumqttc read before the last connection broke is not ours to
+                // acknowledge on this one: the broker delivers it again.
+                eventloop.state.events.clear();
+                // A limit raised to read one oversized message holds for one connection.
+                eventloop
+                    .mqtt_options
+                    .set_max_packet_size(packet_limit, packet_limit);
+                metrics::counter!(m::MQTT_CONNECTS).increment(1);
                 tracing::info!(
                     session_present = connack.session_present,
                     "connected to the broker"
                 );
-                if !connack.session_present {
-                    for topic in &topics {
-                        if let Err(e) = client.try_subscribe(topic, QoS::AtLeastOnce) {
-                            tracing::error!(topic, error = %e, "cannot subscribe");
-                        }
-                    }
-                }
+                subscriptions.request(&client);
                 let _ = client.try_publish(&birth.0, QoS::AtLeastOnce, true, birth.1.clone());
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) if !stop.is_cancelled() => {
+            Ok(Event::Incoming(Packet::SubAck(suback))) => {
+                subscriptions.check(&suback.return_codes);
+            }
+            Ok(Event::Incoming(Packet::UnsubAck(_))) => {
+                unsubscribed += 1;
+                if unsubscribed == subscriptions.stale.len() {
+                    subscriptions.forget_stale().await;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(mut publish))) if !stop.is_cancelled() => {
                 backlog.arrived();
+                if publish.payload.len() > KEPT_PAYLOAD {
+                    publish.payload = publish.payload[..KEPT_PAYLOAD].to_vec().into();
+                }
                 let received_ms = jiff::Timestamp::now().as_millisecond();
                 if arrived
                     .send(Arrived {
@@ -320,6 +452,19 @@ pub async fn poll(
             Ok(_) => {}
             Err(_) if disconnecting => return,
             Err(_) if stop.is_cancelled() => return,
+            Err(ConnectionError::MqttState(StateError::Deserialization(
+                PacketError::PayloadSizeLimitExceeded(size),
+            ))) => {
+                metrics::counter!(m::MQTT_OVERSIZED).increment(1);
+                tracing::warn!(
+                    size,
+                    limit = packet_limit,
+                    "a message larger than [mqtt] max_packet_bytes broke the connection; the next connection reads it once to reject it (lower the broker's message_size_limit)"
+                );
+                eventloop
+                    .mqtt_options
+                    .set_max_packet_size(MQTT_MAX_PACKET, packet_limit);
+            }
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "broker connection failed");
                 let jitter = rand::rng().random_range(0.5..1.5);

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Forwarded, REPORT_COLUMNS, ReportRow, StorageError, Store, blocks, report_from};
 
@@ -73,6 +73,10 @@ pub struct LatestReport {
     pub report: ReportRow,
 }
 
+/// SQL: the raw rows `r` no block holds yet (`?1` is [`HOUR_MS`]).
+const UNFOLDED: &str = "LEFT JOIN hour_blocks b ON b.node = r.node AND b.hour = (r.ts / ?1) * ?1
+    AND b.zone = coalesce(r.zone, '') WHERE r.id > coalesce(b.max_id, 0)";
+
 /// A block's zone as its reports carry it: `''` (no zone) is none.
 fn block_zone(zone: &str) -> Option<&str> {
     (!zone.is_empty()).then_some(zone)
@@ -86,15 +90,17 @@ fn hour_of(ts: i64) -> i64 {
 impl Store {
     /// Folds every hour that ends before `closed_before` (Unix ms) into its node's block,
     /// one short transaction per block, so ingest is never held up for long. Reports that
-    /// arrive late for a folded hour are folded in next time.
-    pub fn compact(&mut self, closed_before: i64) -> Result<Compaction, StorageError> {
-        self.compact_in_rounds(closed_before, ROUND_ROWS)
+    /// arrive late for a folded hour are folded in next time; a stamped report still
+    /// waiting for its boot's clock at `now` waits, and so does everything after it.
+    pub fn compact(&mut self, closed_before: i64, now: i64) -> Result<Compaction, StorageError> {
+        self.compact_in_rounds(closed_before, now, ROUND_ROWS)
     }
 
     /// [`Store::compact`], reading at most `round_rows` raw rows at a time.
     fn compact_in_rounds(
         &mut self,
         closed_before: i64,
+        now: i64,
         round_rows: i64,
     ) -> Result<Compaction, StorageError> {
         let boundary = hour_of(closed_before);
@@ -106,16 +112,17 @@ impl Store {
             let mut closed: BTreeMap<(i64, i64, String), Vec<i64>> = BTreeMap::new();
             let mut read = 0;
             {
-                let mut statement = self.connection.prepare_cached(
-                    "SELECT id, node, ts, coalesce(zone, '') FROM reports NOT INDEXED
-                     WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )?;
-                let mut rows = statement.query(params![scanned, round_rows])?;
+                let mut statement = self.connection.prepare_cached(&format!(
+                    "SELECT r.id, r.node, r.ts, coalesce(r.zone, ''), {settled} FROM reports r NOT INDEXED
+                     WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
+                    settled = super::settled_sql("?3")
+                ))?;
+                let mut rows = statement.query(params![scanned, round_rows, now])?;
                 while let Some(row) = rows.next()? {
                     let (id, node, ts): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
                     read += 1;
                     scanned = id;
-                    if ts < boundary {
+                    if ts < boundary && row.get::<_, bool>(4)? {
                         closed
                             .entry((node, hour_of(ts), row.get(3)?))
                             .or_default()
@@ -145,7 +152,13 @@ impl Store {
     /// Folds the raw rows `ids` (of one node, hour and zone) into their block, in one
     /// transaction; rows the block already holds are skipped. Returns how many it added.
     fn fold(&mut self, node: i64, hour: i64, zone: &str, ids: &[i64]) -> Result<u64, StorageError> {
-        let tx = self.connection.transaction()?;
+        // Immediate, in its turn: it reads, then writes; a deferred transaction would fail
+        // to write (SQLITE_BUSY_SNAPSHOT, which no busy timeout retries) whenever the
+        // writer committed in between.
+        let _turn = self.turns.take();
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing: Option<(i64, Vec<u8>)> = tx
             .query_row(
                 "SELECT max_id, columns FROM hour_blocks WHERE node = ?1 AND hour = ?2 AND zone = ?3",
@@ -189,8 +202,9 @@ impl Store {
     /// Drops raw reports that arrived before `before` (Unix ms), oldest first, once a
     /// block holds them and the forwarder (when one runs) has sent them; statuses it has
     /// sent and events received before it too. The newest report always stays, so ids
-    /// keep growing. Raw rows are what makes a late duplicate a no-op, so a report
-    /// resent after the retention would be stored again.
+    /// keep growing, and so does each node's latest status, so its presence is known
+    /// after a restart. A report resent after its raw row went is still known as a
+    /// duplicate: its boot's acknowledgement watermark covers it.
     pub fn retain(
         &mut self,
         before: i64,
@@ -222,14 +236,19 @@ impl Store {
                 })?;
         while lowest < stop {
             let below = lowest.saturating_add(DELETE_ROWS).min(stop);
+            let _turn = self.turns.take();
             removed +=
                 self.connection
                     .execute("DELETE FROM reports WHERE id < ?1", [below])? as u64;
             lowest = below;
         }
-        let tx = self.connection.transaction()?;
+        let _turn = self.turns.take();
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "DELETE FROM statuses WHERE received < ?1 AND id <= ?2",
+            "DELETE FROM statuses WHERE received < ?1 AND id <= ?2
+                AND id NOT IN (SELECT max(id) FROM statuses GROUP BY node)",
             params![before, forwarded.statuses],
         )?;
         tx.execute("DELETE FROM events WHERE received < ?1", [before])?;
@@ -382,6 +401,54 @@ impl Store {
         Ok(all)
     }
 
+    /// The identity of every report, `(node, boot, seq)`, in that order: from blocks and
+    /// raw rows alike.
+    pub fn report_ids(&self) -> Result<Vec<(String, u32, u32)>, StorageError> {
+        let mut ids = Vec::new();
+        let mut statement = self.connection.prepare(
+            "SELECT n.name, b.zone, b.columns FROM hour_blocks b JOIN nodes n ON n.id = b.node",
+        )?;
+        let mut blocks = statement.query([])?;
+        while let Some(block) = blocks.next()? {
+            let (node, zone, columns): (String, String, Vec<u8>) =
+                (block.get(0)?, block.get(1)?, block.get(2)?);
+            for report in blocks::decode(&columns, block_zone(&zone))? {
+                ids.push((node.clone(), report.boot, report.seq));
+            }
+        }
+        let mut statement = self.connection.prepare(&format!(
+            "SELECT n.name, r.boot, r.seq FROM reports r JOIN nodes n ON n.id = r.node {UNFOLDED}"
+        ))?;
+        let raw =
+            statement.query_map([HOUR_MS], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        for id in raw {
+            ids.push(id?);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Reports stored, in blocks and raw rows alike.
+    pub fn report_count(&self) -> Result<u64, StorageError> {
+        let count: i64 = self.connection.query_row(
+            &format!(
+                "SELECT (SELECT coalesce(sum(count), 0) FROM hour_blocks)
+                    + (SELECT count(*) FROM reports r {UNFOLDED})"
+            ),
+            [HOUR_MS],
+            |row| row.get(0),
+        )?;
+        Ok(count as u64)
+    }
+
+    /// Raw report rows (folded into blocks or not).
+    pub fn raw_report_count(&self) -> Result<u64, StorageError> {
+        let count: i64 = self
+            .connection
+            .query_row("SELECT count(*) FROM reports", [], |row| row.get(0))?;
+        Ok(count as u64)
+    }
+
     /// Bytes of compressed columns in all blocks.
     pub fn block_bytes(&self) -> Result<u64, StorageError> {
         let bytes: i64 = self.connection.query_row(
@@ -400,12 +467,12 @@ mod tests {
 
     fn store_hours(store: &mut Store, node: &str, hours: i64, from_seq: u32) {
         let mut writer = store.write().unwrap();
-        let id = writer.node(node).unwrap();
+        let id = writer.node(node, "remiseparken").unwrap();
         for i in 0..(hours * 60) as u32 {
             let mut row = report(1, from_seq + i);
             row.ts = 1_764_093_600_000 + i64::from(from_seq + i) * 60_000;
             row.motion = 1;
-            writer.report(id, &row).unwrap();
+            writer.report(id, &row, None).unwrap();
         }
         writer.commit().unwrap();
     }
@@ -419,12 +486,22 @@ mod tests {
         let before = store
             .series(Selector::Node("pole-017"), from, to, HOUR_MS)
             .unwrap();
+        let sorted = |mut rows: Vec<ReportRow>| {
+            rows.sort_by_key(|r| (r.boot, r.seq));
+            rows
+        };
+        let raw = sorted(
+            store
+                .reports_between(Selector::Node("pole-017"), from, to)
+                .unwrap(),
+        );
+        assert_eq!(raw.len(), 180);
         assert_eq!(
             before.iter().map(|b| b.reports).collect::<Vec<_>>(),
             [60, 60, 60]
         );
         // Close the first two hours.
-        let done = store.compact(from + 2 * HOUR_MS).unwrap();
+        let done = store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap();
         assert_eq!(
             done,
             Compaction {
@@ -433,7 +510,7 @@ mod tests {
             }
         );
         assert_eq!(
-            store.compact(from + 2 * HOUR_MS).unwrap(),
+            store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap(),
             Compaction::default(),
             "nothing new"
         );
@@ -449,9 +526,14 @@ mod tests {
                 .unwrap(),
             before
         );
+        // Every field of every report, as the blocks give it back.
+        for selector in [Selector::Node("pole-017"), Selector::Zone("skatepark")] {
+            let read = sorted(store.reports_between(selector, from, to).unwrap());
+            assert_eq!(read, raw, "{selector:?}");
+        }
         // Raw rows past the retention go; the blocks keep the history.
         assert_eq!(store.retain(from + 2 * HOUR_MS, None).unwrap(), 120);
-        assert_eq!(store.report_count().unwrap(), 60);
+        assert_eq!(store.raw_report_count().unwrap(), 60);
         assert_eq!(
             store
                 .series(Selector::Node("pole-017"), from, to, HOUR_MS)
@@ -460,17 +542,20 @@ mod tests {
         );
         // A late report for a folded hour counts at once, and is folded in next time.
         let mut writer = store.write().unwrap();
-        let id = writer.node("pole-017").unwrap();
+        let id = writer.node("pole-017", "remiseparken").unwrap();
         let mut late = report(2, 0);
         late.ts = from + 10 * 60_000;
         late.motion = 5;
-        writer.report(id, &late).unwrap();
+        writer.report(id, &late, None).unwrap();
         writer.commit().unwrap();
         let with_late = store
             .series(Selector::Node("pole-017"), from, to, HOUR_MS)
             .unwrap();
         assert_eq!((with_late[0].reports, with_late[0].motion), (61, 65));
-        assert_eq!(store.compact(from + 2 * HOUR_MS).unwrap().reports, 1);
+        assert_eq!(
+            store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap().reports,
+            1
+        );
         assert_eq!(
             store
                 .series(Selector::Node("pole-017"), from, to, HOUR_MS)
@@ -489,13 +574,13 @@ mod tests {
         store_hours(&mut store, "pole-017", 2, 0);
         let from = 1_764_093_600_000;
         let mut writer = store.write().unwrap();
-        let id = writer.node("pole-017").unwrap();
+        let id = writer.node("pole-017", "remiseparken").unwrap();
         let lost = parklight_protocol::Status::Offline(parklight_protocol::status::Offline {
             reason: parklight_protocol::status::OfflineReason::Lost,
             boot: 1,
             conn: 2,
         });
-        writer.status(id, from, &lost, b"{}").unwrap();
+        writer.status(id, from, &lost, b"{}", false).unwrap();
         writer.commit().unwrap();
         let statuses = store.statuses_after(0, 10).unwrap();
         assert_eq!(statuses.len(), 1);
@@ -507,7 +592,7 @@ mod tests {
             ),
             (false, Some("lost"), 2)
         );
-        store.compact(from + 2 * HOUR_MS).unwrap();
+        store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap();
         let unsent = Forwarded {
             reports: 30,
             statuses: 0,
@@ -520,7 +605,28 @@ mod tests {
         };
         // All but the newest: ids must keep growing for the cursors.
         assert_eq!(store.retain(from + 2 * HOUR_MS, Some(sent)).unwrap(), 89);
-        assert!(store.statuses_after(0, 10).unwrap().is_empty());
+        // The node's latest status stays too: its presence after a restart.
+        assert_eq!(store.statuses_after(0, 10).unwrap().len(), 1);
+        let mut writer = store.write().unwrap();
+        let online = parklight_protocol::Status::Online(parklight_protocol::status::Birth {
+            boot: 2,
+            conn: 1,
+            fw: None,
+            interval_s: None,
+            cfg: None,
+            oldest: parklight_protocol::ReportId { boot: 2, seq: 0 },
+            buffered: None,
+            dropped: None,
+        });
+        writer.status(id, from, &online, b"{}", false).unwrap();
+        writer.commit().unwrap();
+        let everything = Forwarded {
+            reports: i64::MAX,
+            statuses: i64::MAX,
+        };
+        store.retain(from + 2 * HOUR_MS, Some(everything)).unwrap();
+        let kept = store.statuses_after(0, 10).unwrap();
+        assert_eq!((kept.len(), kept[0].online), (1, true));
     }
 
     #[test]
@@ -534,8 +640,10 @@ mod tests {
             store_hours(store, "pole-018", 3, 0);
         }
         let (from, to) = (1_764_093_600_000, 1_764_093_600_000 + 3 * HOUR_MS);
-        let whole = store.compact(from + 2 * HOUR_MS).unwrap();
-        let in_rounds = other.compact_in_rounds(from + 2 * HOUR_MS, 7).unwrap();
+        let whole = store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap();
+        let in_rounds = other
+            .compact_in_rounds(from + 2 * HOUR_MS, i64::MAX, 7)
+            .unwrap();
         assert_eq!(whole.reports, 240);
         assert_eq!(in_rounds.reports, whole.reports);
         // pole-017's rows are ids 1-180, its third hour starts at 121.
@@ -562,13 +670,13 @@ mod tests {
         let mut store = Store::open(dir.path(), 10).unwrap();
         store_hours(&mut store, "pole-017", 200, 0);
         let far = i64::MAX / 4;
-        store.compact(far).unwrap();
+        store.compact(far, i64::MAX).unwrap();
         // More rows than one delete takes.
         assert_eq!(store.retain(far, None).unwrap(), 11_999);
         let last = store.last_report_id().unwrap();
         assert_eq!(last, 12_000);
         store_hours(&mut store, "pole-017", 1, 20_000);
-        let after = store.reports_after(last, 100).unwrap();
+        let after = store.reports_after(last, 100, i64::MAX).unwrap();
         assert_eq!(after.len(), 60, "the forwarder sees every new report");
         assert!(after.iter().all(|r| r.id > last));
         let from = 1_764_093_600_000;
@@ -588,17 +696,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), 10).unwrap();
         let mut writer = store.write().unwrap();
-        let id = writer.node("pole-017").unwrap();
+        let id = writer.node("pole-017", "remiseparken").unwrap();
         for seq in 0..10 {
             let mut row = report(1, seq);
             // Made long ago, the last five arrived only now.
             row.received = if seq < 5 { 1_000 } else { 9_000 };
-            writer.report(id, &row).unwrap();
+            writer.report(id, &row, None).unwrap();
         }
         writer.commit().unwrap();
-        store.compact(i64::MAX / 4).unwrap();
+        store.compact(i64::MAX / 4, i64::MAX).unwrap();
         assert_eq!(store.retain(5_000, None).unwrap(), 5);
-        assert_eq!(store.report_count().unwrap(), 5);
+        assert_eq!(store.raw_report_count().unwrap(), 5);
     }
 
     #[test]
@@ -638,9 +746,9 @@ mod tests {
                 "statuses_by_node"
             ]
         );
-        assert_eq!(store.report_count().unwrap(), 60);
+        assert_eq!(store.raw_report_count().unwrap(), 60);
         let from = 1_764_093_600_000;
-        assert_eq!(store.compact(from + HOUR_MS).unwrap().reports, 60);
+        assert_eq!(store.compact(from + HOUR_MS, i64::MAX).unwrap().reports, 60);
         let series = store
             .series(Selector::Node("pole-017"), from, from + HOUR_MS, HOUR_MS)
             .unwrap();

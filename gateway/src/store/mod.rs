@@ -11,6 +11,12 @@
 mod blocks;
 pub mod history;
 mod schema;
+mod turns;
+mod writer;
+
+pub use writer::Writer;
+
+use turns::Turns;
 
 pub use history::{Bucket, Compaction, HOUR_MS, LatestReport, Selector};
 
@@ -18,7 +24,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use parklight_sim::Site;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::clock::BootClock;
 
 /// File name of the database inside the storage folder.
 pub const DB_FILE: &str = "parklight.sqlite3";
@@ -52,6 +60,24 @@ pub enum StorageError {
         /// The newest this binary knows.
         known: usize,
     },
+}
+
+impl StorageError {
+    /// Whether trying again may succeed: the disk is full or failing, or another
+    /// connection holds a lock. Anything else (a damaged file, a schema that is not
+    /// ours, a broken constraint) will fail again: the gateway stops and says why.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::{
+            DatabaseBusy, DatabaseLocked, DiskFull, FileLockingProtocolFailed, OutOfMemory,
+            SystemIoFailure,
+        };
+        matches!(
+            self,
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+                if matches!(failure.code, DatabaseBusy | DatabaseLocked | DiskFull
+                    | SystemIoFailure | FileLockingProtocolFailed | OutOfMemory)
+        )
+    }
 }
 
 /// One report as stored.
@@ -108,6 +134,8 @@ pub struct DeadLetter {
 
 /// How much of a rejected payload is kept.
 pub const DEAD_LETTER_BYTES: usize = 1024;
+/// How much of a rejected message's topic is kept.
+pub const DEAD_LETTER_TOPIC_BYTES: usize = 256;
 
 /// A report to forward, with the names it is tagged with.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,13 +180,67 @@ pub struct Forwarded {
     pub statuses: i64,
 }
 
-/// Acknowledgement state of one node's boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckState {
+/// What the gateway knows of one node's boot: how far its reports are handled, and its
+/// clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootState {
     /// Counting starts here (the node's `oldest`).
     pub from_seq: u32,
-    /// Every report from `from_seq` up to this one is handled.
+    /// Every report from `from_seq` up to this one is handled or declared lost.
     pub acked: Option<u32>,
+    /// The highest seq handled.
+    pub top: Option<u32>,
+    /// The clock that places the boot's reports.
+    pub clock: BootClock,
+}
+
+/// The latest status of a node: which connection, and whether it is online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Presence {
+    /// Boot of the connection.
+    pub boot: u32,
+    /// Connection within the boot.
+    pub conn: u32,
+    /// Offline after online: a will or shutdown of a connection comes after its birth.
+    pub offline: bool,
+}
+
+impl Presence {
+    /// What `status` says.
+    pub fn of(status: &parklight_protocol::Status) -> Presence {
+        use parklight_protocol::status::Status;
+        match status {
+            Status::Online(b) => Presence {
+                boot: b.boot,
+                conn: b.conn,
+                offline: false,
+            },
+            Status::Offline(o) => Presence {
+                boot: o.boot,
+                conn: o.conn,
+                offline: true,
+            },
+        }
+    }
+}
+
+/// One line of `parklight nodes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSummary {
+    /// Node id.
+    pub node: String,
+    /// Site (from the site files, or the topic of an unknown node).
+    pub site: Option<String>,
+    /// Zone from the site files.
+    pub zone: Option<String>,
+    /// Time of its latest report, Unix ms.
+    pub last_report: Option<i64>,
+    /// Config version its latest report says it runs.
+    pub cfg: Option<u32>,
+    /// Its latest status.
+    pub presence: Option<Presence>,
+    /// Reports it declared lost that never arrived, over all its boots.
+    pub lost: u64,
 }
 
 /// The embedded store.
@@ -166,6 +248,8 @@ pub struct Store {
     connection: Connection,
     nodes: HashMap<String, i64>,
     dead_letters_max: usize,
+    /// Every write waits its turn among this process's connections to the file.
+    turns: std::sync::Arc<Turns>,
 }
 
 impl Store {
@@ -177,6 +261,8 @@ impl Store {
         })?;
         let path = folder.join(DB_FILE);
         let mut connection = Connection::open(&path)?;
+        // First: every statement below may meet another connection's write lock.
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
@@ -184,8 +270,12 @@ impl Store {
         // page cache was the largest cost of ingest under load (measured with perf).
         connection.pragma_update(None, "cache_size", -65_536)?;
         connection.pragma_update(None, "mmap_size", 1_i64 << 30)?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        // One transaction that holds the write lock from its start: two processes opening
+        // a new store at once never both migrate it.
+        let turns = Turns::of(&path);
+        let turn = turns.take();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
         if version > schema::MIGRATIONS.len() {
             return Err(StorageError::TooNew {
@@ -194,12 +284,12 @@ impl Store {
                 known: schema::MIGRATIONS.len(),
             });
         }
-        for (index, migration) in schema::MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = connection.transaction()?;
+        for migration in &schema::MIGRATIONS[version..] {
             tx.execute_batch(migration)?;
-            tx.pragma_update(None, "user_version", index as i64 + 1)?;
-            tx.commit()?;
         }
+        tx.pragma_update(None, "user_version", schema::MIGRATIONS.len() as i64)?;
+        tx.commit()?;
+        drop(turn);
         let nodes = {
             let mut statement = connection.prepare("SELECT name, id FROM nodes")?;
             statement
@@ -210,15 +300,18 @@ impl Store {
             connection,
             nodes,
             dead_letters_max,
+            turns,
         })
     }
 
-    /// Records which site and zone each node of `sites` belongs to now.
+    /// Records which site and zone each node of `sites` belongs to now; a node no site
+    /// file lists keeps its site (the one its topic named) but has no zone.
     pub fn register_sites(&mut self, sites: &[Site]) -> Result<(), StorageError> {
         let mut writer = self.write()?;
+        writer.tx.execute("UPDATE nodes SET zone = NULL", [])?;
         for site in sites {
             for node in &site.nodes {
-                let id = writer.node(&node.id)?;
+                let id = writer.node(&node.id, &site.id)?;
                 writer
                     .tx
                     .prepare_cached("UPDATE nodes SET site = ?2, zone = ?3 WHERE id = ?1")?
@@ -228,11 +321,18 @@ impl Store {
         writer.commit()
     }
 
-    /// Starts a group of writes that commit together.
+    /// Starts a group of writes that commit together (an immediate transaction: it
+    /// holds the write lock from the start, so reading then writing never fails on a
+    /// snapshot another connection has moved past).
     pub fn write(&mut self) -> Result<Writer<'_>, StorageError> {
+        let turn = self.turns.take();
         Ok(Writer {
-            tx: self.connection.transaction()?,
+            _turn: turn,
+            tx: self
+                .connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)?,
             nodes: &mut self.nodes,
+            added: HashMap::new(),
             dead_letters_max: self.dead_letters_max,
         })
     }
@@ -260,19 +360,29 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Reports stored after `cursor` in arrival order, at most `limit`.
+    /// Reports stored after `cursor` in arrival order, at most `limit`, up to the first
+    /// whose time is not settled at `now` (a stamped report waiting for its boot's clock).
     pub fn reports_after(
         &self,
         cursor: i64,
         limit: usize,
+        now: i64,
     ) -> Result<Vec<ForwardRow>, StorageError> {
         let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT r.id, n.name, n.site, {REPORT_COLUMNS}
+            "SELECT r.id, n.name, n.site, {REPORT_COLUMNS}, {settled}
              FROM reports r JOIN nodes n ON n.id = r.node
-             WHERE r.id > ?1 ORDER BY r.id LIMIT ?2"
+             WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
+            settled = settled_sql("?3")
         ))?;
-        let rows = statement.query_map(params![cursor, limit as i64], forward_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows = statement.query(params![cursor, limit as i64, now])?;
+        let mut settled = Vec::new();
+        while let Some(row) = rows.next()? {
+            if !row.get::<_, bool>(3 + REPORT_COLUMN_COUNT)? {
+                break;
+            }
+            settled.push(forward_row(row)?);
+        }
+        Ok(settled)
     }
 
     /// Status changes recorded after `cursor`, in arrival order, at most `limit`.
@@ -316,6 +426,7 @@ impl Store {
 
     /// Moves a cursor.
     pub fn set_cursor(&self, name: &str, position: i64) -> Result<(), StorageError> {
+        let _turn = self.turns.take();
         self.connection.execute(
             "INSERT INTO cursors (name, position) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET position = excluded.position",
@@ -324,37 +435,126 @@ impl Store {
         Ok(())
     }
 
-    /// Reports a node declared gone before the gateway got them, over all its boots.
+    /// Reports a node declared gone that never arrived, over all its boots.
     pub fn lost_on_node(&self, node: &str) -> Result<u64, StorageError> {
         let lost: i64 = self.connection.query_row(
-            "SELECT coalesce(sum(a.lost), 0) FROM ack_state a JOIN nodes n ON n.id = a.node WHERE n.name = ?1",
+            "SELECT coalesce(sum(b.lost), 0) FROM boots b JOIN nodes n ON n.id = b.node WHERE n.name = ?1",
             [node],
             |row| row.get(0),
         )?;
-        Ok(lost as u64)
+        Ok(lost.max(0) as u64)
     }
 
-    /// The identity of every stored report, `(node, boot, seq)`, in that order.
-    pub fn report_ids(&self) -> Result<Vec<(String, u32, u32)>, StorageError> {
+    /// Reports every node declared gone that never arrived.
+    pub fn lost_on_nodes(&self) -> Result<u64, StorageError> {
+        let lost: i64 =
+            self.connection
+                .query_row("SELECT coalesce(sum(lost), 0) FROM boots", [], |row| {
+                    row.get(0)
+                })?;
+        Ok(lost.max(0) as u64)
+    }
+
+    /// Each node's latest status: the newest connection's, and of that its last word.
+    pub fn presence(&self) -> Result<HashMap<String, Presence>, StorageError> {
         let mut statement = self.connection.prepare(
-            "SELECT n.name, r.boot, r.seq FROM reports r JOIN nodes n ON n.id = r.node
-             ORDER BY n.name, r.boot, r.seq",
+            "SELECT n.name, s.boot, s.conn, s.online FROM statuses s JOIN nodes n ON n.id = s.node",
         )?;
-        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows = statement.query([])?;
+        let mut latest: HashMap<String, Presence> = HashMap::new();
+        while let Some(row) = rows.next()? {
+            let presence = Presence {
+                boot: row.get(1)?,
+                conn: row.get(2)?,
+                offline: !row.get::<_, bool>(3)?,
+            };
+            let entry = latest.entry(row.get(0)?).or_insert(presence);
+            *entry = (*entry).max(presence);
+        }
+        Ok(latest)
     }
 
-    /// Reports stored.
-    pub fn report_count(&self) -> Result<u64, StorageError> {
-        let count: i64 = self
+    /// One summary per node, ordered by node.
+    pub fn node_summaries(&self) -> Result<Vec<NodeSummary>, StorageError> {
+        let mut latest: HashMap<String, ReportRow> = self
+            .latest_per_node()?
+            .into_iter()
+            .map(|l| (l.node, l.report))
+            .collect();
+        let presence = self.presence()?;
+        let mut statement = self.connection.prepare(
+            "SELECT n.name, n.site, n.zone, (SELECT coalesce(sum(b.lost), 0) FROM boots b WHERE b.node = n.id)
+             FROM nodes n ORDER BY n.name",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut summaries = Vec::new();
+        for row in rows {
+            let (node, site, zone, lost) = row?;
+            let report = latest.remove(&node);
+            summaries.push(NodeSummary {
+                presence: presence.get(&node).copied(),
+                last_report: report.as_ref().map(|r| r.ts),
+                cfg: report.and_then(|r| r.cfg),
+                node,
+                site,
+                zone,
+                lost: lost.max(0) as u64,
+            });
+        }
+        Ok(summaries)
+    }
+
+    /// The subscriptions the broker may hold for the gateway's session.
+    pub fn subscriptions(&self) -> Result<Vec<String>, StorageError> {
+        let mut statement = self
             .connection
-            .query_row("SELECT count(*) FROM reports", [], |row| row.get(0))?;
-        Ok(count as u64)
+            .prepare("SELECT filter FROM subscriptions ORDER BY filter")?;
+        let filters = statement.query_map([], |row| row.get(0))?;
+        Ok(filters.collect::<Result<_, _>>()?)
+    }
+
+    /// Remembers the subscriptions the broker may hold for the gateway's session.
+    pub fn set_subscriptions(&mut self, filters: &[String]) -> Result<(), StorageError> {
+        let _turn = self.turns.take();
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM subscriptions", [])?;
+        for filter in filters {
+            tx.execute(
+                "INSERT INTO subscriptions (filter) VALUES (?1) ON CONFLICT DO NOTHING",
+                [filter],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Lets the file grow to at most `pages` pages (none: as large as SQLite allows), as
+    /// a full disk would.
+    #[cfg(test)]
+    pub(crate) fn limit_pages(&self, pages: Option<i64>) {
+        let current: i64 = self
+            .connection
+            .pragma_query_value(None, "page_count", |row| row.get(0))
+            .unwrap();
+        let limit = pages.map_or(0xFFFF_FFFE, |p| current + p);
+        self.connection
+            .pragma_update(None, "max_page_count", limit)
+            .unwrap();
     }
 
     /// Moves the write-ahead log into the database file and gives free pages back, so
     /// the file size is what the data takes.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
+        let _turn = self.turns.take();
         self.connection.execute_batch(
             "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
         )?;
@@ -370,6 +570,22 @@ impl Store {
             })?)
     }
 }
+
+/// SQL that is true when the time of raw report `r` is settled at the time in parameter
+/// `now`: its own valid clock, its boot's clock known, or its hold over (see
+/// [`crate::clock`]).
+fn settled_sql(now: &str) -> String {
+    format!(
+        "CASE WHEN r.clock_ok THEN 1
+            WHEN r.received + 2 * r.period_s * 1000 + {hold} <= {now} THEN 1
+            ELSE EXISTS (SELECT 1 FROM boots b WHERE b.node = r.node AND b.boot = r.boot
+                AND b.fix_ts IS NOT NULL) END",
+        hold = crate::clock::HOLD_MS
+    )
+}
+
+/// Columns in [`REPORT_COLUMNS`].
+const REPORT_COLUMN_COUNT: usize = 17;
 
 const REPORT_COLUMNS: &str =
     "r.boot, r.seq, r.ts, r.clock_ok, r.received, r.period_s, r.lux_avg, r.lux_min,
@@ -410,230 +626,33 @@ fn forward_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ForwardRow> {
     })
 }
 
-/// One transaction of writes; nothing is durable until [`Writer::commit`].
-pub struct Writer<'s> {
-    tx: rusqlite::Transaction<'s>,
-    nodes: &'s mut HashMap<String, i64>,
-    dead_letters_max: usize,
-}
-
-impl Writer<'_> {
-    /// The row id of a node, added (with no site) the first time it is seen.
-    pub fn node(&mut self, name: &str) -> Result<i64, StorageError> {
-        if let Some(id) = self.nodes.get(name) {
-            return Ok(*id);
-        }
-        self.tx
-            .prepare_cached("INSERT INTO nodes (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")?
-            .execute([name])?;
-        let id: i64 = self
-            .tx
-            .prepare_cached("SELECT id FROM nodes WHERE name = ?1")?
-            .query_row([name], |row| row.get(0))?;
-        self.nodes.insert(name.to_owned(), id);
-        Ok(id)
-    }
-
-    /// Stores a report; false when it was stored before.
-    pub fn report(&mut self, node: i64, r: &ReportRow) -> Result<bool, StorageError> {
-        let inserted = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO reports (node, boot, seq, ts, clock_ok, received, period_s,
-                    lux_avg, lux_min, lux_max, motion, lamp_on, lamp_level, power_w, cfg, faults,
-                    temp_c, zone)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
-                 ON CONFLICT (node, boot, seq) DO NOTHING",
-            )?
-            .execute(params![
-                node,
-                r.boot,
-                r.seq,
-                r.ts,
-                r.clock_ok,
-                r.received,
-                r.period_s,
-                r.lux.map(|l| l.avg),
-                r.lux.map(|l| l.min),
-                r.lux.map(|l| l.max),
-                r.motion,
-                r.lamp_on,
-                r.lamp_level,
-                r.power_w,
-                r.cfg,
-                r.faults,
-                r.temp_c,
-                r.zone,
-            ])?;
-        Ok(inserted == 1)
-    }
-
-    /// Records a node status (birth, will, shutdown).
-    pub fn status(
-        &mut self,
-        node: i64,
-        received: i64,
-        status: &parklight_protocol::Status,
-        payload: &[u8],
-    ) -> Result<(), StorageError> {
-        use parklight_protocol::status::{OfflineReason, Status};
-        let (online, reason, boot, conn) = match status {
-            Status::Online(b) => (true, None, b.boot, b.conn),
-            Status::Offline(o) => (
-                false,
-                Some(match o.reason {
-                    OfflineReason::Lost => "lost",
-                    OfflineReason::Shutdown => "shutdown",
-                }),
-                o.boot,
-                o.conn,
-            ),
-        };
-        self.tx
-            .prepare_cached(
-                "INSERT INTO statuses (node, received, online, reason, boot, conn, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                node,
-                received,
-                online,
-                reason,
-                boot,
-                conn,
-                String::from_utf8_lossy(payload)
-            ])?;
-        Ok(())
-    }
-
-    /// Stores an event; false when it was stored before.
-    pub fn event(
-        &mut self,
-        node: i64,
-        received: i64,
-        event: &parklight_protocol::Event,
-        payload: &[u8],
-    ) -> Result<bool, StorageError> {
-        let inserted = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO events (node, boot, eseq, ts, received, kind, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (node, boot, eseq) DO NOTHING",
-            )?
-            .execute(params![
-                node,
-                event.boot,
-                event.eseq,
-                event.ts as i64,
-                received,
-                event.kind.as_str(),
-                String::from_utf8_lossy(payload)
-            ])?;
-        Ok(inserted == 1)
-    }
-
-    /// Keeps a rejected message, dropping the oldest beyond the limit.
-    pub fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), StorageError> {
-        let kept = &letter.payload[..letter.payload.len().min(DEAD_LETTER_BYTES)];
-        let (node, boot, seq) = match &letter.report {
-            Some((node, boot, seq)) => (Some(node.as_str()), Some(*boot), Some(*seq)),
-            None => (None, None, None),
-        };
-        self.tx
-            .prepare_cached(
-                "INSERT INTO dead_letters (received, topic, payload, reason, field, node, boot, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![letter.received, letter.topic, kept, letter.reason, letter.field, node, boot, seq])?;
-        self.tx
-            .prepare_cached(
-                "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?1",
-            )?
-            .execute([self.dead_letters_max as i64])?;
-        Ok(())
-    }
-
-    /// The acknowledgement state of a node's boot.
-    pub fn ack_state(&mut self, node: i64, boot: u32) -> Result<Option<AckState>, StorageError> {
-        Ok(self
-            .tx
-            .prepare_cached("SELECT from_seq, acked FROM ack_state WHERE node = ?1 AND boot = ?2")?
-            .query_row(params![node, boot], |row| {
-                Ok(AckState {
-                    from_seq: row.get(0)?,
-                    acked: row.get(1)?,
-                })
-            })
-            .optional()?)
-    }
-
-    /// Saves the acknowledgement state of a node's boot, adding `lost` reports the node
-    /// declared gone.
-    pub fn set_ack_state(
-        &mut self,
-        node: i64,
-        boot: u32,
-        state: AckState,
-        lost: u64,
-    ) -> Result<(), StorageError> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO ack_state (node, boot, from_seq, acked, lost) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (node, boot) DO UPDATE SET from_seq = excluded.from_seq,
-                    acked = excluded.acked, lost = lost + excluded.lost",
-            )?
-            .execute(params![node, boot, state.from_seq, state.acked, lost as i64])?;
-        Ok(())
-    }
-
-    /// The seqs of a node's boot from `from` on that are handled: stored, or dead letters
-    /// with a readable identity.
-    pub fn handled_from(
-        &mut self,
-        node: i64,
-        name: &str,
-        boot: u32,
-        from: u32,
-    ) -> Result<Vec<u32>, StorageError> {
-        let mut statement = self.tx.prepare_cached(
-            "SELECT seq FROM reports WHERE node = ?1 AND boot = ?3 AND seq >= ?4
-             UNION SELECT seq FROM dead_letters WHERE node = ?2 AND boot = ?3 AND seq >= ?4",
-        )?;
-        let seqs = statement.query_map(params![node, name, boot, from], |row| row.get(0))?;
-        Ok(seqs.collect::<Result<_, _>>()?)
-    }
-
-    /// Makes everything in this group durable.
-    pub fn commit(self) -> Result<(), StorageError> {
-        Ok(self.tx.commit()?)
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    /// A report of the skatepark zone at night, one a minute by `seq`.
+    /// A report of the skatepark zone at night, one a minute by `seq`, every field
+    /// varying with `seq` (and some absent now and then).
     pub(crate) fn report(boot: u32, seq: u32) -> ReportRow {
+        let wobble = f64::from(seq % 97) / 8.0;
         ReportRow {
             boot,
             seq,
             ts: 1_764_093_600_000 + i64::from(seq) * 60_000,
             clock_ok: true,
-            received: 1_764_093_600_500,
+            received: 1_764_093_600_500 + i64::from(seq % 13) * 1000,
             period_s: 60,
-            lux: Some(parklight_protocol::Lux {
-                avg: 6.4,
-                min: 5.9,
-                max: 7.1,
+            lux: (seq % 11 != 5).then_some(parklight_protocol::Lux {
+                avg: 6.4 + wobble,
+                min: 5.9 + wobble / 2.0,
+                max: 7.1 + wobble * 2.0,
             }),
-            motion: 3,
-            lamp_on: true,
-            lamp_level: 80,
-            power_w: Some(31.5),
-            cfg: Some(3),
-            faults: 0,
-            temp_c: None,
+            motion: seq % 7,
+            lamp_on: !seq.is_multiple_of(9),
+            lamp_level: (seq % 101) as u8,
+            power_w: (seq % 7 != 3).then_some(31.5 + f64::from(seq % 17) / 4.0),
+            cfg: (!seq.is_multiple_of(5)).then_some(seq / 50),
+            faults: (seq % 4) as u8,
+            temp_c: seq.is_multiple_of(3).then_some(-4.5 + f64::from(seq % 19)),
             zone: Some("skatepark".into()),
         }
     }
@@ -643,21 +662,25 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), 10).unwrap();
         let mut writer = store.write().unwrap();
-        let node = writer.node("pole-017").unwrap();
-        assert!(writer.report(node, &report(7, 1)).unwrap());
-        assert!(!writer.report(node, &report(7, 1)).unwrap());
-        assert!(writer.report(node, &report(8, 1)).unwrap());
+        let node = writer.node("pole-017", "remiseparken").unwrap();
+        assert!(writer.report(node, &report(7, 1), None).unwrap());
+        assert!(!writer.report(node, &report(7, 1), None).unwrap());
+        assert!(writer.report(node, &report(8, 1), None).unwrap());
         writer.commit().unwrap();
         drop(store);
         let store = Store::open(dir.path(), 10).unwrap();
         assert_eq!(store.report_count().unwrap(), 2);
-        let rows = store.reports_after(0, 10).unwrap();
+        let rows = store.reports_after(0, 10, i64::MAX).unwrap();
         assert_eq!(rows[0].report, report(7, 1));
         assert_eq!(
             (rows[0].node.as_str(), rows[0].site.as_deref()),
-            ("pole-017", None)
+            ("pole-017", Some("remiseparken")),
+            "the site its topic named"
         );
-        assert_eq!(store.reports_after(rows[0].id, 10).unwrap().len(), 1);
+        assert_eq!(
+            store.reports_after(rows[0].id, 10, i64::MAX).unwrap().len(),
+            1
+        );
     }
 
     #[test]
@@ -666,8 +689,8 @@ pub(crate) mod tests {
         let mut store = Store::open(dir.path(), 10).unwrap();
         {
             let mut writer = store.write().unwrap();
-            let node = writer.node("pole-017").unwrap();
-            writer.report(node, &report(7, 1)).unwrap();
+            let node = writer.node("pole-017", "remiseparken").unwrap();
+            writer.report(node, &report(7, 1), None).unwrap();
         }
         assert_eq!(store.report_count().unwrap(), 0);
     }
@@ -691,7 +714,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), 3).unwrap();
         let mut writer = store.write().unwrap();
-        let node = writer.node("pole-017").unwrap();
+        let node = writer.node("pole-017", "remiseparken").unwrap();
         for seq in 0..5 {
             writer
                 .dead_letter(&DeadLetter {

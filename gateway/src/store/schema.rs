@@ -102,4 +102,34 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX reports_by_time;
     CREATE INDEX hour_blocks_by_zone ON hour_blocks (zone, hour);
     ",
+    // 4: what the gateway knows per node's boot (acknowledgement progress, the highest
+    // seq handled, the clock that places its reports), the exact seqs declared lost, the
+    // raw uptime of reports the gateway had to stamp, retained statuses, and the
+    // subscriptions the broker holds for the gateway's session.
+    "
+    ALTER TABLE ack_state RENAME TO boots;
+    ALTER TABLE boots ADD COLUMN top INTEGER;
+    -- The boot's first report with a valid clock: it places the boot's stamped reports.
+    ALTER TABLE boots ADD COLUMN fix_seq INTEGER;
+    ALTER TABLE boots ADD COLUMN fix_ts INTEGER;
+    ALTER TABLE boots ADD COLUMN fix_up_ms INTEGER;
+    -- While no valid clock is known: the reports with the highest up_ms and seq so far.
+    ALTER TABLE boots ADD COLUMN ref_up_ms INTEGER;
+    ALTER TABLE boots ADD COLUMN ref_up_received INTEGER;
+    ALTER TABLE boots ADD COLUMN ref_seq INTEGER;
+    ALTER TABLE boots ADD COLUMN ref_seq_received INTEGER;
+    UPDATE boots SET top = acked;
+    CREATE TABLE lost_reports (
+        node INTEGER NOT NULL REFERENCES nodes(id),
+        boot INTEGER NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (node, boot, first_seq)
+    ) WITHOUT ROWID;
+    ALTER TABLE reports ADD COLUMN up_ms INTEGER;
+    ALTER TABLE statuses ADD COLUMN retained INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE subscriptions (
+        filter TEXT PRIMARY KEY
+    ) WITHOUT ROWID;
+    ",
 ];

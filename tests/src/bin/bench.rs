@@ -102,7 +102,7 @@ fn store_alone() -> f64 {
     let nodes = CONNECTIONS * NODES_PER_CONNECTION;
     let dir = tempfile::tempdir().expect("temporary folder");
     let mut store = parklight_gateway::store::Store::open(dir.path(), 1000).expect("store");
-    let mut ingest = Ingest::new("parklight/v1", &[], 300_000);
+    let mut ingest = Ingest::new("parklight/v1", &[], 300_000, &store).expect("ingest");
     let now = jiff::Timestamp::now().as_millisecond();
     let messages: Vec<(String, Vec<u8>)> = (0..STORE_ALONE_REPORTS)
         .map(|i| {
@@ -123,6 +123,7 @@ fn store_alone() -> f64 {
                 topic,
                 payload,
                 received_ms: now,
+                retained: false,
             };
             ingest
                 .handle(&mut writer, &message, &mut news)
@@ -369,7 +370,7 @@ fn main() {
     let stored = store.report_count().expect("count");
     let raw = file_bytes(&data) as f64 / stored.max(1) as f64;
     let far_future = i64::MAX / 4;
-    let compaction = store.compact(far_future).expect("compaction");
+    let compaction = store.compact(far_future, far_future).expect("compaction");
     store.retain(far_future, None).expect("retention");
     store.checkpoint().expect("checkpoint");
     let compacted = file_bytes(&data) as f64 / stored.max(1) as f64;

@@ -118,6 +118,7 @@ mod tests {
     fn row(zone: Option<&str>, site: Option<&str>) -> ForwardRow {
         let mut report = crate::store::tests::report(7, 0);
         report.zone = zone.map(str::to_owned);
+        (report.motion, report.lamp_level, report.lamp_on) = (3, 80, true);
         ForwardRow {
             id: 1,
             node: "pole-017".into(),

@@ -1,0 +1,435 @@
+//! One transaction of writes ([`Writer`]): reports, statuses, events, dead letters, and
+//! what the gateway keeps per node's boot. Nothing is durable until [`Writer::commit`],
+//! and nothing the transaction learns (a new node's row id) outlives a rollback.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{
+    BootState, DEAD_LETTER_BYTES, DEAD_LETTER_TOPIC_BYTES, DeadLetter, ReportRow, StorageError,
+};
+use crate::clock::{BootClock, ClockFix, HOLD_MS};
+
+/// One transaction of writes; nothing is durable until [`Writer::commit`].
+pub struct Writer<'s> {
+    pub(super) tx: rusqlite::Transaction<'s>,
+    /// Held until the transaction ends (declared after it, so dropped after it).
+    pub(super) _turn: super::turns::Turn,
+    /// The store's node ids, as committed.
+    pub(super) nodes: &'s mut HashMap<String, i64>,
+    /// Nodes this transaction added: cached only once it commits.
+    pub(super) added: HashMap<String, i64>,
+    pub(super) dead_letters_max: usize,
+}
+
+/// The longest prefix of `text` of at most `bytes` bytes that ends on a character.
+fn truncated(text: &str, bytes: usize) -> &str {
+    let mut end = text.len().min(bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl Writer<'_> {
+    /// The row id of a node, added the first time it is seen, in the site its topic
+    /// names (the site files set it for the nodes they list).
+    pub fn node(&mut self, name: &str, site: &str) -> Result<i64, StorageError> {
+        if let Some(id) = self.nodes.get(name).or_else(|| self.added.get(name)) {
+            return Ok(*id);
+        }
+        self.tx
+            .prepare_cached(
+                "INSERT INTO nodes (name, site) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET site = coalesce(site, excluded.site)",
+            )?
+            .execute([name, site])?;
+        let id: i64 = self
+            .tx
+            .prepare_cached("SELECT id FROM nodes WHERE name = ?1")?
+            .query_row([name], |row| row.get(0))?;
+        self.added.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Stores a report (with the node's `up_ms` when the gateway stamped it, to place it
+    /// again later); false when it was stored before.
+    pub fn report(
+        &mut self,
+        node: i64,
+        r: &ReportRow,
+        up_ms: Option<u64>,
+    ) -> Result<bool, StorageError> {
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO reports (node, boot, seq, ts, clock_ok, received, period_s,
+                    lux_avg, lux_min, lux_max, motion, lamp_on, lamp_level, power_w, cfg, faults,
+                    temp_c, zone, up_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                    ?18, ?19)
+                 ON CONFLICT (node, boot, seq) DO NOTHING",
+            )?
+            .execute(params![
+                node,
+                r.boot,
+                r.seq,
+                r.ts,
+                r.clock_ok,
+                r.received,
+                r.period_s,
+                r.lux.map(|l| l.avg),
+                r.lux.map(|l| l.min),
+                r.lux.map(|l| l.max),
+                r.motion,
+                r.lamp_on,
+                r.lamp_level,
+                r.power_w,
+                r.cfg,
+                r.faults,
+                r.temp_c,
+                r.zone,
+                up_ms.map(|u| u as i64),
+            ])?;
+        Ok(inserted == 1)
+    }
+
+    /// Records a node status change (birth, will, shutdown), and whether the broker
+    /// delivered it from its retained store.
+    pub fn status(
+        &mut self,
+        node: i64,
+        received: i64,
+        status: &parklight_protocol::Status,
+        payload: &[u8],
+        retained: bool,
+    ) -> Result<(), StorageError> {
+        use parklight_protocol::status::{OfflineReason, Status};
+        let (online, reason, boot, conn) = match status {
+            Status::Online(b) => (true, None, b.boot, b.conn),
+            Status::Offline(o) => (
+                false,
+                Some(match o.reason {
+                    OfflineReason::Lost => "lost",
+                    OfflineReason::Shutdown => "shutdown",
+                }),
+                o.boot,
+                o.conn,
+            ),
+        };
+        self.tx
+            .prepare_cached(
+                "INSERT INTO statuses (node, received, online, reason, boot, conn, payload, retained)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                node,
+                received,
+                online,
+                reason,
+                boot,
+                conn,
+                String::from_utf8_lossy(payload),
+                retained
+            ])?;
+        Ok(())
+    }
+
+    /// Stores an event; false when it was stored before.
+    pub fn event(
+        &mut self,
+        node: i64,
+        received: i64,
+        event: &parklight_protocol::Event,
+        payload: &[u8],
+    ) -> Result<bool, StorageError> {
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO events (node, boot, eseq, ts, received, kind, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (node, boot, eseq) DO NOTHING",
+            )?
+            .execute(params![
+                node,
+                event.boot,
+                event.eseq,
+                event.ts as i64,
+                received,
+                event.kind.as_str(),
+                String::from_utf8_lossy(payload)
+            ])?;
+        Ok(inserted == 1)
+    }
+
+    /// Keeps a rejected message (its topic and payload truncated), dropping the oldest
+    /// beyond the limit.
+    pub fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), StorageError> {
+        let kept = &letter.payload[..letter.payload.len().min(DEAD_LETTER_BYTES)];
+        let topic = truncated(&letter.topic, DEAD_LETTER_TOPIC_BYTES);
+        let (node, boot, seq) = match &letter.report {
+            Some((node, boot, seq)) => (Some(node.as_str()), Some(*boot), Some(*seq)),
+            None => (None, None, None),
+        };
+        self.tx
+            .prepare_cached(
+                "INSERT INTO dead_letters (received, topic, payload, reason, field, node, boot, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![letter.received, topic, kept, letter.reason, letter.field, node, boot, seq])?;
+        self.tx
+            .prepare_cached(
+                "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?1",
+            )?
+            .execute([self.dead_letters_max as i64])?;
+        Ok(())
+    }
+
+    /// What is known of a node's boot.
+    pub fn boot_state(&mut self, node: i64, boot: u32) -> Result<Option<BootState>, StorageError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT from_seq, acked, top, fix_seq, fix_ts, fix_up_ms, ref_up_ms,
+                    ref_up_received, ref_seq, ref_seq_received
+                 FROM boots WHERE node = ?1 AND boot = ?2",
+            )?
+            .query_row(params![node, boot], |row| {
+                let fix = match (row.get(3)?, row.get(4)?) {
+                    (Some(seq), Some(ts)) => Some(ClockFix {
+                        seq,
+                        ts,
+                        up_ms: row.get::<_, Option<i64>>(5)?.map(|u| u as u64),
+                    }),
+                    _ => None,
+                };
+                let by_uptime = match (row.get::<_, Option<i64>>(6)?, row.get(7)?) {
+                    (Some(up), Some(at)) => Some((up as u64, at)),
+                    _ => None,
+                };
+                let by_seq = match (row.get(8)?, row.get(9)?) {
+                    (Some(seq), Some(at)) => Some((seq, at)),
+                    _ => None,
+                };
+                Ok(BootState {
+                    from_seq: row.get(0)?,
+                    acked: row.get(1)?,
+                    top: row.get(2)?,
+                    clock: BootClock {
+                        fix,
+                        by_uptime,
+                        by_seq,
+                    },
+                })
+            })
+            .optional()?)
+    }
+
+    /// Saves what is known of a node's boot, adding `lost` to the reports it declared
+    /// lost (less when declared ones arrived after all).
+    pub fn set_boot_state(
+        &mut self,
+        node: i64,
+        boot: u32,
+        state: &BootState,
+        lost: i64,
+    ) -> Result<(), StorageError> {
+        let clock = &state.clock;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO boots (node, boot, from_seq, acked, lost, top, fix_seq, fix_ts,
+                    fix_up_ms, ref_up_ms, ref_up_received, ref_seq, ref_seq_received)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (node, boot) DO UPDATE SET from_seq = excluded.from_seq,
+                    acked = excluded.acked, lost = lost + excluded.lost, top = excluded.top,
+                    fix_seq = excluded.fix_seq, fix_ts = excluded.fix_ts,
+                    fix_up_ms = excluded.fix_up_ms, ref_up_ms = excluded.ref_up_ms,
+                    ref_up_received = excluded.ref_up_received, ref_seq = excluded.ref_seq,
+                    ref_seq_received = excluded.ref_seq_received",
+            )?
+            .execute(params![
+                node,
+                boot,
+                state.from_seq,
+                state.acked,
+                lost,
+                state.top,
+                clock.fix.map(|f| f.seq),
+                clock.fix.map(|f| f.ts),
+                clock.fix.and_then(|f| f.up_ms).map(|u| u as i64),
+                clock.by_uptime.map(|(up, _)| up as i64),
+                clock.by_uptime.map(|(_, at)| at),
+                clock.by_seq.map(|(seq, _)| seq),
+                clock.by_seq.map(|(_, at)| at),
+            ])?;
+        Ok(())
+    }
+
+    /// The node's boots before `before` with reports handled above their watermark: gaps
+    /// that the node's `oldest` may declare lost.
+    pub fn boots_with_gaps(&mut self, node: i64, before: u32) -> Result<Vec<u32>, StorageError> {
+        let mut statement = self.tx.prepare_cached(
+            "SELECT boot FROM boots WHERE node = ?1 AND boot < ?2
+                AND top >= coalesce(acked + 1, from_seq)",
+        )?;
+        let boots = statement.query_map(params![node, before], |row| row.get(0))?;
+        Ok(boots.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that the reports `first..=last` of a node's boot were declared lost.
+    pub fn add_lost(
+        &mut self,
+        node: i64,
+        boot: u32,
+        (first, last): (u32, u32),
+    ) -> Result<(), StorageError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO lost_reports (node, boot, first_seq, last_seq) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (node, boot, first_seq) DO UPDATE SET last_seq = excluded.last_seq",
+            )?
+            .execute(params![node, boot, first, last])?;
+        Ok(())
+    }
+
+    /// A report declared lost arrived after all: true (and no longer lost) when `seq` of
+    /// the node's boot was declared lost.
+    pub fn recover_lost(&mut self, node: i64, boot: u32, seq: u32) -> Result<bool, StorageError> {
+        let run: Option<(u32, u32)> = self
+            .tx
+            .prepare_cached(
+                "SELECT first_seq, last_seq FROM lost_reports
+                 WHERE node = ?1 AND boot = ?2 AND first_seq <= ?3 AND last_seq >= ?3",
+            )?
+            .query_row(params![node, boot, seq], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        let Some((first, last)) = run else {
+            return Ok(false);
+        };
+        self.tx
+            .prepare_cached(
+                "DELETE FROM lost_reports WHERE node = ?1 AND boot = ?2 AND first_seq = ?3",
+            )?
+            .execute(params![node, boot, first])?;
+        if first < seq {
+            self.add_lost(node, boot, (first, seq - 1))?;
+        }
+        if seq < last {
+            self.add_lost(node, boot, (seq + 1, last))?;
+        }
+        Ok(true)
+    }
+
+    /// Places the stamped reports of a node's boot again from its clock `fix`: those
+    /// still waiting for it at `now` (compaction and forwarding have left them alone).
+    /// Returns how many moved.
+    pub fn restamp(
+        &mut self,
+        node: i64,
+        boot: u32,
+        fix: ClockFix,
+        now: i64,
+    ) -> Result<usize, StorageError> {
+        // A minute's margin: a report whose hold is about to end may be on its way out.
+        let waiting_since = now - HOLD_MS + 60_000;
+        let moved = self
+            .tx
+            .prepare_cached(
+                "UPDATE reports SET ts = CASE
+                    WHEN up_ms IS NOT NULL AND ?5 IS NOT NULL THEN ?3 + (up_ms - ?5)
+                    ELSE ?3 - (?4 - seq) * period_s * 1000 END
+                 WHERE node = ?1 AND boot = ?2 AND clock_ok = 0
+                    AND received + 2 * period_s * 1000 > ?6
+                    AND id > (SELECT coalesce(max(position), 0) FROM cursors WHERE name = ?7)",
+            )?
+            .execute(params![
+                node,
+                boot,
+                fix.ts,
+                fix.seq,
+                fix.up_ms.map(|u| u as i64),
+                waiting_since,
+                super::history::FOLDED
+            ])?;
+        Ok(moved)
+    }
+
+    /// The seqs of a node's boot from `from` on that are handled: stored, or dead letters
+    /// with a readable identity.
+    pub fn handled_from(
+        &mut self,
+        node: i64,
+        name: &str,
+        boot: u32,
+        from: u32,
+    ) -> Result<Vec<u32>, StorageError> {
+        let mut statement = self.tx.prepare_cached(
+            "SELECT seq FROM reports WHERE node = ?1 AND boot = ?3 AND seq >= ?4
+             UNION SELECT seq FROM dead_letters WHERE node = ?2 AND boot = ?3 AND seq >= ?4",
+        )?;
+        let seqs = statement.query_map(params![node, name, boot, from], |row| row.get(0))?;
+        Ok(seqs.collect::<Result<_, _>>()?)
+    }
+
+    /// Makes everything in this group durable.
+    pub fn commit(self) -> Result<(), StorageError> {
+        let Writer {
+            tx,
+            _turn,
+            nodes,
+            added,
+            ..
+        } = self;
+        tx.commit()?;
+        nodes.extend(added);
+        drop(_turn);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use crate::store::tests::report;
+
+    #[test]
+    fn a_node_added_in_a_transaction_that_rolls_back_is_added_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        {
+            let mut writer = store.write().unwrap();
+            writer.node("pole-099", "remiseparken").unwrap();
+        }
+        // Rolled back: the next transaction must not take the node for granted.
+        let mut writer = store.write().unwrap();
+        let node = writer.node("pole-099", "remiseparken").unwrap();
+        assert!(writer.report(node, &report(1, 0), None).unwrap());
+        writer.commit().unwrap();
+        assert_eq!(store.report_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_lost_report_that_arrives_is_no_longer_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let mut writer = store.write().unwrap();
+        let node = writer.node("pole-017", "remiseparken").unwrap();
+        writer.add_lost(node, 7, (3, 6)).unwrap();
+        assert!(!writer.recover_lost(node, 7, 2).unwrap());
+        assert!(writer.recover_lost(node, 7, 4).unwrap());
+        assert!(!writer.recover_lost(node, 7, 4).unwrap(), "once");
+        assert!(writer.recover_lost(node, 7, 3).unwrap());
+        assert!(writer.recover_lost(node, 7, 6).unwrap());
+        assert!(writer.recover_lost(node, 7, 5).unwrap());
+        assert!(!writer.recover_lost(node, 8, 5).unwrap(), "another boot");
+    }
+
+    #[test]
+    fn long_topics_are_cut_on_a_character() {
+        assert_eq!(super::truncated("påske", 2), "p");
+        assert_eq!(super::truncated("påske", 3), "på");
+        assert_eq!(super::truncated("park", 10), "park");
+    }
+}
