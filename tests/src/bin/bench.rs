@@ -1,11 +1,13 @@
 //! `cargo run --release -p parklight-tests --bin bench`: offered QoS 1 load from many
 //! node connections through a real Mosquitto into the real gateway.
 //!
-//! Measures, in one run on this machine: the broker's own ceiling (a plain subscriber
-//! counting), the gateway's sustained reports/s with zero loss, its CPU time per report
-//! and peak RSS, bytes per report on disk raw and after compaction, and the store's own
-//! ceiling (decoding and group commits with no broker). Every loop is bounded in count
-//! and time; everything listens on loopback.
+//! Measures, in one run on this machine: the broker's own ceiling (a subscriber that only
+//! counts and acknowledges), the gateway's sustained reports/s with zero loss as a share
+//! of it, catching up a backlog, its CPU time per report and peak memory, bytes per
+//! report on disk raw and after compaction and what a year of one pole costs, the same
+//! load with housekeeping every second, and the store's own ceiling (decoding and group
+//! commits with no broker). Every loop is bounded in count and time; everything listens
+//! on loopback.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +19,9 @@ use parklight_tests::wait_until;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 
 /// Node connections offering load.
-const CONNECTIONS: usize = 50;
+const CONNECTIONS: usize = 8;
 /// Nodes per connection (each report names its node in the topic).
-const NODES_PER_CONNECTION: usize = 20;
+const NODES_PER_CONNECTION: usize = 125;
 /// How long load is offered in each phase.
 const OFFER_FOR: Duration = Duration::from_secs(20);
 
@@ -141,39 +143,62 @@ fn store_alone() -> f64 {
     rate
 }
 
-/// A plain subscriber that counts what it gets: `mosquitto_sub` at QoS 1, one line per
-/// message, counted as its output arrives.
-fn count(port: u16, received: Arc<AtomicU64>) -> std::process::Child {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(parklight_tests::require(
-        "mosquitto_sub",
-        "mosquitto-clients",
-    ))
-    .args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-q",
-        "1",
-        "-i",
-        "bench-counter",
-        "-t",
-        "parklight/v1/+/+/telemetry",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .expect("starting mosquitto_sub");
-    let stdout = child.stdout.take().expect("piped");
-    std::thread::spawn(move || {
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, stdout);
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            received.fetch_add(1, Ordering::Relaxed);
-            line.clear();
+/// The broker's ceiling: a subscriber on a plain socket that does nothing but count what
+/// it gets and acknowledge it (QoS 1), all that one read brings in one write. Ends when
+/// `done` says so or the broker closes the connection.
+async fn count_and_acknowledge(
+    port: u16,
+    received: Arc<AtomicU64>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use rumqttc::mqttbytes::Error as PacketError;
+    use rumqttc::mqttbytes::v4::{Connect, Packet as Wire, PubAck, Subscribe};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connecting the counting subscriber");
+    socket.set_nodelay(true).expect("nodelay");
+    let mut out = bytes::BytesMut::new();
+    let mut connect = Connect::new("bench-counter");
+    connect.keep_alive = 0;
+    connect.write(&mut out).expect("connect packet");
+    Subscribe::new("parklight/v1/+/+/telemetry", QoS::AtLeastOnce)
+        .write(&mut out)
+        .expect("subscribe packet");
+    socket.write_all(&out).await.expect("connecting");
+    out.clear();
+    let mut incoming = bytes::BytesMut::with_capacity(1 << 20);
+    while !done.load(Ordering::Relaxed) {
+        let read = tokio::time::timeout(
+            Duration::from_millis(200),
+            socket.read_buf(&mut incoming),
+        )
+        .await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => continue,
         }
-    });
-    child
+        let mut count = 0;
+        loop {
+            match Wire::read(&mut incoming, 1 << 20) {
+                Ok(Wire::Publish(publish)) => {
+                    count += 1;
+                    PubAck::new(publish.pkid)
+                        .write(&mut out)
+                        .expect("ack packet");
+                }
+                Ok(_) => {}
+                Err(PacketError::InsufficientBytes(_)) => break,
+                Err(error) => panic!("the counting subscriber read garbage: {error}"),
+            }
+        }
+        received.fetch_add(count, Ordering::Relaxed);
+        if !out.is_empty() {
+            socket.write_all(&out).await.expect("acknowledging");
+            out.clear();
+        }
+    }
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -244,6 +269,45 @@ fn file_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The gateway with its default configuration (and `env`) under the benchmark's load:
+/// everything offered must be stored, nothing lost.
+struct Sustained {
+    offered: u64,
+    stored: u64,
+    rate: f64,
+    all_stored: bool,
+    cpu_per_report: f64,
+    peak_mib: f64,
+    commits: f64,
+}
+
+fn sustained(
+    runtime: &tokio::runtime::Runtime,
+    gateway: &mut Gateway,
+    broker: &Mosquitto,
+) -> Sustained {
+    gateway.start();
+    let pid = gateway.pid().expect("gateway running");
+    let memory = PeakMemory::watch(pid);
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let offered = runtime.block_on(offer(&broker.url(), 0, 30));
+    let all_stored = wait_until(Duration::from_secs(300), || {
+        gateway.metric("parklight_reports_stored_total", "") >= offered as f64
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let stored = gateway.metric("parklight_reports_stored_total", "") as u64;
+    Sustained {
+        offered,
+        stored,
+        rate: stored as f64 / elapsed,
+        all_stored: all_stored && stored == offered,
+        cpu_per_report: (cpu_seconds(pid) - cpu_before) / stored.max(1) as f64,
+        peak_mib: memory.peak_mib(),
+        commits: gateway.metric("parklight_commit_messages_count", ""),
+    }
+}
+
 fn main() {
     parklight_tests::use_release_binary();
     println!("building the release binary ...");
@@ -270,10 +334,16 @@ fn main() {
         OFFER_FOR.as_secs()
     );
 
-    // 1. The broker's own ceiling: publishers and one plain subscriber on the same cores.
+    // 1. The broker's own ceiling: publishers and a subscriber that only counts and
+    // acknowledges, on the same cores.
     let broker = Mosquitto::with_queue(0);
     let received = Arc::new(AtomicU64::new(0));
-    let mut counter = count(broker.port(), received.clone());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counter = runtime.spawn(count_and_acknowledge(
+        broker.port(),
+        received.clone(),
+        done.clone(),
+    ));
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     let offered = runtime.block_on(offer(&broker.url(), 0, 30));
@@ -282,13 +352,13 @@ fn main() {
         received.load(Ordering::Relaxed) >= offered
     });
     let ceiling = received.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    let _ = counter.kill();
-    let _ = counter.wait();
+    done.store(true, Ordering::Relaxed);
+    let _ = runtime.block_on(counter);
     println!(
         "broker intake (QoS 1 publishers):  {intake:>9.0} msg/s  ({offered} acknowledged to publishers)"
     );
     println!(
-        "broker to a plain subscriber:      {ceiling:>9.0} msg/s  (all {} delivered{})",
+        "broker to a subscriber that only counts and acknowledges:\n                                   {ceiling:>9.0} msg/s  (all {} delivered{})",
         received.load(Ordering::Relaxed),
         if delivered {
             ""
@@ -297,25 +367,14 @@ fn main() {
         }
     );
     drop(broker);
+    let of_ceiling = |rate: f64| rate / ceiling * 100.0;
 
     // 2. The gateway: everything offered must be stored, nothing lost.
     let broker = Mosquitto::with_queue(0);
     let mut gateway = Gateway::new(&broker.url(), "");
-    gateway.start();
-    let pid = gateway.pid().expect("gateway running");
-    let memory = PeakMemory::watch(pid);
-    let cpu_before = cpu_seconds(pid);
-    let started = Instant::now();
-    let offered = runtime.block_on(offer(&broker.url(), 0, 30));
-    let all_stored = wait_until(Duration::from_secs(300), || {
-        gateway.metric("parklight_reports_stored_total", "") >= offered as f64
-    });
-    let elapsed = started.elapsed().as_secs_f64();
-    let stored = gateway.metric("parklight_reports_stored_total", "") as u64;
-    let cpu = cpu_seconds(pid) - cpu_before;
-    let rss = memory.peak_mib();
-    let commits = gateway.metric("parklight_commit_messages_count", "");
+    let run = sustained(&runtime, &mut gateway, &broker);
     gateway.stop();
+    let stored = run.stored;
 
     // 2b. Catching up: reports queue in the broker while the gateway is down; then the
     // gateway drains them with the cores to itself and the broker.
@@ -333,9 +392,11 @@ fn main() {
     let drain_cpu = (cpu_seconds(pid) - cpu_before) / queued.max(1) as f64;
     gateway.stop();
     println!(
-        "gateway sustained:                {:>9.0} reports/s  ({stored} stored, {offered} acknowledged to publishers{})",
-        stored as f64 / elapsed,
-        if all_stored && stored == offered {
+        "gateway sustained:                {:>9.0} reports/s  ({:.0} % of the ceiling; {stored} stored, {} acknowledged to publishers{})",
+        run.rate,
+        of_ceiling(run.rate),
+        run.offered,
+        if run.all_stored {
             ", zero loss"
         } else {
             ", LOSS"
@@ -343,10 +404,11 @@ fn main() {
     );
     println!(
         "gateway CPU per report:           {:>9.1} µs",
-        cpu / stored.max(1) as f64 * 1e6
+        run.cpu_per_report * 1e6
     );
     println!(
-        "gateway catching up a backlog:    {drain_rate:>9.0} reports/s  ({queued} queued while it was down{}; {:.1} µs CPU each)",
+        "gateway catching up a backlog:    {drain_rate:>9.0} reports/s  ({:.0} % of the ceiling; {queued} queued while it was down{}; {:.1} µs CPU each)",
+        of_ceiling(drain_rate),
         if drained {
             ", all stored"
         } else {
@@ -355,22 +417,25 @@ fn main() {
         drain_cpu * 1e6
     );
     println!(
-        "gateway peak memory:              {rss:>9.1} MiB sustained, {:.1} MiB catching up (anonymous RSS: heap with SQLite's page cache, stacks; not the mapped store)",
+        "gateway peak memory:              {:>9.1} MiB sustained, {:.1} MiB catching up (anonymous RSS: heap with SQLite's page cache, stacks; not the mapped store)",
+        run.peak_mib,
         drain_memory.peak_mib()
     );
     println!(
         "reports per group commit:         {:>9.0}",
-        stored as f64 / commits.max(1.0)
+        stored as f64 / run.commits.max(1.0)
     );
 
-    // 3. Bytes per report on disk, raw and after compaction.
+    // 3. Bytes per report on disk, raw and after compaction; a year of one pole.
     let mut store = gateway.store();
-    let data = gateway.config_path().parent().expect("folder").join("data");
+    let data = gateway.store_path();
     store.checkpoint().expect("checkpoint");
     let stored = store.report_count().expect("count");
     let raw = file_bytes(&data) as f64 / stored.max(1) as f64;
     let far_future = i64::MAX / 4;
-    let compaction = store.compact(far_future, far_future).expect("compaction");
+    let compaction = store
+        .compact(far_future, far_future)
+        .expect("compaction");
     store.retain(far_future, None).expect("retention");
     store.checkpoint().expect("checkpoint");
     let compacted = file_bytes(&data) as f64 / stored.max(1) as f64;
@@ -386,8 +451,51 @@ fn main() {
         "compressed block per report:      {block_bytes:>9.1} bytes ({:.2} per value, 14 values a report)",
         block_bytes / 14.0
     );
+    let retention = parklight_gateway::config::StorageConfig::default().retention_days;
+    let a_year = 365.0 * 1440.0 * compacted + f64::from(retention) * 1440.0 * raw;
+    println!(
+        "a year of one pole:               {:>9.1} MB (a report a minute, compacted, plus {retention} days of raw rows: the default retention)",
+        a_year / 1e6
+    );
 
-    // 4. The store's own ceiling: the writer's work with the cores to itself.
+    // 4. Housekeeping every second while the load runs: every round succeeds, every
+    // closed hour is folded, raw rows stay as configured.
+    let broker = Mosquitto::with_queue(0);
+    let mut gateway =
+        Gateway::new(&broker.url(), "").env("PARKLIGHT_STORAGE__HOUSEKEEPING_INTERVAL_S", "1");
+    let run = sustained(&runtime, &mut gateway, &broker);
+    // One more round once the load is over.
+    let rounds_by_end = gateway.metric("parklight_housekeeping_rounds_total", "");
+    wait_until(Duration::from_secs(30), || {
+        gateway.metric("parklight_housekeeping_rounds_total", "") >= rounds_by_end + 2.0
+    });
+    let rounds = gateway.metric("parklight_housekeeping_rounds_total", "");
+    let failed = gateway.metric("parklight_housekeeping_failures_total", "");
+    gateway.stop();
+    let store = gateway.store();
+    let folded = store
+        .cursor(parklight_gateway::store::history::FOLDED)
+        .expect("cursor");
+    let every_hour_folded = folded == store.last_report_id().expect("last id");
+    let raw_kept = store.raw_report_count().expect("count") == run.stored;
+    println!(
+        "with housekeeping every second:   {:>9.0} reports/s  ({:.0} % of the ceiling{}); {rounds:.0} rounds, {failed:.0} failed; {}; {}",
+        run.rate,
+        of_ceiling(run.rate),
+        if run.all_stored { ", zero loss" } else { ", LOSS" },
+        if every_hour_folded {
+            "every closed hour folded"
+        } else {
+            "NOT every closed hour folded"
+        },
+        if raw_kept {
+            "every raw row kept (within the retention)"
+        } else {
+            "raw rows MISSING"
+        }
+    );
+
+    // 5. The store's own ceiling: the writer's work with the cores to itself.
     println!(
         "store alone, no broker:           {:>9.0} reports/s  ({STORE_ALONE_REPORTS} decoded and stored in one thread, default commit size)",
         store_alone()
