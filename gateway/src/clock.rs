@@ -9,9 +9,10 @@
 //! the boot's offset: from then on its clock-less reports are placed from that report,
 //! and the ones stamped before are placed again ([`crate::store::Writer::restamp`]).
 //!
-//! Until its boot's offset is known, a stamped report is *unsettled*: compaction and the
-//! forwarder leave it (and what arrived after it) for up to [`hold_ms`], so they see its
-//! real time, not the stamp.
+//! Until its boot's offset is known, a stamped report is *held*: compaction and the
+//! forwarder leave it (compaction also every later report of its node, so each hour's
+//! block is folded in arrival order) for up to [`hold_ms`] after it arrived, so they see
+//! its real time, not the stamp. After that it keeps its stamp.
 
 /// 2020-01-01 in Unix ms: an earlier `ts` is no valid clock.
 pub const EARLIEST_VALID_TS: i64 = 1_577_836_800_000;
@@ -24,6 +25,12 @@ pub const HOLD_MS: i64 = 5 * 60_000;
 /// clock after it arrived; after that it stays where it was stamped.
 pub fn hold_ms(period_s: u16) -> i64 {
     HOLD_MS + 2 * i64::from(period_s) * 1000
+}
+
+/// `later − earlier` in ms, whatever the two uptimes.
+fn span(later: u64, earlier: u64) -> i64 {
+    (i128::from(later) - i128::from(earlier)).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+        as i64
 }
 
 /// The boot's first report with a valid clock: it places every report of the boot.
@@ -42,7 +49,7 @@ impl ClockFix {
     /// by uptime where both reports carry it, otherwise by seq.
     pub fn place(&self, seq: u32, up_ms: Option<u64>, period_s: u16) -> i64 {
         match (up_ms, self.up_ms) {
-            (Some(up), Some(fix_up)) => self.ts.saturating_add(up as i64 - fix_up as i64),
+            (Some(up), Some(fix_up)) => self.ts.saturating_add(span(up, fix_up)),
             _ => self.ts.saturating_sub(
                 (i64::from(self.seq) - i64::from(seq)) * i64::from(period_s) * 1000,
             ),
@@ -133,7 +140,7 @@ impl BootClock {
             self.by_seq = Some((report.seq, received));
         }
         match (report.up_ms, self.by_uptime, self.by_seq) {
-            (Some(up), Some((u, a)), _) => a.saturating_add(up as i64 - u as i64),
+            (Some(up), Some((u, a)), _) => a.saturating_add(span(up, u)),
             (_, _, Some((s, a))) => a.saturating_sub(
                 (i64::from(s) - i64::from(report.seq)) * i64::from(report.period_s) * 1000,
             ),
@@ -200,6 +207,22 @@ mod tests {
                 stamped(ARRIVAL - 120_000),
                 stamped(ARRIVAL + 10)
             ]
+        );
+    }
+
+    #[test]
+    fn uptimes_far_apart_do_not_overflow() {
+        let fix = ClockFix {
+            seq: 0,
+            ts: ARRIVAL,
+            up_ms: Some(u64::MAX),
+        };
+        assert_eq!(fix.place(1, Some(0), 60), ARRIVAL + i64::MIN);
+        let mut clock = BootClock::default();
+        clock.stamp(clockless(1, Some(u64::MAX)), ARRIVAL, 0);
+        assert_eq!(
+            clock.stamp(clockless(0, Some(0)), ARRIVAL, 0).ts,
+            ARRIVAL + i64::MIN
         );
     }
 

@@ -775,6 +775,36 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_client_limit_leaves_room_above_the_shipped_broker_limit() {
+        let broker = include_str!("../../deploy/mosquitto.conf")
+            .lines()
+            .find_map(|line| line.strip_prefix("message_size_limit "))
+            .and_then(|limit| limit.trim().parse::<usize>().ok())
+            .unwrap();
+        let shipped = parse(DEFAULT_CONFIG, &[]).unwrap().config.mqtt;
+        assert!(shipped.max_packet_bytes >= broker + MQTT_PACKET_OVERHEAD);
+        // And check holds a configuration to it when it knows the broker's limit.
+        let told = [(
+            "PARKLIGHT_MQTT__BROKER_MESSAGE_SIZE_LIMIT".to_owned(),
+            "262144".to_owned(),
+        )];
+        let error = parse(DEFAULT_CONFIG, &told).unwrap_err().to_string();
+        assert!(
+            error.contains("[mqtt] max_packet_bytes: at least 327683"),
+            "{error}"
+        );
+        let none = [(
+            "PARKLIGHT_MQTT__BROKER_MESSAGE_SIZE_LIMIT".to_owned(),
+            "0".to_owned(),
+        )];
+        let warned = parse(DEFAULT_CONFIG, &none).unwrap().warnings;
+        assert!(
+            warned[0].message.contains("no message_size_limit"),
+            "{warned:?}"
+        );
+    }
+
+    #[test]
     fn environment_overrides_keys() {
         let overrides = [
             (

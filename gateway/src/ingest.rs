@@ -17,11 +17,21 @@ use parklight_protocol::{DecodeError, ReportId, Uplink, decode_uplink, salvage_r
 use parklight_sim::Site;
 
 use crate::clock::Timing;
-use crate::store::{BootState, DeadLetter, Presence, ReportRow, StorageError, Store, Writer};
+use crate::store::{
+    BootState, DeadLetter, Placement, Presence, ReportRow, StorageError, Store, Writer,
+};
 
 /// Boots per node whose progress stays in memory; older ones are read from the store
 /// again when a report of theirs arrives (lamps on switched circuits boot every day).
 pub const KEEP_BOOTS: usize = 4;
+
+/// Reports of a boot handled above its watermark, at most: past it, the lowest gap is
+/// taken as lost (a node keeps at most its buffer unacknowledged, far fewer; only a
+/// broken or hostile node sends thousands past a gap it never closes).
+pub const MAX_AHEAD: usize = 4096;
+
+/// The largest `up_ms` the gateway places reports by: 2^53 ms.
+const MAX_UP_MS: u64 = 1 << 53;
 
 /// A message as it came from the broker.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -161,10 +171,13 @@ impl Ingest {
                     self.handled(writer, node_id, (site, node), id, (before, true), news)?;
                     return Ok(Outcome::Duplicate);
                 }
+                // An uptime past 2^53 ms (285 000 years) says nothing: left out, it cannot
+                // overflow the arithmetic that places reports.
+                let up_ms = report.up_ms.filter(|up| *up <= MAX_UP_MS);
                 let timing = Timing {
                     seq: id.seq,
                     ts: report.ts,
-                    up_ms: report.up_ms,
+                    up_ms,
                     period_s: report.period_s,
                 };
                 let stamp = boot
@@ -176,9 +189,9 @@ impl Ingest {
                     boot.lost -= 1;
                     self.lost.1 -= 1;
                 }
-                if let (true, Some(fix)) = (stamp.fixes_stamped, boot.state.clock.fix) {
-                    self.restamped +=
-                        writer.restamp(node_id, id.boot, fix, message.received_ms)? as u64;
+                let fix = boot.state.clock.fix;
+                if let (true, Some(fix)) = (stamp.fixes_stamped, fix) {
+                    self.restamped += writer.restamp(node_id, id.boot, fix)? as u64;
                 }
                 let known = self.directory.get(node).filter(|(s, _)| s == site);
                 let (unknown_node, zone) =
@@ -203,8 +216,11 @@ impl Ingest {
                     temp_c: report.temp_c,
                     zone,
                 };
-                let up_ms = report.up_ms.filter(|_| !stamp.clock_ok);
-                let stored = writer.report(node_id, &row, up_ms)?;
+                let placement = Placement {
+                    up_ms: up_ms.filter(|_| !stamp.clock_ok),
+                    held: !stamp.clock_ok && fix.is_none(),
+                };
+                let stored = writer.report(node_id, &row, placement)?;
                 if let Some(oldest) = report.oldest {
                     self.oldest(writer, node_id, node, oldest)?;
                 }
@@ -313,7 +329,8 @@ impl Ingest {
         for boot in writer.boots_with_gaps(node_id, oldest.boot)? {
             let top = self.boots.get(writer, node_id, node, boot)?.state.top;
             if let Some(top) = top {
-                self.declare_gone(writer, node_id, node, ReportId { boot, seq: top + 1 })?;
+                let seq = top.saturating_add(1);
+                self.declare_gone(writer, node_id, node, ReportId { boot, seq })?;
             }
         }
         self.declare_gone(writer, node_id, node, oldest)
@@ -382,7 +399,21 @@ impl Ingest {
             boot.state.top = Some(id.seq);
             boot.dirty = true;
         }
-        let after = boot.advance();
+        let mut after = boot.advance();
+        if boot.above.len() > MAX_AHEAD {
+            let lowest = boot.above.first().copied().unwrap_or_default();
+            tracing::warn!(
+                node,
+                boot = id.boot,
+                "more than {MAX_AHEAD} reports past a gap: its reports are taken as lost"
+            );
+            let seq = ReportId {
+                boot: id.boot,
+                seq: lowest,
+            };
+            self.declare_gone(writer, node_id, node, seq)?;
+            after = self.boots.get(writer, node_id, node, id.boot)?.advance();
+        }
         let repeat = duplicate && after.is_some_and(|a| id.seq <= a);
         if let Some(seq) = after.filter(|_| after != before || repeat) {
             news.push(AckNews {
@@ -684,14 +715,14 @@ mod tests {
     fn a_report_resent_after_its_raw_row_went_is_a_duplicate() {
         let mut f = Fixture::new();
         f.group(&[report(7, 0, ""), report(7, 1, "")]);
-        f.store.compact(i64::MAX / 4, i64::MAX).unwrap();
-        f.store.retain(i64::MAX / 4, None).unwrap();
+        f.store.compact(i64::MAX / 4, &|| false).unwrap();
+        f.store.retain(i64::MAX / 4, None, &|| false).unwrap();
         assert_eq!(f.store.raw_report_count().unwrap(), 1, "the newest stays");
         f.restart(&[Site::remiseparken()]);
         let (outcomes, acks) = f.group(&[report(7, 0, "")]);
         assert_eq!(outcomes, [Outcome::Duplicate]);
         assert_eq!(acks, [(7, 1)]);
-        f.store.compact(i64::MAX / 4, i64::MAX).unwrap();
+        f.store.compact(i64::MAX / 4, &|| false).unwrap();
         assert_eq!(f.store.report_count().unwrap(), 2, "not a second point");
     }
 
@@ -825,7 +856,7 @@ mod tests {
                 ..
             }
         ));
-        let rows = f.store.reports_after(0, 10, i64::MAX).unwrap();
+        let rows = f.store.reports_after(0, 10).unwrap();
         assert_eq!(
             (rows[0].site.as_deref(), rows[0].report.zone.as_deref()),
             (Some("norrebroparken"), None)
@@ -879,5 +910,89 @@ mod tests {
         assert_eq!(f.store.lost_on_node("pole-new").unwrap(), 5);
         assert_eq!((f.totals.lost, f.totals.online), (5, 1));
         assert_eq!(f.store.report_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn held_reports_reach_the_blocks_at_their_real_time_and_none_is_lost() {
+        use crate::store::{HOUR_MS, Selector};
+        const SIX_PM: i64 = 1_764_093_600_000;
+        let clockless = |seq: u32| {
+            message(
+                TOPIC,
+                format!(
+                    r#"{{"v":1,"boot":7,"seq":{seq},"ts":0,"up_ms":{},"period_s":60,"lux":null,"motion":1,"lamp":{{"on":true,"level":80}}}}"#,
+                    (seq + 1) * 60_000
+                ),
+            )
+        };
+        let mut f = Fixture::new();
+        // Boot 7 starts without a clock: four windows, stamped from their arrival, held.
+        f.group(&[clockless(0), clockless(1), clockless(2), clockless(3)]);
+        // A report of the boot before, resent, for 18:00, and every hour long closed:
+        // compaction leaves the held reports, and every later report of their node.
+        f.group(&[report(6, 0, "")]);
+        f.store.compact(i64::MAX / 4, &|| false).unwrap();
+        assert_eq!(f.store.cursor(crate::store::history::FOLDED).unwrap(), 0);
+        // The node has its clock: its window ending 18:30 is the boot's fourth minute.
+        let mut fixed = message(
+            TOPIC,
+            format!(
+                r#"{{"v":1,"boot":7,"seq":4,"ts":{},"up_ms":300000,"period_s":60,"lux":null,"motion":1,"lamp":{{"on":true,"level":80}}}}"#,
+                SIX_PM + 30 * 60_000
+            ),
+        );
+        fixed.received_ms = SIX_PM + 30 * 60_000 + 500;
+        f.group(&[fixed]);
+        assert_eq!(f.totals.restamped, 4);
+        f.store.compact(i64::MAX / 4, &|| false).unwrap();
+        assert_eq!(f.store.cursor(crate::store::history::FOLDED).unwrap(), 6);
+        assert_eq!(f.store.report_count().unwrap(), 6, "none lost");
+        let minutes: Vec<(i64, u32)> = f
+            .store
+            .series(
+                Selector::Node("pole-017"),
+                SIX_PM - HOUR_MS,
+                SIX_PM + HOUR_MS,
+                60_000,
+            )
+            .unwrap()
+            .iter()
+            .map(|b| ((b.start - SIX_PM) / 60_000, b.reports))
+            .collect();
+        assert_eq!(
+            minutes,
+            [(0, 1), (26, 1), (27, 1), (28, 1), (29, 1), (30, 1)]
+        );
+    }
+
+    #[test]
+    fn a_report_held_too_long_keeps_its_stamp() {
+        let mut f = Fixture::new();
+        let mut clockless = report(7, 0, r#","up_ms":60000"#);
+        clockless.payload = String::from_utf8(clockless.payload)
+            .unwrap()
+            .replace("1764093600000", "0")
+            .into_bytes();
+        f.group(&[clockless]);
+        let stamped = f.store.reports_after(0, 10).unwrap();
+        assert!(stamped[0].held);
+        let over = AT + crate::clock::hold_ms(60);
+        assert_eq!(f.store.release_held(over - 1).unwrap(), 0);
+        assert_eq!(f.store.release_held(over).unwrap(), 1);
+        let released = f.store.reports_after(0, 10).unwrap();
+        assert!(!released[0].held);
+        assert_eq!(released[0].report.ts, stamped[0].report.ts);
+    }
+
+    #[test]
+    fn reports_far_past_a_gap_that_never_closes_are_bounded() {
+        let mut f = Fixture::new();
+        let reports: Vec<Owned> = (1..=MAX_AHEAD as u32 + 10)
+            .map(|seq| report(7, seq, ""))
+            .collect();
+        let (_, acks) = f.group(&reports);
+        assert_eq!(f.lost(), 1, "report 0 is taken as lost");
+        assert_eq!(acks.last(), Some(&(7, MAX_AHEAD as u32 + 10)));
+        assert!(f.ingest.boots.nodes["pole-017"][0].1.above.is_empty());
     }
 }

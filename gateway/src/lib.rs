@@ -163,12 +163,27 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
                 flush_interval: Duration::from_millis(influx.flush_interval_ms),
             };
             let (stop, supervisor) = (stop.clone(), supervisor.clone());
-            Some(tokio::spawn(async move {
-                let _guard = supervisor.guard("the InfluxDB forwarder");
-                if let Err(error) = sinks::influxdb::forward(sink, settings, stop).await {
-                    supervisor.fail("the InfluxDB forwarder", error);
-                }
-            }))
+            // A thread of its own: its store calls block (on SQLite, and on the writer's
+            // turn), which the runtime's two workers must never do.
+            let forwarding = std::thread::Builder::new()
+                .name("parklight-influxdb".into())
+                .spawn(move || {
+                    let _guard = supervisor.guard("the InfluxDB forwarder");
+                    let forwarded = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())
+                        .and_then(|runtime| {
+                            runtime
+                                .block_on(sinks::influxdb::forward(sink, settings, stop))
+                                .map_err(|e| e.to_string())
+                        });
+                    if let Err(error) = forwarded {
+                        supervisor.fail("the InfluxDB forwarder", error);
+                    }
+                })
+                .map_err(GatewayError::Thread)?;
+            Some(forwarding)
         }
         None => None,
     };
@@ -218,7 +233,8 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), housekeeping).await;
     if let Some(forwarder) = forwarder {
-        let _ = tokio::time::timeout(Duration::from_secs(1), forwarder).await;
+        let joined = tokio::task::spawn_blocking(move || forwarder.join());
+        let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
     }
     match supervisor.failure() {
         Some(reason) => Err(GatewayError::Failed(reason)),

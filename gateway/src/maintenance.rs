@@ -43,8 +43,10 @@ pub struct Round {
 }
 
 /// One round: compact, then retain; retention runs even when compaction failed (it
-/// drops only what blocks already hold). Failures are counted and logged.
-pub fn tidy(settings: &Housekeeping, now_ms: i64) -> Round {
+/// drops only what blocks already hold). Failures are counted and logged. `stop` ends
+/// the round early (a first round after a long time, or with a shorter retention, can
+/// take minutes).
+pub fn tidy(settings: &Housekeeping, now_ms: i64, stop: &dyn Fn() -> bool) -> Round {
     counter!(m::HOUSEKEEPING_ROUNDS).increment(1);
     let mut store = match Store::open(&settings.store, settings.dead_letters_max) {
         Ok(store) => store,
@@ -57,10 +59,10 @@ pub fn tidy(settings: &Housekeeping, now_ms: i64) -> Round {
             };
         }
     };
-    let compaction = store.compact(now_ms - GRACE_MS, now_ms);
+    let compaction = store.compact(now_ms - GRACE_MS, stop);
     let horizon = now_ms - i64::from(settings.retention_days) * 86_400_000;
     let retention = forwarded(&store, settings.forwarding)
-        .and_then(|forwarded| store.retain(horizon, forwarded));
+        .and_then(|forwarded| store.retain(horizon, forwarded, stop));
     for (step, error) in [
         ("compaction", compaction.as_ref().err()),
         ("retention", retention.as_ref().err()),
@@ -101,9 +103,11 @@ fn forwarded(store: &Store, forwarding: bool) -> Result<Option<Forwarded>, Stora
 /// panics fails the gateway.
 pub async fn run(settings: Housekeeping, supervisor: Supervisor, stop: CancellationToken) {
     loop {
-        let round = settings.clone();
+        let (round, stopping) = (settings.clone(), stop.clone());
         let now = jiff::Timestamp::now().as_millisecond();
-        if let Err(error) = tokio::task::spawn_blocking(move || tidy(&round, now)).await {
+        let tidied =
+            tokio::task::spawn_blocking(move || tidy(&round, now, &|| stopping.is_cancelled()));
+        if let Err(error) = tidied.await {
             supervisor.fail("housekeeping", error);
             return;
         }
@@ -122,6 +126,11 @@ mod tests {
 
     const HOUR: i64 = 1_764_093_600_000;
 
+    /// A round that runs to its end.
+    fn never() -> bool {
+        false
+    }
+
     /// A store in `dir` with two hours of one node's reports, each received as it was made.
     fn two_hours(dir: &std::path::Path) -> Store {
         let mut store = Store::open(dir, 10).unwrap();
@@ -131,7 +140,7 @@ mod tests {
             let mut row = crate::store::tests::report(1, seq);
             row.ts = HOUR + i64::from(seq) * 60_000;
             row.received = row.ts;
-            writer.report(node, &row, None).unwrap();
+            writer.report(node, &row, Default::default()).unwrap();
         }
         writer.commit().unwrap();
         store
@@ -150,10 +159,10 @@ mod tests {
     #[test]
     fn a_round_folds_closed_hours_and_keeps_what_the_forwarder_has_not_sent() {
         let dir = tempfile::tempdir().unwrap();
-        let store = two_hours(dir.path());
+        let mut store = two_hours(dir.path());
         store.set_cursor(influxdb::CURSOR, 30).unwrap();
         // Two days on: both hours are closed and past the retention.
-        tidy(&settings(dir.path(), true), HOUR + 2 * 86_400_000);
+        tidy(&settings(dir.path(), true), HOUR + 2 * 86_400_000, &never);
         let series = store
             .series(
                 Selector::Node("pole-017"),
@@ -176,13 +185,18 @@ mod tests {
         tidy(
             &settings(dir.path(), false),
             HOUR + 2 * HOUR_MS + GRACE_MS - 1,
+            &never,
         );
         assert_eq!(
             store.cursor(FOLDED).unwrap(),
             60,
             "only the first hour folded"
         );
-        tidy(&settings(dir.path(), false), HOUR + 2 * HOUR_MS + GRACE_MS);
+        tidy(
+            &settings(dir.path(), false),
+            HOUR + 2 * HOUR_MS + GRACE_MS,
+            &never,
+        );
         assert_eq!(store.cursor(FOLDED).unwrap(), 120);
         assert_eq!(
             store.raw_report_count().unwrap(),
@@ -216,7 +230,7 @@ mod tests {
                         let mut row = crate::store::tests::report(1, seq);
                         row.ts = HOUR + i64::from(seq % 200) * HOUR_MS / 2;
                         row.received = if seq < 1000 { HOUR } else { now };
-                        writer.report(node, &row, None).unwrap();
+                        writer.report(node, &row, Default::default()).unwrap();
                         seq += 1;
                     }
                     writer.commit().unwrap();
@@ -226,7 +240,7 @@ mod tests {
             });
             let mut failed = None;
             while writing.load(Relaxed) {
-                let round = tidy(&settings(dir.path(), false), now);
+                let round = tidy(&settings(dir.path(), false), now, &never);
                 if !matches!(
                     (&round.compaction, &round.retention),
                     (Some(Ok(_)), Some(Ok(_)))
@@ -241,7 +255,7 @@ mod tests {
         assert_eq!(failed, None, "a round failed");
         let rounds = rounds.into_inner();
         assert!(rounds >= 10, "{rounds} rounds while the writer wrote");
-        let round = tidy(&settings(dir.path(), false), now);
+        let round = tidy(&settings(dir.path(), false), now, &never);
         assert!(matches!(round.compaction, Some(Ok(_))));
         let store = Store::open(dir.path(), 10).unwrap();
         assert_eq!(store.report_count().unwrap(), u64::from(written));

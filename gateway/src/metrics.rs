@@ -24,6 +24,9 @@ pub const REPORTS_UNKNOWN_NODE: &str = "parklight_reports_unknown_node_total";
 pub const REPORTS_CLOCK_STAMPED: &str = "parklight_reports_clock_stamped_total";
 /// Stamped reports placed again once their boot's clock was known.
 pub const REPORTS_RESTAMPED: &str = "parklight_reports_restamped_total";
+/// Stamped reports whose boot's clock did not come within their hold: they keep their
+/// stamp.
+pub const REPORTS_CLOCK_UNRESOLVED: &str = "parklight_reports_clock_unresolved_total";
 /// Group commits that failed (each is tried again while the failure may pass).
 pub const COMMIT_FAILURES: &str = "parklight_commit_failures_total";
 /// Housekeeping steps that failed, by `step` (`compaction`, `retention`).
@@ -83,6 +86,10 @@ pub fn register() {
         REPORTS_RESTAMPED,
         "Stamped reports placed again once their boot's clock was known"
     );
+    describe_counter!(
+        REPORTS_CLOCK_UNRESOLVED,
+        "Stamped reports whose boot's clock never came: they keep their stamp"
+    );
     describe_counter!(COMMIT_FAILURES, "Group commits that failed");
     describe_counter!(HOUSEKEEPING_FAILURES, "Housekeeping steps that failed");
     describe_counter!(HOUSEKEEPING_ROUNDS, "Housekeeping rounds run");
@@ -116,6 +123,7 @@ pub fn register() {
         REPORTS_UNKNOWN_NODE,
         REPORTS_CLOCK_STAMPED,
         REPORTS_RESTAMPED,
+        REPORTS_CLOCK_UNRESOLVED,
         COMMIT_FAILURES,
         HOUSEKEEPING_ROUNDS,
         SUBSCRIPTIONS_REFUSED,

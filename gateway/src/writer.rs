@@ -147,7 +147,12 @@ pub fn run(
         pending: HashMap::new(),
     };
     m::totals(ingest.committed());
+    let mut released_at = Instant::now();
     loop {
+        if released_at.elapsed() >= RELEASE_EVERY {
+            released_at = Instant::now();
+            release_held(&mut store)?;
+        }
         let wait = acks
             .flush_due()
             .unwrap_or(Duration::from_millis(100))
@@ -186,6 +191,25 @@ pub fn run(
     acks.interval = Duration::ZERO;
     acks.flush_due();
     Ok(())
+}
+
+/// How often held reports whose boot's clock never came are let go.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
+
+/// Lets go of held reports whose hold is over; a failure that may pass is tried again
+/// next time.
+fn release_held(store: &mut Store) -> Result<(), StorageError> {
+    match store.release_held(jiff::Timestamp::now().as_millisecond()) {
+        Ok(released) => {
+            counter!(m::REPORTS_CLOCK_UNRESOLVED).increment(released as u64);
+            Ok(())
+        }
+        Err(error) if error.is_transient() => {
+            tracing::warn!(%error, "held reports not let go; retrying");
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Stores a group, trying again every second while the store's trouble may pass (a

@@ -7,8 +7,16 @@ use std::time::Duration;
 
 use crate::{free_port, require, wait_until};
 
-/// The payload limit of `deploy/mosquitto.conf`.
-pub const SHIPPED_MESSAGE_SIZE_LIMIT: usize = 16_384;
+/// The `message_size_limit` of `deploy/mosquitto.conf`, the broker settings shipped.
+pub fn shipped_message_size_limit() -> usize {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto.conf");
+    std::fs::read_to_string(&path)
+        .expect("reading deploy/mosquitto.conf")
+        .lines()
+        .find_map(|line| line.strip_prefix("message_size_limit "))
+        .and_then(|limit| limit.trim().parse().ok())
+        .expect("message_size_limit in deploy/mosquitto.conf")
+}
 
 /// How a test's Mosquitto differs from the shipped settings.
 #[derive(Debug, Clone)]
@@ -25,7 +33,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_queued: 100_000,
-            message_size_limit: SHIPPED_MESSAGE_SIZE_LIMIT,
+            message_size_limit: shipped_message_size_limit(),
             dynamic_security: None,
         }
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use parklight_tests::broker::{Mosquitto, SHIPPED_MESSAGE_SIZE_LIMIT, Settings};
+use parklight_tests::broker::{Mosquitto, Settings, shipped_message_size_limit};
 use parklight_tests::gateway::Gateway;
 use parklight_tests::process::Parklight;
 use parklight_tests::{one_at_a_time, wait_until};
@@ -62,8 +62,8 @@ fn messages_at_the_shipped_broker_limit_are_rejected_without_breaking_the_sessio
         &broker,
         &[
             report(1, 0),
-            oversized(SHIPPED_MESSAGE_SIZE_LIMIT),
-            oversized(SHIPPED_MESSAGE_SIZE_LIMIT - 1),
+            oversized(shipped_message_size_limit()),
+            oversized(shipped_message_size_limit() - 1),
             report(1, 1),
         ],
     );
@@ -335,7 +335,7 @@ fn replayed_clockless_reports_keep_the_times_of_their_windows() {
     assert!(finished.status.success(), "{}", finished.stderr);
     gateway.stop();
     let start = start.as_millisecond();
-    let rows = gateway.store().reports_after(0, 100_000, i64::MAX).unwrap();
+    let rows = gateway.store().reports_after(0, 100_000).unwrap();
     let boot = rows.last().expect("reports").report.boot;
     let mut clockless: Vec<_> = rows
         .iter()

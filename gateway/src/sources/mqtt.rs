@@ -249,7 +249,18 @@ impl Subscriptions {
         folder: &std::path::Path,
     ) -> Result<Subscriptions, StorageError> {
         let filters = topics(config, sites);
-        let held = store.subscriptions()?;
+        let mut held = store.subscriptions()?;
+        if held.is_empty() {
+            // A store that never recorded them (new, or from before it did): the broker
+            // may hold what a gateway subscribes to by default.
+            held = topics(
+                &MqttConfig {
+                    only_configured_sites: false,
+                    ..config.clone()
+                },
+                &[],
+            );
+        }
         let stale: Vec<String> = held
             .iter()
             .filter(|f| !filters.contains(f))
@@ -382,6 +393,7 @@ pub async fn poll(
     let mut disconnecting = false;
     let mut connection = 0;
     let mut unsubscribed = 0;
+    let mut subscribed = false;
     let mut paused = false;
     loop {
         let full = backlog.is_full() && !stop.is_cancelled();
@@ -407,6 +419,7 @@ pub async fn poll(
                 backoff = Duration::from_millis(200);
                 connection += 1;
                 unsubscribed = 0;
+                subscribed = false;
                 // What rumqttc read before the last connection broke is not ours to
                 // acknowledge on this one: the broker delivers it again.
                 eventloop.state.events.clear();
@@ -422,7 +435,10 @@ pub async fn poll(
                 subscriptions.request(&client);
                 let _ = client.try_publish(&birth.0, QoS::AtLeastOnce, true, birth.1.clone());
             }
-            Ok(Event::Incoming(Packet::SubAck(suback))) => {
+            Ok(Event::Incoming(Packet::SubAck(suback))) if !subscribed => {
+                // The first answer of this connection (a subscription left over from the
+                // last one gets the same answer again).
+                subscribed = true;
                 subscriptions.check(&suback.return_codes);
             }
             Ok(Event::Incoming(Packet::UnsubAck(_))) => {

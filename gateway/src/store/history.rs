@@ -90,39 +90,48 @@ fn hour_of(ts: i64) -> i64 {
 impl Store {
     /// Folds every hour that ends before `closed_before` (Unix ms) into its node's block,
     /// one short transaction per block, so ingest is never held up for long. Reports that
-    /// arrive late for a folded hour are folded in next time; a stamped report still
-    /// waiting for its boot's clock at `now` waits, and so does everything after it.
-    pub fn compact(&mut self, closed_before: i64, now: i64) -> Result<Compaction, StorageError> {
-        self.compact_in_rounds(closed_before, now, ROUND_ROWS)
+    /// arrive late for a folded hour are folded in next time. A report held for its boot's
+    /// clock waits, and so does every later report of its node: a block takes its reports
+    /// in arrival order (its `max_id` says which it holds), and a held report may yet
+    /// move into any hour. `stop` ends it early, between blocks.
+    pub fn compact(
+        &mut self,
+        closed_before: i64,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Compaction, StorageError> {
+        self.compact_in_rounds(closed_before, stop, ROUND_ROWS)
     }
 
     /// [`Store::compact`], reading at most `round_rows` raw rows at a time.
     fn compact_in_rounds(
         &mut self,
         closed_before: i64,
-        now: i64,
+        stop: &dyn Fn() -> bool,
         round_rows: i64,
     ) -> Result<Compaction, StorageError> {
         let boundary = hour_of(closed_before);
         let mut scanned = self.cursor(FOLDED)?;
         // The first raw row that must stay raw: the cursor stops before it.
         let mut first_open: Option<i64> = None;
+        let mut waiting_nodes: HashSet<i64> = HashSet::new();
         let mut done = Compaction::default();
         loop {
             let mut closed: BTreeMap<(i64, i64, String), Vec<i64>> = BTreeMap::new();
             let mut read = 0;
             {
-                let mut statement = self.connection.prepare_cached(&format!(
-                    "SELECT r.id, r.node, r.ts, coalesce(r.zone, ''), {settled} FROM reports r NOT INDEXED
-                     WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
-                    settled = super::settled_sql("?3")
-                ))?;
-                let mut rows = statement.query(params![scanned, round_rows, now])?;
+                let mut statement = self.connection.prepare_cached(
+                    "SELECT id, node, ts, coalesce(zone, ''), held FROM reports NOT INDEXED
+                     WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )?;
+                let mut rows = statement.query(params![scanned, round_rows])?;
                 while let Some(row) = rows.next()? {
                     let (id, node, ts): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
                     read += 1;
                     scanned = id;
-                    if ts < boundary && row.get::<_, bool>(4)? {
+                    if row.get::<_, bool>(4)? {
+                        waiting_nodes.insert(node);
+                    }
+                    if ts < boundary && !waiting_nodes.contains(&node) {
                         closed
                             .entry((node, hour_of(ts), row.get(3)?))
                             .or_default()
@@ -133,11 +142,18 @@ impl Store {
                 }
             }
             for ((node, hour, zone), ids) in closed {
+                if stop() {
+                    break;
+                }
                 let folded = self.fold(node, hour, &zone, &ids)?;
                 if folded > 0 {
                     done.blocks += 1;
                     done.reports += folded;
                 }
+            }
+            if stop() {
+                // Not saved: the blocks folded so far are skipped next time (by max_id).
+                return Ok(done);
             }
             // Saved every round, so a long catch-up (a store from before the cursor) is
             // not done again after a restart, and queries read less raw as it goes.
@@ -209,17 +225,22 @@ impl Store {
         &mut self,
         before: i64,
         forwarded: Option<Forwarded>,
+        stop: &dyn Fn() -> bool,
     ) -> Result<u64, StorageError> {
         let forwarded = forwarded.unwrap_or(Forwarded {
             reports: i64::MAX,
             statuses: i64::MAX,
         });
+        let sent_later: Option<i64> =
+            self.connection
+                .query_row("SELECT min(id) FROM forward_later", [], |row| row.get(0))?;
         let limit = self
             .cursor(FOLDED)?
             .min(forwarded.reports)
+            .min(sent_later.map_or(i64::MAX, |id| id - 1))
             .min(self.last_report_id()? - 1);
         // Rows go in arrival order, up to the first one that arrived after `before`.
-        let stop: i64 = self
+        let stop_at: i64 = self
             .connection
             .query_row(
                 "SELECT id FROM reports NOT INDEXED WHERE id <= ?1 AND received >= ?2 ORDER BY id LIMIT 1",
@@ -234,8 +255,8 @@ impl Store {
                 .query_row("SELECT coalesce(min(id), 0) FROM reports", [], |row| {
                     row.get(0)
                 })?;
-        while lowest < stop {
-            let below = lowest.saturating_add(DELETE_ROWS).min(stop);
+        while lowest < stop_at && !stop() {
+            let below = lowest.saturating_add(DELETE_ROWS).min(stop_at);
             let _turn = self.turns.take();
             removed +=
                 self.connection
@@ -246,9 +267,12 @@ impl Store {
         let tx = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Each node's latest status stays: the newest connection's last word.
         tx.execute(
-            "DELETE FROM statuses WHERE received < ?1 AND id <= ?2
-                AND id NOT IN (SELECT max(id) FROM statuses GROUP BY node)",
+            "DELETE FROM statuses WHERE received < ?1 AND id <= ?2 AND id NOT IN (
+                SELECT s.id FROM statuses s WHERE NOT EXISTS (
+                    SELECT 1 FROM statuses t WHERE t.node = s.node
+                        AND (t.boot, t.conn, NOT t.online, t.id) > (s.boot, s.conn, NOT s.online, s.id)))",
             params![before, forwarded.statuses],
         )?;
         tx.execute("DELETE FROM events WHERE received < ?1", [before])?;
@@ -472,7 +496,7 @@ mod tests {
             let mut row = report(1, from_seq + i);
             row.ts = 1_764_093_600_000 + i64::from(from_seq + i) * 60_000;
             row.motion = 1;
-            writer.report(id, &row, None).unwrap();
+            writer.report(id, &row, Default::default()).unwrap();
         }
         writer.commit().unwrap();
     }
@@ -501,7 +525,7 @@ mod tests {
             [60, 60, 60]
         );
         // Close the first two hours.
-        let done = store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap();
+        let done = store.compact(from + 2 * HOUR_MS, &|| false).unwrap();
         assert_eq!(
             done,
             Compaction {
@@ -510,7 +534,7 @@ mod tests {
             }
         );
         assert_eq!(
-            store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap(),
+            store.compact(from + 2 * HOUR_MS, &|| false).unwrap(),
             Compaction::default(),
             "nothing new"
         );
@@ -532,7 +556,10 @@ mod tests {
             assert_eq!(read, raw, "{selector:?}");
         }
         // Raw rows past the retention go; the blocks keep the history.
-        assert_eq!(store.retain(from + 2 * HOUR_MS, None).unwrap(), 120);
+        assert_eq!(
+            store.retain(from + 2 * HOUR_MS, None, &|| false).unwrap(),
+            120
+        );
         assert_eq!(store.raw_report_count().unwrap(), 60);
         assert_eq!(
             store
@@ -546,14 +573,17 @@ mod tests {
         let mut late = report(2, 0);
         late.ts = from + 10 * 60_000;
         late.motion = 5;
-        writer.report(id, &late, None).unwrap();
+        writer.report(id, &late, Default::default()).unwrap();
         writer.commit().unwrap();
         let with_late = store
             .series(Selector::Node("pole-017"), from, to, HOUR_MS)
             .unwrap();
         assert_eq!((with_late[0].reports, with_late[0].motion), (61, 65));
         assert_eq!(
-            store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap().reports,
+            store
+                .compact(from + 2 * HOUR_MS, &|| false)
+                .unwrap()
+                .reports,
             1
         );
         assert_eq!(
@@ -592,19 +622,29 @@ mod tests {
             ),
             (false, Some("lost"), 2)
         );
-        store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap();
+        store.compact(from + 2 * HOUR_MS, &|| false).unwrap();
         let unsent = Forwarded {
             reports: 30,
             statuses: 0,
         };
-        assert_eq!(store.retain(from + 2 * HOUR_MS, Some(unsent)).unwrap(), 30);
+        assert_eq!(
+            store
+                .retain(from + 2 * HOUR_MS, Some(unsent), &|| false)
+                .unwrap(),
+            30
+        );
         assert_eq!(store.statuses_after(0, 10).unwrap().len(), 1);
         let sent = Forwarded {
             reports: i64::MAX,
             statuses: statuses[0].id,
         };
         // All but the newest: ids must keep growing for the cursors.
-        assert_eq!(store.retain(from + 2 * HOUR_MS, Some(sent)).unwrap(), 89);
+        assert_eq!(
+            store
+                .retain(from + 2 * HOUR_MS, Some(sent), &|| false)
+                .unwrap(),
+            89
+        );
         // The node's latest status stays too: its presence after a restart.
         assert_eq!(store.statuses_after(0, 10).unwrap().len(), 1);
         let mut writer = store.write().unwrap();
@@ -619,12 +659,16 @@ mod tests {
             dropped: None,
         });
         writer.status(id, from, &online, b"{}", false).unwrap();
+        // The will of an older connection, late: a higher row id, but not the latest word.
+        writer.status(id, from, &lost, b"{}", false).unwrap();
         writer.commit().unwrap();
         let everything = Forwarded {
             reports: i64::MAX,
             statuses: i64::MAX,
         };
-        store.retain(from + 2 * HOUR_MS, Some(everything)).unwrap();
+        store
+            .retain(from + 2 * HOUR_MS, Some(everything), &|| false)
+            .unwrap();
         let kept = store.statuses_after(0, 10).unwrap();
         assert_eq!((kept.len(), kept[0].online), (1, true));
     }
@@ -640,9 +684,9 @@ mod tests {
             store_hours(store, "pole-018", 3, 0);
         }
         let (from, to) = (1_764_093_600_000, 1_764_093_600_000 + 3 * HOUR_MS);
-        let whole = store.compact(from + 2 * HOUR_MS, i64::MAX).unwrap();
+        let whole = store.compact(from + 2 * HOUR_MS, &|| false).unwrap();
         let in_rounds = other
-            .compact_in_rounds(from + 2 * HOUR_MS, i64::MAX, 7)
+            .compact_in_rounds(from + 2 * HOUR_MS, &|| false, 7)
             .unwrap();
         assert_eq!(whole.reports, 240);
         assert_eq!(in_rounds.reports, whole.reports);
@@ -670,13 +714,13 @@ mod tests {
         let mut store = Store::open(dir.path(), 10).unwrap();
         store_hours(&mut store, "pole-017", 200, 0);
         let far = i64::MAX / 4;
-        store.compact(far, i64::MAX).unwrap();
+        store.compact(far, &|| false).unwrap();
         // More rows than one delete takes.
-        assert_eq!(store.retain(far, None).unwrap(), 11_999);
+        assert_eq!(store.retain(far, None, &|| false).unwrap(), 11_999);
         let last = store.last_report_id().unwrap();
         assert_eq!(last, 12_000);
         store_hours(&mut store, "pole-017", 1, 20_000);
-        let after = store.reports_after(last, 100, i64::MAX).unwrap();
+        let after = store.reports_after(last, 100).unwrap();
         assert_eq!(after.len(), 60, "the forwarder sees every new report");
         assert!(after.iter().all(|r| r.id > last));
         let from = 1_764_093_600_000;
@@ -701,11 +745,11 @@ mod tests {
             let mut row = report(1, seq);
             // Made long ago, the last five arrived only now.
             row.received = if seq < 5 { 1_000 } else { 9_000 };
-            writer.report(id, &row, None).unwrap();
+            writer.report(id, &row, Default::default()).unwrap();
         }
         writer.commit().unwrap();
-        store.compact(i64::MAX / 4, i64::MAX).unwrap();
-        assert_eq!(store.retain(5_000, None).unwrap(), 5);
+        store.compact(i64::MAX / 4, &|| false).unwrap();
+        assert_eq!(store.retain(5_000, None, &|| false).unwrap(), 5);
         assert_eq!(store.raw_report_count().unwrap(), 5);
     }
 
@@ -743,15 +787,54 @@ mod tests {
             [
                 "dead_letters_by_report",
                 "hour_blocks_by_zone",
+                "reports_held",
                 "statuses_by_node"
             ]
         );
         assert_eq!(store.raw_report_count().unwrap(), 60);
         let from = 1_764_093_600_000;
-        assert_eq!(store.compact(from + HOUR_MS, i64::MAX).unwrap().reports, 60);
+        assert_eq!(
+            store.compact(from + HOUR_MS, &|| false).unwrap().reports,
+            60
+        );
         let series = store
             .series(Selector::Node("pole-017"), from, from + HOUR_MS, HOUR_MS)
             .unwrap();
         assert_eq!((series[0].reports, series[0].motion), (60, 60));
+    }
+
+    #[test]
+    fn a_store_of_version_3_knows_the_highest_seq_of_each_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let connection =
+                rusqlite::Connection::open(dir.path().join(super::super::DB_FILE)).unwrap();
+            for migration in &super::super::schema::MIGRATIONS[..3] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection.pragma_update(None, "user_version", 3).unwrap();
+            // Boot 6: reports 0, 1, 4 and 5 stored, acknowledged up to 1; boot 7: none.
+            connection
+                .execute_batch(
+                    "INSERT INTO nodes (name) VALUES ('pole-017');
+                     INSERT INTO reports (node, boot, seq, ts, clock_ok, received, period_s, motion,
+                         lamp_on, lamp_level, faults)
+                     SELECT 1, 6, seq, 1764093600000 + seq * 60000, 1, 1764093600500, 60, 1, 1, 80, 0
+                     FROM (SELECT 0 AS seq UNION ALL SELECT 1 UNION ALL SELECT 4 UNION ALL SELECT 5);
+                     INSERT INTO ack_state (node, boot, from_seq, acked, lost) VALUES (1, 6, 0, 1, 0),
+                         (1, 7, 0, NULL, 0);",
+                )
+                .unwrap();
+        }
+        let store = Store::open(dir.path(), 10).unwrap();
+        let tops: Vec<(u32, Option<u32>)> = store
+            .connection
+            .prepare("SELECT boot, top FROM boots ORDER BY boot")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(tops, [(6, Some(5)), (7, None)]);
     }
 }

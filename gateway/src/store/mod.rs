@@ -14,7 +14,7 @@ mod schema;
 mod turns;
 mod writer;
 
-pub use writer::Writer;
+pub use writer::{Placement, Writer};
 
 use turns::Turns;
 
@@ -144,10 +144,12 @@ pub struct ForwardRow {
     pub id: i64,
     /// Node id.
     pub node: String,
-    /// Site, for known nodes.
+    /// Site (from the site files, or the topic of an unknown node).
     pub site: Option<String>,
     /// The report.
     pub report: ReportRow,
+    /// Stamped, and waiting for its boot's clock: not to be sent yet.
+    pub held: bool,
 }
 
 /// A node status change to forward.
@@ -360,29 +362,43 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Reports stored after `cursor` in arrival order, at most `limit`, up to the first
-    /// whose time is not settled at `now` (a stamped report waiting for its boot's clock).
+    /// Reports stored after `cursor` in arrival order, at most `limit`, held ones too.
     pub fn reports_after(
         &self,
         cursor: i64,
         limit: usize,
-        now: i64,
     ) -> Result<Vec<ForwardRow>, StorageError> {
         let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT r.id, n.name, n.site, {REPORT_COLUMNS}, {settled}
+            "SELECT r.id, n.name, n.site, {REPORT_COLUMNS}, r.held
              FROM reports r JOIN nodes n ON n.id = r.node
-             WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
-            settled = settled_sql("?3")
+             WHERE r.id > ?1 ORDER BY r.id LIMIT ?2"
         ))?;
-        let mut rows = statement.query(params![cursor, limit as i64, now])?;
-        let mut settled = Vec::new();
-        while let Some(row) = rows.next()? {
-            if !row.get::<_, bool>(3 + REPORT_COLUMN_COUNT)? {
-                break;
-            }
-            settled.push(forward_row(row)?);
-        }
-        Ok(settled)
+        let rows = statement.query_map(params![cursor, limit as i64], forward_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Reports the forwarder passed while they were held and that are let go now, at
+    /// most `limit`.
+    pub fn released_later(&self, limit: usize) -> Result<Vec<ForwardRow>, StorageError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT r.id, n.name, n.site, {REPORT_COLUMNS}, r.held
+             FROM forward_later f JOIN reports r ON r.id = f.id JOIN nodes n ON n.id = r.node
+             WHERE r.held = 0 ORDER BY r.id LIMIT ?1"
+        ))?;
+        let rows = statement.query_map([limit as i64], forward_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Lets go of the stamped reports whose boot's clock did not come within their hold
+    /// ([`crate::clock::hold_ms`]) at `now`: they keep the time they were stamped with.
+    /// Returns how many.
+    pub fn release_held(&mut self, now: i64) -> Result<usize, StorageError> {
+        let _turn = self.turns.take();
+        Ok(self.connection.execute(
+            "UPDATE reports SET held = 0
+             WHERE held = 1 AND received + 2 * period_s * 1000 + ?1 <= ?2",
+            params![crate::clock::HOLD_MS, now],
+        )?)
     }
 
     /// Status changes recorded after `cursor`, in arrival order, at most `limit`.
@@ -425,14 +441,10 @@ impl Store {
     }
 
     /// Moves a cursor.
-    pub fn set_cursor(&self, name: &str, position: i64) -> Result<(), StorageError> {
-        let _turn = self.turns.take();
-        self.connection.execute(
-            "INSERT INTO cursors (name, position) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-            params![name, position],
-        )?;
-        Ok(())
+    pub fn set_cursor(&mut self, name: &str, position: i64) -> Result<(), StorageError> {
+        let mut writer = self.write()?;
+        writer.set_cursor(name, position)?;
+        writer.commit()
     }
 
     /// Reports a node declared gone that never arrived, over all its boots.
@@ -571,22 +583,6 @@ impl Store {
     }
 }
 
-/// SQL that is true when the time of raw report `r` is settled at the time in parameter
-/// `now`: its own valid clock, its boot's clock known, or its hold over (see
-/// [`crate::clock`]).
-fn settled_sql(now: &str) -> String {
-    format!(
-        "CASE WHEN r.clock_ok THEN 1
-            WHEN r.received + 2 * r.period_s * 1000 + {hold} <= {now} THEN 1
-            ELSE EXISTS (SELECT 1 FROM boots b WHERE b.node = r.node AND b.boot = r.boot
-                AND b.fix_ts IS NOT NULL) END",
-        hold = crate::clock::HOLD_MS
-    )
-}
-
-/// Columns in [`REPORT_COLUMNS`].
-const REPORT_COLUMN_COUNT: usize = 17;
-
 const REPORT_COLUMNS: &str =
     "r.boot, r.seq, r.ts, r.clock_ok, r.received, r.period_s, r.lux_avg, r.lux_min,
     r.lux_max, r.motion, r.lamp_on, r.lamp_level, r.power_w, r.cfg, r.faults, r.temp_c, r.zone";
@@ -616,13 +612,17 @@ fn report_from(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ReportRow
     })
 }
 
-/// Reads `r.id, n.name, n.site` and then [`REPORT_COLUMNS`].
+/// Columns in [`REPORT_COLUMNS`].
+const REPORT_COLUMN_COUNT: usize = 17;
+
+/// Reads `r.id, n.name, n.site`, then [`REPORT_COLUMNS`], then `r.held`.
 fn forward_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ForwardRow> {
     Ok(ForwardRow {
         id: row.get(0)?,
         node: row.get(1)?,
         site: row.get(2)?,
         report: report_from(row, 3)?,
+        held: row.get(3 + REPORT_COLUMN_COUNT)?,
     })
 }
 
@@ -663,24 +663,33 @@ pub(crate) mod tests {
         let mut store = Store::open(dir.path(), 10).unwrap();
         let mut writer = store.write().unwrap();
         let node = writer.node("pole-017", "remiseparken").unwrap();
-        assert!(writer.report(node, &report(7, 1), None).unwrap());
-        assert!(!writer.report(node, &report(7, 1), None).unwrap());
-        assert!(writer.report(node, &report(8, 1), None).unwrap());
+        assert!(
+            writer
+                .report(node, &report(7, 1), Default::default())
+                .unwrap()
+        );
+        assert!(
+            !writer
+                .report(node, &report(7, 1), Default::default())
+                .unwrap()
+        );
+        assert!(
+            writer
+                .report(node, &report(8, 1), Default::default())
+                .unwrap()
+        );
         writer.commit().unwrap();
         drop(store);
         let store = Store::open(dir.path(), 10).unwrap();
         assert_eq!(store.report_count().unwrap(), 2);
-        let rows = store.reports_after(0, 10, i64::MAX).unwrap();
+        let rows = store.reports_after(0, 10).unwrap();
         assert_eq!(rows[0].report, report(7, 1));
         assert_eq!(
             (rows[0].node.as_str(), rows[0].site.as_deref()),
             ("pole-017", Some("remiseparken")),
             "the site its topic named"
         );
-        assert_eq!(
-            store.reports_after(rows[0].id, 10, i64::MAX).unwrap().len(),
-            1
-        );
+        assert_eq!(store.reports_after(rows[0].id, 10).unwrap().len(), 1);
     }
 
     #[test]
@@ -690,7 +699,9 @@ pub(crate) mod tests {
         {
             let mut writer = store.write().unwrap();
             let node = writer.node("pole-017", "remiseparken").unwrap();
-            writer.report(node, &report(7, 1), None).unwrap();
+            writer
+                .report(node, &report(7, 1), Default::default())
+                .unwrap();
         }
         assert_eq!(store.report_count().unwrap(), 0);
     }
@@ -745,7 +756,7 @@ pub(crate) mod tests {
     #[test]
     fn cursors_persist() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 3).unwrap();
+        let mut store = Store::open(dir.path(), 3).unwrap();
         assert_eq!(store.cursor("influxdb").unwrap(), 0);
         store.set_cursor("influxdb", 42).unwrap();
         store.set_cursor("influxdb", 43).unwrap();

@@ -104,8 +104,9 @@ pub const MIGRATIONS: &[&str] = &[
     ",
     // 4: what the gateway knows per node's boot (acknowledgement progress, the highest
     // seq handled, the clock that places its reports), the exact seqs declared lost, the
-    // raw uptime of reports the gateway had to stamp, retained statuses, and the
-    // subscriptions the broker holds for the gateway's session.
+    // raw uptime of reports the gateway had to stamp and whether they wait for their
+    // boot's clock, retained statuses, and the subscriptions the broker holds for the
+    // gateway's session.
     "
     ALTER TABLE ack_state RENAME TO boots;
     ALTER TABLE boots ADD COLUMN top INTEGER;
@@ -118,7 +119,8 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE boots ADD COLUMN ref_up_received INTEGER;
     ALTER TABLE boots ADD COLUMN ref_seq INTEGER;
     ALTER TABLE boots ADD COLUMN ref_seq_received INTEGER;
-    UPDATE boots SET top = acked;
+    UPDATE boots SET top = (SELECT max(v) FROM (SELECT boots.acked AS v UNION ALL
+        SELECT max(r.seq) FROM reports r WHERE r.node = boots.node AND r.boot = boots.boot));
     CREATE TABLE lost_reports (
         node INTEGER NOT NULL REFERENCES nodes(id),
         boot INTEGER NOT NULL,
@@ -127,6 +129,14 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (node, boot, first_seq)
     ) WITHOUT ROWID;
     ALTER TABLE reports ADD COLUMN up_ms INTEGER;
+    -- 1 while a stamped report waits for its boot's clock: compaction and the forwarder
+    -- leave it (the writer places it again, or lets it go after a while, and clears it).
+    ALTER TABLE reports ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX reports_held ON reports (node, boot) WHERE held = 1;
+    -- Reports the forwarder passed while they were held; it sends them once let go.
+    CREATE TABLE forward_later (
+        id INTEGER PRIMARY KEY
+    );
     ALTER TABLE statuses ADD COLUMN retained INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE subscriptions (
         filter TEXT PRIMARY KEY

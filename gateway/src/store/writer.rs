@@ -9,7 +9,16 @@ use rusqlite::{OptionalExtension, params};
 use super::{
     BootState, DEAD_LETTER_BYTES, DEAD_LETTER_TOPIC_BYTES, DeadLetter, ReportRow, StorageError,
 };
-use crate::clock::{BootClock, ClockFix, HOLD_MS};
+use crate::clock::{BootClock, ClockFix};
+
+/// Where the gateway put a report sent without a valid clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The node's `up_ms`, to place it again once its boot's clock is known.
+    pub up_ms: Option<u64>,
+    /// Stamped from its arrival: it waits for its boot's clock.
+    pub held: bool,
+}
 
 /// One transaction of writes; nothing is durable until [`Writer::commit`].
 pub struct Writer<'s> {
@@ -53,22 +62,22 @@ impl Writer<'_> {
         Ok(id)
     }
 
-    /// Stores a report (with the node's `up_ms` when the gateway stamped it, to place it
-    /// again later); false when it was stored before.
+    /// Stores a report (placed as `placement` says when the gateway stamped it); false
+    /// when it was stored before.
     pub fn report(
         &mut self,
         node: i64,
         r: &ReportRow,
-        up_ms: Option<u64>,
+        placement: Placement,
     ) -> Result<bool, StorageError> {
         let inserted = self
             .tx
             .prepare_cached(
                 "INSERT INTO reports (node, boot, seq, ts, clock_ok, received, period_s,
                     lux_avg, lux_min, lux_max, motion, lamp_on, lamp_level, power_w, cfg, faults,
-                    temp_c, zone, up_ms)
+                    temp_c, zone, up_ms, held)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                    ?18, ?19)
+                    ?18, ?19, ?20)
                  ON CONFLICT (node, boot, seq) DO NOTHING",
             )?
             .execute(params![
@@ -90,7 +99,8 @@ impl Writer<'_> {
                 r.faults,
                 r.temp_c,
                 r.zone,
-                up_ms.map(|u| u as i64),
+                placement.up_ms.map(|u| u as i64),
+                placement.held,
             ])?;
         Ok(inserted == 1)
     }
@@ -322,38 +332,52 @@ impl Writer<'_> {
         Ok(true)
     }
 
-    /// Places the stamped reports of a node's boot again from its clock `fix`: those
-    /// still waiting for it at `now` (compaction and forwarding have left them alone).
-    /// Returns how many moved.
-    pub fn restamp(
-        &mut self,
-        node: i64,
-        boot: u32,
-        fix: ClockFix,
-        now: i64,
-    ) -> Result<usize, StorageError> {
-        // A minute's margin: a report whose hold is about to end may be on its way out.
-        let waiting_since = now - HOLD_MS + 60_000;
+    /// Places the held reports of a node's boot again from its clock `fix`, and lets them
+    /// go. Returns how many moved.
+    pub fn restamp(&mut self, node: i64, boot: u32, fix: ClockFix) -> Result<usize, StorageError> {
         let moved = self
             .tx
             .prepare_cached(
-                "UPDATE reports SET ts = CASE
+                "UPDATE reports SET held = 0, ts = CASE
                     WHEN up_ms IS NOT NULL AND ?5 IS NOT NULL THEN ?3 + (up_ms - ?5)
                     ELSE ?3 - (?4 - seq) * period_s * 1000 END
-                 WHERE node = ?1 AND boot = ?2 AND clock_ok = 0
-                    AND received + 2 * period_s * 1000 > ?6
-                    AND id > (SELECT coalesce(max(position), 0) FROM cursors WHERE name = ?7)",
+                 WHERE node = ?1 AND boot = ?2 AND held = 1",
             )?
             .execute(params![
                 node,
                 boot,
                 fix.ts,
                 fix.seq,
-                fix.up_ms.map(|u| u as i64),
-                waiting_since,
-                super::history::FOLDED
+                fix.up_ms.map(|u| u as i64)
             ])?;
         Ok(moved)
+    }
+
+    /// Moves a cursor with the rest of the transaction.
+    pub fn set_cursor(&mut self, name: &str, position: i64) -> Result<(), StorageError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO cursors (name, position) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            )?
+            .execute(params![name, position])?;
+        Ok(())
+    }
+
+    /// The forwarder passed report `id` while it was held: it sends it once let go.
+    pub fn forward_later(&mut self, id: i64) -> Result<(), StorageError> {
+        self.tx
+            .prepare_cached("INSERT INTO forward_later (id) VALUES (?1) ON CONFLICT DO NOTHING")?
+            .execute([id])?;
+        Ok(())
+    }
+
+    /// The forwarder sent report `id`, which it had passed while held.
+    pub fn forwarded_later(&mut self, id: i64) -> Result<(), StorageError> {
+        self.tx
+            .prepare_cached("DELETE FROM forward_later WHERE id = ?1")?
+            .execute([id])?;
+        Ok(())
     }
 
     /// The seqs of a node's boot from `from` on that are handled: stored, or dead letters
@@ -391,6 +415,7 @@ impl Writer<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::Placement;
     use crate::store::Store;
     use crate::store::tests::report;
 
@@ -405,7 +430,11 @@ mod tests {
         // Rolled back: the next transaction must not take the node for granted.
         let mut writer = store.write().unwrap();
         let node = writer.node("pole-099", "remiseparken").unwrap();
-        assert!(writer.report(node, &report(1, 0), None).unwrap());
+        assert!(
+            writer
+                .report(node, &report(1, 0), Placement::default())
+                .unwrap()
+        );
         writer.commit().unwrap();
         assert_eq!(store.report_count().unwrap(), 1);
     }

@@ -169,11 +169,8 @@ async fn count_and_acknowledge(
     out.clear();
     let mut incoming = bytes::BytesMut::with_capacity(1 << 20);
     while !done.load(Ordering::Relaxed) {
-        let read = tokio::time::timeout(
-            Duration::from_millis(200),
-            socket.read_buf(&mut incoming),
-        )
-        .await;
+        let read =
+            tokio::time::timeout(Duration::from_millis(200), socket.read_buf(&mut incoming)).await;
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(_)) => {}
@@ -433,10 +430,10 @@ fn main() {
     let stored = store.report_count().expect("count");
     let raw = file_bytes(&data) as f64 / stored.max(1) as f64;
     let far_future = i64::MAX / 4;
-    let compaction = store
-        .compact(far_future, far_future)
-        .expect("compaction");
-    store.retain(far_future, None).expect("retention");
+    let compaction = store.compact(far_future, &|| false).expect("compaction");
+    store
+        .retain(far_future, None, &|| false)
+        .expect("retention");
     store.checkpoint().expect("checkpoint");
     let compacted = file_bytes(&data) as f64 / stored.max(1) as f64;
     let block_bytes = store.block_bytes().expect("block size") as f64 / stored.max(1) as f64;
@@ -482,7 +479,11 @@ fn main() {
         "with housekeeping every second:   {:>9.0} reports/s  ({:.0} % of the ceiling{}); {rounds:.0} rounds, {failed:.0} failed; {}; {}",
         run.rate,
         of_ceiling(run.rate),
-        if run.all_stored { ", zero loss" } else { ", LOSS" },
+        if run.all_stored {
+            ", zero loss"
+        } else {
+            ", LOSS"
+        },
         if every_hour_folded {
             "every closed hour folded"
         } else {

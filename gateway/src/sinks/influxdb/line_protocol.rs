@@ -124,6 +124,7 @@ mod tests {
             node: "pole-017".into(),
             site: site.map(str::to_owned),
             report,
+            held: false,
         }
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{InfluxConfig, SecretError, secret};
 use crate::metrics as m;
-use crate::store::{DeadLetter, Store};
+use crate::store::{DeadLetter, ForwardRow, StatusRow, StorageError, Store};
 
 /// The forwarder's cursor over reports in the store.
 pub const CURSOR: &str = "influxdb";
@@ -24,10 +24,11 @@ pub const STATUS_CURSOR: &str = "influxdb_status";
 /// Why a write failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
-    /// Worth trying again: a timeout, no connection, 5xx, 429.
+    /// Worth trying again: a timeout, no connection, 5xx, 429, and a 4xx about the
+    /// database rather than the lines (401, 403, 404: a token or bucket to put right).
     #[error("retry: {0}")]
     Retry(String),
-    /// The server refuses this batch (other 4xx): it will never take it.
+    /// The server refuses lines of this batch for good (400, 413, 422).
     #[error("refused: {0}")]
     Permanent(String),
 }
@@ -79,10 +80,13 @@ impl LineSink for InfluxSink {
                     "HTTP {code}: {}",
                     text.chars().take(200).collect::<String>()
                 );
-                if code >= 500 || code == 429 {
-                    Err(WriteError::Retry(message))
-                } else {
+                // 400 (and 413, 422) is about the lines sent: only those are refused.
+                // Anything else (401, 403, 404: a token or bucket that is wrong now) is
+                // about the database, and every line must wait until it is put right.
+                if matches!(code, 400 | 413 | 422) {
                     Err(WriteError::Permanent(message))
+                } else {
+                    Err(WriteError::Retry(message))
                 }
             }
             Ok(Err(other)) => Err(WriteError::Retry(other.to_string())),
@@ -99,7 +103,7 @@ pub struct ForwarderSettings {
     pub dead_letters_max: usize,
     /// Reports per write.
     pub batch: usize,
-    /// Longest wait before a partial batch goes.
+    /// Time between batches when there is less than a batch to send.
     pub flush_interval: Duration,
 }
 
@@ -119,26 +123,53 @@ struct Line {
     text: String,
 }
 
-/// Writes `lines`. Where the sink refuses a batch for good (a 4xx), the batch is split in
+impl Line {
+    fn report(row: &ForwardRow) -> Line {
+        let mut text = String::with_capacity(200);
+        line_protocol::write_report(row, &mut text);
+        Line {
+            what: format!(
+                "report {} ({} boot {} seq {})",
+                row.id, row.node, row.report.boot, row.report.seq
+            ),
+            report: true,
+            text,
+        }
+    }
+
+    fn status(row: &StatusRow) -> Line {
+        let mut text = String::with_capacity(100);
+        line_protocol::write_status(row, &mut text);
+        Line {
+            what: format!("status {} ({})", row.id, row.node),
+            report: false,
+            text,
+        }
+    }
+}
+
+/// What a batch came to: the lines refused for good, and the reports written.
+#[derive(Debug, Default)]
+struct Written {
+    refused: Vec<(Line, String)>,
+    reports: u64,
+}
+
+/// Writes `lines`. Where the sink refuses a batch for good (a 400), the batch is split in
 /// halves and each written again, until the refused lines stand alone: one bad line never
-/// costs the good ones. Returns the refused lines with the reason; fails with the first
-/// error worth retrying (what was written already is written again then, which the
-/// database takes as the same points).
-async fn write_isolating(
-    sink: &impl LineSink,
-    lines: Vec<Line>,
-) -> Result<Vec<(Line, String)>, WriteError> {
-    let mut refused = Vec::new();
+/// costs the good ones. Fails with the first error worth retrying (what was written
+/// already is written again then, which the database takes as the same points).
+async fn write_isolating(sink: &impl LineSink, lines: Vec<Line>) -> Result<Written, WriteError> {
+    let mut written = Written::default();
     let mut batches = vec![lines];
     while let Some(mut batch) = batches.pop() {
         let body: String = batch.iter().map(|line| line.text.as_str()).collect();
         match sink.write(body).await {
-            Ok(()) => {
-                let reports = batch.iter().filter(|line| line.report).count();
-                counter!(m::FORWARDED).increment(reports as u64);
-            }
+            Ok(()) => written.reports += batch.iter().filter(|line| line.report).count() as u64,
             Err(WriteError::Permanent(reason)) if batch.len() == 1 => {
-                refused.extend(batch.pop().map(|line| (line, reason)));
+                written
+                    .refused
+                    .extend(batch.pop().map(|line| (line, reason)));
             }
             Err(WriteError::Permanent(_)) => {
                 let second = batch.split_off(batch.len() / 2);
@@ -148,97 +179,140 @@ async fn write_isolating(
             Err(retry) => return Err(retry),
         }
     }
-    Ok(refused)
+    Ok(written)
+}
+
+/// Why a forwarding round did not finish.
+enum Stalled {
+    /// The database: try again after a while.
+    Database(WriteError),
+    /// The store.
+    Store(StorageError),
+}
+
+impl From<StorageError> for Stalled {
+    fn from(error: StorageError) -> Stalled {
+        Stalled::Store(error)
+    }
+}
+
+/// Where the forwarder stands.
+struct Cursors {
+    reports: i64,
+    statuses: i64,
 }
 
 /// Forwards stored reports and node status changes to `sink` until `stop`: batches by
-/// size or time, retries what is worth retrying, dead-letters the lines the database
-/// refuses (and only those), and moves the cursors only past what is done.
+/// size or time, retries what is worth retrying (the database down or refusing access,
+/// the store busy or full), dead-letters the lines the database refuses for good (and
+/// only those), passes reports held for their boot's clock and sends them once let go,
+/// and moves the cursors only past what is done. Fails only when the store fails in a way
+/// waiting will not mend.
 pub async fn forward(
     sink: impl LineSink,
     settings: ForwarderSettings,
     stop: CancellationToken,
-) -> Result<(), crate::store::StorageError> {
+) -> Result<(), StorageError> {
     let mut store = Store::open(&settings.store, settings.dead_letters_max)?;
-    let (mut cursor, mut status_cursor) = (store.cursor(CURSOR)?, store.cursor(STATUS_CURSOR)?);
+    let mut at = Cursors {
+        reports: store.cursor(CURSOR)?,
+        statuses: store.cursor(STATUS_CURSOR)?,
+    };
     let mut attempt = 0;
-    loop {
-        let now = jiff::Timestamp::now().as_millisecond();
-        let rows = store.reports_after(cursor, settings.batch, now)?;
-        let statuses = store.statuses_after(status_cursor, settings.batch)?;
-        gauge!(m::FORWARDER_LAG).set((store.last_report_id()? - cursor) as f64);
-        if rows.len() < settings.batch && attempt == 0 {
-            // Let a partial batch fill for a while (or go at once when stopping).
-            tokio::select! {
-                _ = tokio::time::sleep(settings.flush_interval) => {}
-                _ = stop.cancelled() => return Ok(()),
-            }
-            if rows.is_empty() && statuses.is_empty() {
-                continue;
-            }
-        }
-        let reports = rows.iter().map(|row| {
-            let mut text = String::with_capacity(200);
-            line_protocol::write_report(row, &mut text);
-            Line {
-                what: format!(
-                    "report {} ({} boot {} seq {})",
-                    row.id, row.node, row.report.boot, row.report.seq
-                ),
-                report: true,
-                text,
-            }
-        });
-        let changes = statuses.iter().map(|row| {
-            let mut text = String::with_capacity(100);
-            line_protocol::write_status(row, &mut text);
-            Line {
-                what: format!("status {} ({})", row.id, row.node),
-                report: false,
-                text,
-            }
-        });
-        match write_isolating(&sink, reports.chain(changes).collect()).await {
-            Ok(refused) => {
+    while !stop.is_cancelled() {
+        let wait = match round(&sink, &mut store, &settings, &mut at).await {
+            Ok(full) => {
                 attempt = 0;
-                if let Some((_, reason)) = refused.first() {
-                    counter!(m::FORWARDER_ERRORS, "kind" => "permanent")
-                        .increment(refused.len() as u64);
-                    tracing::error!(%reason, lines = refused.len(), "InfluxDB refused lines; kept as dead letters, the rest is written");
-                    let mut writer = store.write()?;
-                    for (line, reason) in refused {
-                        writer.dead_letter(&DeadLetter {
-                            received: jiff::Timestamp::now().as_millisecond(),
-                            topic: format!("influxdb: {}", line.what),
-                            payload: line.text.into_bytes(),
-                            reason: "influxdb_refused".into(),
-                            field: Some(reason),
-                            report: None,
-                        })?;
-                    }
-                    writer.commit()?;
+                if full {
+                    continue;
                 }
+                settings.flush_interval
             }
-            Err(reason) => {
+            Err(Stalled::Database(reason)) => {
                 counter!(m::FORWARDER_ERRORS, "kind" => "retry").increment(1);
-                let wait = backoff(attempt);
+                tracing::warn!(%reason, attempt, "InfluxDB write failed; retrying");
                 attempt += 1;
-                tracing::warn!(%reason, retry_in = ?wait, reports = rows.len(), "InfluxDB write failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
-                    _ = stop.cancelled() => return Ok(()),
-                }
+                backoff(attempt - 1)
             }
-        }
-        if let Some(last) = rows.last() {
-            cursor = last.id;
-            store.set_cursor(CURSOR, cursor)?;
-        }
-        if let Some(last) = statuses.last() {
-            status_cursor = last.id;
-            store.set_cursor(STATUS_CURSOR, status_cursor)?;
+            Err(Stalled::Store(error)) if error.is_transient() => {
+                tracing::warn!(%error, "the forwarder cannot use the store; retrying");
+                attempt += 1;
+                backoff(attempt - 1)
+            }
+            Err(Stalled::Store(error)) => return Err(error),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => {}
         }
     }
+    Ok(())
+}
+
+/// One batch: what is new after the cursors, and held reports let go since. Returns
+/// whether the batch was full (more waits).
+async fn round(
+    sink: &impl LineSink,
+    store: &mut Store,
+    settings: &ForwarderSettings,
+    at: &mut Cursors,
+) -> Result<bool, Stalled> {
+    let rows = store.reports_after(at.reports, settings.batch)?;
+    let later = store.released_later(settings.batch)?;
+    let statuses = store.statuses_after(at.statuses, settings.batch)?;
+    gauge!(m::FORWARDER_LAG).set((store.last_report_id()? - at.reports) as f64);
+    if rows.is_empty() && later.is_empty() && statuses.is_empty() {
+        return Ok(false);
+    }
+    let lines = rows
+        .iter()
+        .chain(&later)
+        .filter(|row| !row.held)
+        .map(Line::report)
+        .chain(statuses.iter().map(Line::status))
+        .collect();
+    let written = write_isolating(sink, lines)
+        .await
+        .map_err(Stalled::Database)?;
+    let mut writer = store.write()?;
+    if let Some((_, reason)) = written.refused.first() {
+        counter!(m::FORWARDER_ERRORS, "kind" => "permanent")
+            .increment(written.refused.len() as u64);
+        tracing::error!(%reason, lines = written.refused.len(), "InfluxDB refused lines; kept as dead letters, the rest is written");
+    }
+    for (line, reason) in written.refused {
+        writer.dead_letter(&DeadLetter {
+            received: jiff::Timestamp::now().as_millisecond(),
+            topic: format!("influxdb: {}", line.what),
+            payload: line.text.into_bytes(),
+            reason: "influxdb_refused".into(),
+            field: Some(reason),
+            report: None,
+        })?;
+    }
+    for row in &rows {
+        if row.held {
+            writer.forward_later(row.id)?;
+        }
+    }
+    for row in &later {
+        writer.forwarded_later(row.id)?;
+    }
+    if let Some(last) = rows.last() {
+        writer.set_cursor(CURSOR, last.id)?;
+    }
+    if let Some(last) = statuses.last() {
+        writer.set_cursor(STATUS_CURSOR, last.id)?;
+    }
+    writer.commit()?;
+    counter!(m::FORWARDED).increment(written.reports);
+    if let Some(last) = rows.last() {
+        at.reports = last.id;
+    }
+    if let Some(last) = statuses.last() {
+        at.statuses = last.id;
+    }
+    Ok(rows.len() == settings.batch || later.len() == settings.batch)
 }
 
 #[cfg(test)]
@@ -301,7 +375,11 @@ mod tests {
             } else {
                 good
             };
-            assert!(writer.report(node, &report(1, seq), None).unwrap());
+            assert!(
+                writer
+                    .report(node, &report(1, seq), Default::default())
+                    .unwrap()
+            );
         }
         writer.commit().unwrap();
         let (url, taken) = refusing_stub("pole-poison").await;
@@ -369,5 +447,94 @@ mod tests {
                     .is_some_and(|f| f.starts_with("HTTP 400"))
                 && l.payload.starts_with(b"park_light,node=pole-poison")
         }));
+    }
+
+    /// Takes every batch, keeping its lines.
+    #[derive(Default)]
+    struct Collects {
+        lines: Mutex<Vec<String>>,
+    }
+
+    impl LineSink for &Collects {
+        async fn write(&self, body: String) -> Result<(), WriteError> {
+            self.lines
+                .lock()
+                .unwrap()
+                .extend(body.lines().map(str::to_owned));
+            Ok(())
+        }
+    }
+
+    /// Runs the forwarder until its cursor reaches `last` and nothing waits to be sent
+    /// later, or two seconds pass.
+    async fn forward_until(dir: &std::path::Path, sink: &Collects, last: i64) {
+        let settings = ForwarderSettings {
+            store: dir.to_owned(),
+            dead_letters_max: 10,
+            batch: 100,
+            flush_interval: Duration::from_millis(10),
+        };
+        let stop = CancellationToken::new();
+        let store = Store::open(dir, 10).unwrap();
+        let watcher = async {
+            for _ in 0..200 {
+                if store.cursor(CURSOR).unwrap() >= last
+                    && store.released_later(10).unwrap().is_empty()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.cancel();
+        };
+        let (forwarded, ()) = tokio::join!(forward(sink, settings, stop.clone()), watcher);
+        forwarded.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_held_report_is_sent_once_placed_and_holds_up_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let mut writer = store.write().unwrap();
+        let node = writer.node("pole-017", "remiseparken").unwrap();
+        let held = crate::store::Placement {
+            up_ms: Some(60_000),
+            held: true,
+        };
+        let mut stamped = report(7, 0);
+        stamped.clock_ok = false;
+        writer.report(node, &stamped, held).unwrap();
+        for seq in 1..4 {
+            writer
+                .report(node, &report(8, seq), Default::default())
+                .unwrap();
+        }
+        writer.commit().unwrap();
+        let sink = Collects::default();
+        forward_until(dir.path(), &sink, 4).await;
+        let sent = sink.lines.lock().unwrap().clone();
+        assert_eq!(sent.len(), 3, "the rest goes, the held one waits: {sent:?}");
+        assert_eq!(store.cursor(CURSOR).unwrap(), 4);
+        // Its boot's clock comes: placed at its real time, and sent then.
+        let mut writer = store.write().unwrap();
+        let fix = crate::clock::ClockFix {
+            seq: 5,
+            ts: 1_800_000_000_000,
+            up_ms: Some(360_000),
+        };
+        assert_eq!(writer.restamp(node, 7, fix).unwrap(), 1);
+        writer.commit().unwrap();
+        forward_until(dir.path(), &sink, 4).await;
+        let sent = sink.lines.lock().unwrap().clone();
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        assert!(
+            sent[3].ends_with(" 1799999700000"),
+            "at its real time: {}",
+            sent[3]
+        );
+        // Nothing is sent twice, and nothing waits any more.
+        forward_until(dir.path(), &sink, 4).await;
+        assert_eq!(sink.lines.lock().unwrap().len(), 4);
+        assert!(store.released_later(10).unwrap().is_empty());
     }
 }
