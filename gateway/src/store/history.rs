@@ -753,16 +753,23 @@ mod tests {
         assert_eq!(store.raw_report_count().unwrap(), 5);
     }
 
+    /// A store file in `dir` as parklight left it at schema `version`.
+    fn store_of_version(dir: &std::path::Path, version: usize) -> rusqlite::Connection {
+        let connection = rusqlite::Connection::open(dir.join(super::super::DB_FILE)).unwrap();
+        for migration in &super::super::schema::MIGRATIONS[..version] {
+            connection.execute_batch(migration).unwrap();
+        }
+        connection
+            .pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        connection
+    }
+
     #[test]
     fn a_store_of_version_2_is_upgraded_and_keeps_its_reports() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let connection =
-                rusqlite::Connection::open(dir.path().join(super::super::DB_FILE)).unwrap();
-            for migration in &super::super::schema::MIGRATIONS[..2] {
-                connection.execute_batch(migration).unwrap();
-            }
-            connection.pragma_update(None, "user_version", 2).unwrap();
+            let connection = store_of_version(dir.path(), 2);
             connection
                 .execute_batch(
                     "INSERT INTO nodes (name) VALUES ('pole-017');
@@ -807,12 +814,7 @@ mod tests {
     fn a_store_of_version_3_knows_the_highest_seq_of_each_boot() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let connection =
-                rusqlite::Connection::open(dir.path().join(super::super::DB_FILE)).unwrap();
-            for migration in &super::super::schema::MIGRATIONS[..3] {
-                connection.execute_batch(migration).unwrap();
-            }
-            connection.pragma_update(None, "user_version", 3).unwrap();
+            let connection = store_of_version(dir.path(), 3);
             // Boot 6: reports 0, 1, 4 and 5 stored, acknowledged up to 1; boot 7: none.
             connection
                 .execute_batch(
