@@ -45,8 +45,10 @@ const CLOCK_RESYNC_MS: i64 = 5_000;
 const LAMP_LUX_WRITE_CHANGE: f64 = 0.25;
 /// ... and at most this often (ms of uptime).
 const LAMP_LUX_WRITE_EVERY_MS: u64 = 3_600_000;
-/// Unix ms of 2020-01-01: an earlier `now` is no valid clock (PROTOCOL.md clock rules).
-const VALID_CLOCK_FROM_MS: i64 = 1_577_836_800_000;
+/// The Unix ms a valid clock can read: from 2020-01-01 (PROTOCOL.md clock rules) to
+/// before the year 10000, which keeps every sum of a time and an uptime far from
+/// overflowing. An RTC or an ack outside it (a flat battery reads 2000) is no clock.
+const VALID_CLOCK_MS: core::ops::Range<i64> = 1_577_836_800_000..253_402_300_800_000;
 
 /// Who the node is and where it publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +116,8 @@ pub enum Input<'a> {
     Power(f64),
     /// The PIR output changed to high (`true`) or low.
     Pir(bool),
-    /// The real-time clock says it is this Unix ms.
+    /// The real-time clock says it is this Unix ms; a time before 2020 (a flat battery)
+    /// or after 9999 is ignored.
     Clock(i64),
     /// The MQTT connection is up (after CONNACK).
     Connected,
@@ -357,7 +360,11 @@ impl<const N: usize> Node<N> {
                     self.on_motion(now);
                 }
             }
-            Input::Clock(unix_ms) => self.set_clock(unix_ms, now),
+            Input::Clock(unix_ms) => {
+                if VALID_CLOCK_MS.contains(&unix_ms) {
+                    self.set_clock(unix_ms, now);
+                }
+            }
             Input::Connected => self.on_connected(now, out),
             Input::Disconnected => {
                 self.connected = false;
@@ -733,7 +740,7 @@ impl<const N: usize> Node<N> {
         // Only a live ack tells the time: a retained one may be old.
         if !retained
             && let Ok(unix_ms) = i64::try_from(ack.now)
-            && unix_ms >= VALID_CLOCK_FROM_MS
+            && VALID_CLOCK_MS.contains(&unix_ms)
             && self
                 .unix_at(now.up_ms)
                 .is_none_or(|clock| clock.abs_diff(unix_ms) > CLOCK_RESYNC_MS as u64)

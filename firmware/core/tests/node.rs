@@ -669,6 +669,24 @@ fn a_live_ack_resyncs_a_clock_that_drifted() {
     assert_eq!(clock_epoch(&mut h), epoch - 1000);
 }
 
+#[test]
+fn an_impossible_clock_is_no_clock() {
+    // An RTC that lost its battery reads 2000 or garbage; an ack's `now` can be any u64.
+    // Neither sets the clock, and neither overflows the node's time arithmetic.
+    let ack = |now: u64| format!(r#"{{"v":1,"boot":1,"seq":0,"now":{now}}}"#);
+    for clock in [i64::MIN, -1, 0, utc(2019, 12, 31, 23, 59), i64::MAX] {
+        let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
+        h.input(Input::Connected);
+        h.up_ms = 5_000;
+        h.input(Input::Clock(clock));
+        h.message("ack", &ack(clock as u64), false);
+        h.message("ack", &ack(u64::MAX), false);
+        h.run_until(180_000, dark);
+        assert!(!h.node.has_clock(), "{clock}");
+        assert!(h.reports().iter().all(|r| r.ts == 0), "{clock}");
+    }
+}
+
 fn rejection(h: &mut Harness<8>) -> (Option<String>, String) {
     let events = h.events();
     match &events[..] {
