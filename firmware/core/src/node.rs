@@ -45,6 +45,8 @@ const CLOCK_RESYNC_MS: i64 = 5_000;
 const LAMP_LUX_WRITE_CHANGE: f64 = 0.25;
 /// ... and at most this often (ms of uptime).
 const LAMP_LUX_WRITE_EVERY_MS: u64 = 3_600_000;
+/// The longest window a report can describe: `period_s` is at most 3600 (PROTOCOL.md).
+const MAX_WINDOW_MS: u64 = 3_600_000;
 /// The Unix ms a valid clock can read: from 2020-01-01 (PROTOCOL.md clock rules) to
 /// before the year 10000, which keeps every sum of a time and an uptime far from
 /// overflowing. An RTC or an ack outside it (a flat battery reads 2000) is no clock.
@@ -199,6 +201,9 @@ pub struct Node<const N: usize = DEFAULT_BUFFER> {
     level_since_ms: u64,
     pir: MotionDetector,
     window: Window,
+    /// The `ts` of the last report made (0 while the node had no clock): the next one
+    /// ends later, whatever the clock did.
+    last_ts: u64,
     buffer: ReportBuffer<N>,
     announce_oldest: bool,
     acknowledged: u32,
@@ -261,6 +266,7 @@ impl<const N: usize> Node<N> {
             level_since_ms: now.up_ms,
             pir: MotionDetector::default(),
             window: Window::new(now.up_ms, now.up_ms),
+            last_ts: 0,
             buffer,
             announce_oldest: false,
             acknowledged: 0,
@@ -407,10 +413,28 @@ impl<const N: usize> Node<N> {
         self.clock_offset_ms.map(|offset| up_ms as i64 + offset)
     }
 
+    /// Sets the clock and lines the running window up with it. A clock put back could end
+    /// that window at or before the last report's `ts`, and a report with the `ts` of an
+    /// earlier one overwrites it where points are keyed by time (InfluxDB): so the window
+    /// then runs on to the first boundary at least half a window after the last `ts`
+    /// ([`Node::window_end`]). Only as far as a report can describe ([`MAX_WINDOW_MS`]):
+    /// needing more takes a clock put back by an hour less one interval, beyond the 5
+    /// minutes of skew the gateway allows at any interval under 55 minutes, so the
+    /// gateway took no `ts` of that clock from reports that arrived promptly.
     fn set_clock(&mut self, unix_ms: i64, now: Now) {
-        self.clock_offset_ms = Some(unix_ms - now.up_ms as i64);
-        // Line the running window up with the clock from now on.
-        self.window.end_ms = self.window_end(self.window.start_ms).max(now.up_ms + 1);
+        let offset = unix_ms - now.up_ms as i64;
+        self.clock_offset_ms = Some(offset);
+        let start = self.window.start_ms;
+        let mut end = self.window_end(start).max(now.up_ms + 1);
+        // The uptime at which the new clock reads the last report's `ts`.
+        let last_up = self.last_ts as i64 - offset;
+        if last_up >= end as i64 {
+            let after_last = self.window_end(last_up as u64);
+            if after_last - start <= MAX_WINDOW_MS {
+                end = after_last;
+            }
+        }
+        self.window.end_ms = end;
     }
 
     fn interval_s(&self) -> u16 {
@@ -546,10 +570,11 @@ impl<const N: usize> Node<N> {
         };
         let oldest =
             core::mem::take(&mut self.announce_oldest).then(|| self.buffer.oldest().unwrap_or(id));
+        self.last_ts = self.unix_at(window.end_ms).map_or(0, |t| t.max(0) as u64);
         let report = Telemetry {
             boot: self.boot,
             seq,
-            ts: self.unix_at(window.end_ms).map_or(0, |t| t.max(0) as u64),
+            ts: self.last_ts,
             up_ms: Some(window.end_ms),
             period_s: window.period_s(),
             lux: window.lux_summary().map(|lux| Lux {

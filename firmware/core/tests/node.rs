@@ -669,6 +669,93 @@ fn a_live_ack_resyncs_a_clock_that_drifted() {
     assert_eq!(clock_epoch(&mut h), epoch - 1000);
 }
 
+/// How a node's clock is put right in [`a_clock_put_back_never_repeats_a_timestamp`].
+#[derive(Debug, Clone, Copy)]
+enum PutBack {
+    /// The real-time clock is set to the true time.
+    Rtc,
+    /// A live ack sent just now tells the true time.
+    Ack,
+}
+
+#[test]
+fn a_clock_put_back_never_repeats_a_timestamp() {
+    // InfluxDB keys a point on its series and timestamp: a report with the ts of an
+    // earlier one overwrites it. A node whose clock ran fast and is put back must not
+    // end a window at or before the last report's ts. 40 s back brought the running
+    // window to the same end as the last report; 10 min back, before older ones.
+    let epoch = utc(2026, 11, 25, 20, 0);
+    for (fast_ms, how) in [(40_000, PutBack::Rtc), (10 * 60_000, PutBack::Ack)] {
+        let mut h = Harness::<64>::start(epoch, Restored::default(), Settings::default());
+        h.input(Input::Clock(epoch + fast_ms));
+        // 20:02:40: the running window began at 20:02:20 by the true time.
+        h.run_until(epoch + 160_000, dark);
+        match how {
+            PutBack::Rtc => h.input(Input::Clock(h.unix())),
+            PutBack::Ack => h.message(
+                "ack",
+                &format!(r#"{{"v":1,"boot":1,"seq":0,"now":{}}}"#, h.unix()),
+                false,
+            ),
+        }
+        h.run_until(epoch + 30 * 60_000, dark);
+        let reports: Vec<Telemetry> = h.node.buffered_reports().cloned().collect();
+        for pair in reports.windows(2) {
+            let [before, after] = pair else {
+                unreachable!()
+            };
+            assert!(
+                after.ts > before.ts,
+                "{how:?} {fast_ms} ms back: seq {} at {} after seq {} at {}",
+                after.seq,
+                after.ts,
+                before.seq,
+                before.ts
+            );
+            let length_ms = after.up_ms.unwrap() - before.up_ms.unwrap();
+            assert!(
+                length_ms.abs_diff(u64::from(after.period_s) * 1000) <= 500,
+                "{how:?}: windows stay contiguous, each as long as it says: {after:?}"
+            );
+        }
+        let last = reports.last().unwrap();
+        assert_eq!(
+            (
+                last.ts as i64 - last.up_ms.unwrap() as i64,
+                last.ts % 60_000
+            ),
+            (epoch, 0),
+            "{how:?}: the true time, windows aligned to it"
+        );
+    }
+}
+
+#[test]
+fn a_clock_put_back_by_hours_reports_within_the_hour() {
+    // An RTC set to local summer time runs 2 h fast. Waiting for the clock to pass the
+    // last report's ts would silence the node for 2 h and need a window longer than
+    // period_s can say; the gateway took those reports' ts for no clock anyway.
+    let epoch = utc(2026, 7, 1, 20, 0);
+    let mut h = Harness::<64>::start(epoch, Restored::default(), Settings::default());
+    h.input(Input::Clock(epoch + 2 * 3_600_000));
+    h.run_until(epoch + 160_000, dark);
+    h.input(Input::Clock(h.unix()));
+    h.run_until(epoch + 2 * 3_600_000, dark);
+    let reports: Vec<Telemetry> = h.node.buffered_reports().cloned().collect();
+    for pair in reports.windows(2) {
+        let [before, after] = pair else {
+            unreachable!()
+        };
+        let length_ms = after.up_ms.unwrap() - before.up_ms.unwrap();
+        assert!(
+            length_ms <= 3_600_000 && length_ms.abs_diff(u64::from(after.period_s) * 1000) <= 500,
+            "each window as long as it says: {after:?}"
+        );
+    }
+    let last = reports.last().unwrap();
+    assert_eq!(last.ts as i64 - last.up_ms.unwrap() as i64, epoch);
+}
+
 #[test]
 fn an_impossible_clock_is_no_clock() {
     // An RTC that lost its battery reads 2000 or garbage; an ack's `now` can be any u64.
