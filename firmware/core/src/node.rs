@@ -32,14 +32,22 @@ const LAMP_CHECK_MIN_LEVEL: u8 = 10;
 const LAMP_MIN_WATTS: f64 = 0.5;
 /// Time after a level change before power readings are judged.
 const LAMP_SETTLE_MS: u64 = 3_000;
-/// A live ack re-syncs the clock when its `now` and the node's clock differ by more than
-/// this. `now` is when the gateway sent the ack, so a right clock reads a little later
-/// than `now` on delivery (the broker's delay, well under a second on a healthy link):
-/// 5 s tolerates that delay and the gateway's own error without moving windows back
-/// and forth, and catches a crystal's drift (about 2 s a day at 20 ppm) within days.
-/// An ack held up longer sets the clock late by its delay; the next prompt ack puts it
-/// right.
-const CLOCK_RESYNC_MS: i64 = 5_000;
+/// A live ack's `now` is the gateway's clock when it queued the ack, and an ack can wait
+/// in the gateway's queue (seconds under load, far longer during a catch-up) before it
+/// is delivered: `now` is a lower bound on the time. So a clock behind `now` by more than
+/// this is certainly slow and is put forward to it. 5 s tolerates the gateway's own
+/// error without moving windows back and forth, and catches a crystal's drift (about
+/// 2 s a day at 20 ppm) within days.
+const CLOCK_BEHIND_MS: i64 = 5_000;
+/// A clock ahead of an ack's `now` may only be reading a late ack: it is put back to
+/// `now` only when ahead by more than this, the clock skew the gateway allows by default.
+/// Beyond it the gateway takes the `ts` of a report that arrives promptly for no clock,
+/// so the node must not stay there; within it an ack late by up to 5 minutes never moves
+/// a right clock. The costs: a clock fast by less stays fast (a crystal 20 ppm fast takes
+/// about half a year to get there), and an ack held up longer puts a right clock back by
+/// its delay until the next prompt ack puts it forward (no report repeats a `ts` on the
+/// way: [`Node::set_clock`]).
+const CLOCK_AHEAD_MS: i64 = 300_000;
 /// The lamp's learned contribution is written again when it has moved by more than this
 /// fraction from what was last written, so the noise of learning writes nothing...
 const LAMP_LUX_WRITE_CHANGE: f64 = 0.25;
@@ -762,13 +770,15 @@ impl<const N: usize> Node<N> {
         // Memory learns of this with the next window's write (see the crate docs).
         let removed = self.buffer.ack(&ack);
         self.acknowledged = self.acknowledged.saturating_add(removed as u32);
-        // Only a live ack tells the time: a retained one may be old.
+        // Only a live ack tells the time: a retained one may be old. A clock-less node
+        // takes it; a clock is put forward readily, back reluctantly ([`CLOCK_AHEAD_MS`]).
         if !retained
             && let Ok(unix_ms) = i64::try_from(ack.now)
             && VALID_CLOCK_MS.contains(&unix_ms)
-            && self
-                .unix_at(now.up_ms)
-                .is_none_or(|clock| clock.abs_diff(unix_ms) > CLOCK_RESYNC_MS as u64)
+            && self.unix_at(now.up_ms).is_none_or(|clock| {
+                let ahead = clock - unix_ms;
+                !(-CLOCK_BEHIND_MS..=CLOCK_AHEAD_MS).contains(&ahead)
+            })
         {
             self.set_clock(unix_ms, now);
         }

@@ -669,6 +669,35 @@ fn a_live_ack_resyncs_a_clock_that_drifted() {
     assert_eq!(clock_epoch(&mut h), epoch - 1000);
 }
 
+#[test]
+fn a_late_ack_never_puts_a_right_clock_back() {
+    // An ack's `now` is when the gateway queued it; under load it is delivered late, so
+    // it only says the time is at least `now`.
+    let epoch = utc(2026, 11, 25, 20, 0);
+    let ack = |now: i64| format!(r#"{{"v":1,"boot":1,"seq":0,"now":{now}}}"#);
+    let mut h = Harness::<8>::start(epoch, Restored::default(), Settings::default());
+    h.input(Input::Connected);
+    h.input(Input::Clock(epoch));
+    h.run_until(epoch + 60_000, dark);
+    for late_ms in [10_000, 60_000, 299_000] {
+        h.message("ack", &ack(h.unix() - late_ms), false);
+        h.run_until(h.unix() + 3 * 60_000, dark);
+        assert_eq!(clock_epoch(&mut h), epoch, "an ack {late_ms} ms late");
+    }
+    // A clock slow by more than 5 s is put forward to an ack's `now`, even a late one.
+    h.input(Input::Clock(h.unix() - 20_000));
+    h.message("ack", &ack(h.unix() - 2_000), false);
+    h.run_until(h.unix() + 3 * 60_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch - 2_000, "put forward");
+    // A clock fast by far more than any delivery delay is put back to `now`.
+    h.input(Input::Clock(h.unix() + 10 * 60_000));
+    h.run_until(h.unix() + 3 * 60_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch + 10 * 60_000);
+    h.message("ack", &ack(h.unix() - 1_000), false);
+    h.run_until(h.unix() + 15 * 60_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch - 1_000, "put back");
+}
+
 /// How a node's clock is put right in [`a_clock_put_back_never_repeats_a_timestamp`].
 #[derive(Debug, Clone, Copy)]
 enum PutBack {
