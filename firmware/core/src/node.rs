@@ -84,6 +84,15 @@ pub struct Settings {
     pub default_interval_s: u16,
     /// Consecutive failed lux readings that raise `sensor_fault`.
     pub sensor_fault_after: u8,
+    /// Lux reads in a row still ranging (no reading, no failure) that raise
+    /// `sensor_fault`: a sensor that never settles gives no light reading, as a failed
+    /// one does. The auto-ranging VEML6030/VEML7700 ([`crate::sensor::AutoRangingVeml`])
+    /// settles from any range in steady light within 6 reads (configure, four range
+    /// steps, one skipped sample), and light that moves across a range, as at dusk or
+    /// when its lamp comes on, costs 2 more (a step and a skip); 20 leaves room for
+    /// several such moves in a row and still catches a stuck sensor in 20 s at the
+    /// usual read a second. A count, not a time, since the settling takes reads.
+    pub sensor_ranging_fault_after: u8,
     /// Consecutive dark power readings that raise `lamp_fault`.
     pub lamp_fault_after: u8,
 }
@@ -96,6 +105,7 @@ impl Default for Settings {
             max_resends: 10,
             default_interval_s: 60,
             sensor_fault_after: 3,
+            sensor_ranging_fault_after: 20,
             lamp_fault_after: 3,
         }
     }
@@ -120,7 +130,8 @@ pub enum Input<'a> {
     Tick,
     /// A light sensor read: a sample, or `Err` when the sensor failed. Three failed reads
     /// in a row raise `sensor_fault` ([`Settings::sensor_fault_after`]);
-    /// [`Sample::Ranging`] is neither a reading nor a failure.
+    /// [`Sample::Ranging`] is neither a reading nor a failure, unless it goes on for
+    /// [`Settings::sensor_ranging_fault_after`] reads. A reading clears the fault.
     Lux(Result<Sample, SensorFailed>),
     /// A power reading of the lamp circuit in watts.
     Power(f64),
@@ -218,6 +229,8 @@ pub struct Node<const N: usize = DEFAULT_BUFFER> {
     dropped: u32,
     faults: Faults,
     failed_lux_readings: u8,
+    /// Reads still ranging since the last reading (failed reads leave it as it is).
+    ranging_lux_readings: u8,
     dark_power_readings: u8,
     resend_tokens: f32,
     tokens_at_ms: u64,
@@ -281,6 +294,7 @@ impl<const N: usize> Node<N> {
             dropped: 0,
             faults: Faults::NONE,
             failed_lux_readings: 0,
+            ranging_lux_readings: 0,
             dark_power_readings: 0,
             resend_tokens: 0.0,
             tokens_at_ms: now.net_ms,
@@ -478,12 +492,18 @@ impl<const N: usize> Node<N> {
         match read {
             Ok(Sample::Lux(lux)) => {
                 self.failed_lux_readings = 0;
+                self.ranging_lux_readings = 0;
                 self.window.lux(lux);
                 self.controller.lux(lux, self.clock(now.up_ms));
                 self.keep_lamp_lux(now, out);
                 self.set_fault(Fault::Sensor, false, now, out);
             }
-            Ok(Sample::Ranging) => {}
+            Ok(Sample::Ranging) => {
+                self.ranging_lux_readings = self.ranging_lux_readings.saturating_add(1);
+                if self.ranging_lux_readings >= self.settings.sensor_ranging_fault_after {
+                    self.set_fault(Fault::Sensor, true, now, out);
+                }
+            }
             Err(SensorFailed) => {
                 self.failed_lux_readings = self.failed_lux_readings.saturating_add(1);
                 if self.failed_lux_readings >= self.settings.sensor_fault_after {

@@ -1006,6 +1006,83 @@ fn a_sensor_changing_range_is_not_a_failed_sensor() {
 }
 
 #[test]
+fn a_sensor_that_never_stops_ranging_is_a_failed_sensor() {
+    let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
+    h.input(Input::Connected);
+    h.take();
+    let read = |h: &mut Harness<8>, sample: Sample| {
+        h.up_ms += 1000;
+        h.input(Input::Lux(Ok(sample)));
+    };
+    // Dusk, read once a second: the light falls through the ranges and the lamp comes
+    // on, so every minute the sensor steps a few ranges (a step and a skipped sample
+    // each) between readings.
+    for minute in 0..30 {
+        for _ in 0..8 {
+            read(&mut h, Sample::Ranging);
+        }
+        for _ in 0..50 {
+            read(&mut h, Sample::Lux(100.0 / f64::from(minute + 1)));
+        }
+    }
+    // Runs just short of the bound, a reading between them, are no fault either.
+    let after = Settings::default().sensor_ranging_fault_after;
+    for _ in 0..2 {
+        for _ in 1..after {
+            read(&mut h, Sample::Ranging);
+        }
+        read(&mut h, Sample::Lux(3.0));
+    }
+    let dusk = h.events();
+    assert!(
+        dusk.is_empty(),
+        "no sensor_fault for ranging at dusk: {dusk:?}"
+    );
+    // A sensor that ranges for ever has failed: the fault is raised once, and reports
+    // say it beside their missing lux.
+    for _ in 0..after {
+        read(&mut h, Sample::Ranging);
+    }
+    let raised = h.events();
+    assert!(
+        matches!(
+            &raised[..],
+            [Event {
+                kind: EventKind::SensorFault {
+                    state: parklight_protocol::event::FaultState::Raised
+                },
+                ..
+            }]
+        ),
+        "{raised:?}"
+    );
+    for _ in 0..120 {
+        read(&mut h, Sample::Ranging);
+    }
+    let report = h.reports().pop().unwrap();
+    assert!(report.lux.is_none());
+    assert!(
+        report
+            .faults
+            .contains(parklight_protocol::telemetry::Fault::Sensor)
+    );
+    // A reading clears it.
+    read(&mut h, Sample::Lux(3.0));
+    assert!(
+        matches!(
+            &h.events()[..],
+            [Event {
+                kind: EventKind::SensorFault {
+                    state: parklight_protocol::event::FaultState::Cleared
+                },
+                ..
+            }]
+        ),
+        "cleared"
+    );
+}
+
+#[test]
 fn flash_writes_stay_as_few_as_the_crate_docs_say() {
     // A busy night on a connected node: a dimmed profile boosted by someone every five
     // minutes (each boost teaches the lamp's contribution: steady give or take noise
