@@ -32,21 +32,33 @@ const LAMP_CHECK_MIN_LEVEL: u8 = 10;
 const LAMP_MIN_WATTS: f64 = 0.5;
 /// Time after a level change before power readings are judged.
 const LAMP_SETTLE_MS: u64 = 3_000;
-/// A live ack re-syncs the clock when its `now` and the node's clock differ by more than
-/// this. `now` is when the gateway sent the ack, so a right clock reads a little later
-/// than `now` on delivery (the broker's delay, well under a second on a healthy link):
-/// 5 s tolerates that delay and the gateway's own error without moving windows back
-/// and forth, and catches a crystal's drift (about 2 s a day at 20 ppm) within days.
-/// An ack held up longer sets the clock late by its delay; the next prompt ack puts it
-/// right.
-const CLOCK_RESYNC_MS: i64 = 5_000;
+/// A live ack's `now` is the gateway's clock when it queued the ack, and an ack can wait
+/// in the gateway's queue (seconds under load, far longer during a catch-up) before it
+/// is delivered: `now` is a lower bound on the time. So a clock behind `now` by more than
+/// this is certainly slow and is put forward to it. 5 s tolerates the gateway's own
+/// error without moving windows back and forth, and catches a crystal's drift (about
+/// 2 s a day at 20 ppm) within days.
+const CLOCK_BEHIND_MS: i64 = 5_000;
+/// A clock ahead of an ack's `now` may only be reading a late ack: it is put back to
+/// `now` only when ahead by more than this, the clock skew the gateway allows by default.
+/// Beyond it the gateway takes the `ts` of a report that arrives promptly for no clock,
+/// so the node must not stay there; within it an ack late by up to 5 minutes never moves
+/// a right clock. The costs: a clock fast by less stays fast (a crystal 20 ppm fast takes
+/// about half a year to get there), and an ack held up longer puts a right clock back by
+/// its delay until the next prompt ack puts it forward (no report repeats a `ts` on the
+/// way: [`Node::set_clock`]).
+const CLOCK_AHEAD_MS: i64 = 300_000;
 /// The lamp's learned contribution is written again when it has moved by more than this
 /// fraction from what was last written, so the noise of learning writes nothing...
 const LAMP_LUX_WRITE_CHANGE: f64 = 0.25;
 /// ... and at most this often (ms of uptime).
 const LAMP_LUX_WRITE_EVERY_MS: u64 = 3_600_000;
-/// Unix ms of 2020-01-01: an earlier `now` is no valid clock (PROTOCOL.md clock rules).
-const VALID_CLOCK_FROM_MS: i64 = 1_577_836_800_000;
+/// The longest window a report can describe: `period_s` is at most 3600 (PROTOCOL.md).
+const MAX_WINDOW_MS: u64 = 3_600_000;
+/// The Unix ms a valid clock can read: from 2020-01-01 (PROTOCOL.md clock rules) to
+/// before the year 10000, which keeps every sum of a time and an uptime far from
+/// overflowing. An RTC or an ack outside it (a flat battery reads 2000) is no clock.
+const VALID_CLOCK_MS: core::ops::Range<i64> = 1_577_836_800_000..253_402_300_800_000;
 
 /// Who the node is and where it publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +84,15 @@ pub struct Settings {
     pub default_interval_s: u16,
     /// Consecutive failed lux readings that raise `sensor_fault`.
     pub sensor_fault_after: u8,
+    /// Lux reads in a row still ranging (no reading, no failure) that raise
+    /// `sensor_fault`: a sensor that never settles gives no light reading, as a failed
+    /// one does. The auto-ranging VEML6030/VEML7700 ([`crate::sensor::AutoRangingVeml`])
+    /// settles from any range in steady light within 6 reads (configure, four range
+    /// steps, one skipped sample), and light that moves across a range, as at dusk or
+    /// when its lamp comes on, costs 2 more (a step and a skip); 20 leaves room for
+    /// several such moves in a row and still catches a stuck sensor in 20 s at the
+    /// usual read a second. A count, not a time, since the settling takes reads.
+    pub sensor_ranging_fault_after: u8,
     /// Consecutive dark power readings that raise `lamp_fault`.
     pub lamp_fault_after: u8,
 }
@@ -84,6 +105,7 @@ impl Default for Settings {
             max_resends: 10,
             default_interval_s: 60,
             sensor_fault_after: 3,
+            sensor_ranging_fault_after: 20,
             lamp_fault_after: 3,
         }
     }
@@ -108,13 +130,15 @@ pub enum Input<'a> {
     Tick,
     /// A light sensor read: a sample, or `Err` when the sensor failed. Three failed reads
     /// in a row raise `sensor_fault` ([`Settings::sensor_fault_after`]);
-    /// [`Sample::Ranging`] is neither a reading nor a failure.
+    /// [`Sample::Ranging`] is neither a reading nor a failure, unless it goes on for
+    /// [`Settings::sensor_ranging_fault_after`] reads. A reading clears the fault.
     Lux(Result<Sample, SensorFailed>),
     /// A power reading of the lamp circuit in watts.
     Power(f64),
     /// The PIR output changed to high (`true`) or low.
     Pir(bool),
-    /// The real-time clock says it is this Unix ms.
+    /// The real-time clock says it is this Unix ms; a time before 2020 (a flat battery)
+    /// or after 9999 is ignored.
     Clock(i64),
     /// The MQTT connection is up (after CONNACK).
     Connected,
@@ -196,12 +220,17 @@ pub struct Node<const N: usize = DEFAULT_BUFFER> {
     level_since_ms: u64,
     pir: MotionDetector,
     window: Window,
+    /// The `ts` of the last report made (0 while the node had no clock): the next one
+    /// ends later, whatever the clock did.
+    last_ts: u64,
     buffer: ReportBuffer<N>,
     announce_oldest: bool,
     acknowledged: u32,
     dropped: u32,
     faults: Faults,
     failed_lux_readings: u8,
+    /// Reads still ranging since the last reading (failed reads leave it as it is).
+    ranging_lux_readings: u8,
     dark_power_readings: u8,
     resend_tokens: f32,
     tokens_at_ms: u64,
@@ -258,12 +287,14 @@ impl<const N: usize> Node<N> {
             level_since_ms: now.up_ms,
             pir: MotionDetector::default(),
             window: Window::new(now.up_ms, now.up_ms),
+            last_ts: 0,
             buffer,
             announce_oldest: false,
             acknowledged: 0,
             dropped: 0,
             faults: Faults::NONE,
             failed_lux_readings: 0,
+            ranging_lux_readings: 0,
             dark_power_readings: 0,
             resend_tokens: 0.0,
             tokens_at_ms: now.net_ms,
@@ -357,7 +388,11 @@ impl<const N: usize> Node<N> {
                     self.on_motion(now);
                 }
             }
-            Input::Clock(unix_ms) => self.set_clock(unix_ms, now),
+            Input::Clock(unix_ms) => {
+                if VALID_CLOCK_MS.contains(&unix_ms) {
+                    self.set_clock(unix_ms, now);
+                }
+            }
             Input::Connected => self.on_connected(now, out),
             Input::Disconnected => {
                 self.connected = false;
@@ -400,10 +435,28 @@ impl<const N: usize> Node<N> {
         self.clock_offset_ms.map(|offset| up_ms as i64 + offset)
     }
 
+    /// Sets the clock and lines the running window up with it. A clock put back could end
+    /// that window at or before the last report's `ts`, and a report with the `ts` of an
+    /// earlier one overwrites it where points are keyed by time (InfluxDB): so the window
+    /// then runs on to the first boundary at least half a window after the last `ts`
+    /// ([`Node::window_end`]). Only as far as a report can describe ([`MAX_WINDOW_MS`]):
+    /// needing more takes a clock put back by an hour less one interval, beyond the 5
+    /// minutes of skew the gateway allows at any interval under 55 minutes, so the
+    /// gateway took no `ts` of that clock from reports that arrived promptly.
     fn set_clock(&mut self, unix_ms: i64, now: Now) {
-        self.clock_offset_ms = Some(unix_ms - now.up_ms as i64);
-        // Line the running window up with the clock from now on.
-        self.window.end_ms = self.window_end(self.window.start_ms).max(now.up_ms + 1);
+        let offset = unix_ms - now.up_ms as i64;
+        self.clock_offset_ms = Some(offset);
+        let start = self.window.start_ms;
+        let mut end = self.window_end(start).max(now.up_ms + 1);
+        // The uptime at which the new clock reads the last report's `ts`.
+        let last_up = self.last_ts as i64 - offset;
+        if last_up >= end as i64 {
+            let after_last = self.window_end(last_up as u64);
+            if after_last - start <= MAX_WINDOW_MS {
+                end = after_last;
+            }
+        }
+        self.window.end_ms = end;
     }
 
     fn interval_s(&self) -> u16 {
@@ -439,12 +492,18 @@ impl<const N: usize> Node<N> {
         match read {
             Ok(Sample::Lux(lux)) => {
                 self.failed_lux_readings = 0;
+                self.ranging_lux_readings = 0;
                 self.window.lux(lux);
                 self.controller.lux(lux, self.clock(now.up_ms));
                 self.keep_lamp_lux(now, out);
                 self.set_fault(Fault::Sensor, false, now, out);
             }
-            Ok(Sample::Ranging) => {}
+            Ok(Sample::Ranging) => {
+                self.ranging_lux_readings = self.ranging_lux_readings.saturating_add(1);
+                if self.ranging_lux_readings >= self.settings.sensor_ranging_fault_after {
+                    self.set_fault(Fault::Sensor, true, now, out);
+                }
+            }
             Err(SensorFailed) => {
                 self.failed_lux_readings = self.failed_lux_readings.saturating_add(1);
                 if self.failed_lux_readings >= self.settings.sensor_fault_after {
@@ -539,10 +598,11 @@ impl<const N: usize> Node<N> {
         };
         let oldest =
             core::mem::take(&mut self.announce_oldest).then(|| self.buffer.oldest().unwrap_or(id));
+        self.last_ts = self.unix_at(window.end_ms).map_or(0, |t| t.max(0) as u64);
         let report = Telemetry {
             boot: self.boot,
             seq,
-            ts: self.unix_at(window.end_ms).map_or(0, |t| t.max(0) as u64),
+            ts: self.last_ts,
             up_ms: Some(window.end_ms),
             period_s: window.period_s(),
             lux: window.lux_summary().map(|lux| Lux {
@@ -730,13 +790,15 @@ impl<const N: usize> Node<N> {
         // Memory learns of this with the next window's write (see the crate docs).
         let removed = self.buffer.ack(&ack);
         self.acknowledged = self.acknowledged.saturating_add(removed as u32);
-        // Only a live ack tells the time: a retained one may be old.
+        // Only a live ack tells the time: a retained one may be old. A clock-less node
+        // takes it; a clock is put forward readily, back reluctantly ([`CLOCK_AHEAD_MS`]).
         if !retained
             && let Ok(unix_ms) = i64::try_from(ack.now)
-            && unix_ms >= VALID_CLOCK_FROM_MS
-            && self
-                .unix_at(now.up_ms)
-                .is_none_or(|clock| clock.abs_diff(unix_ms) > CLOCK_RESYNC_MS as u64)
+            && VALID_CLOCK_MS.contains(&unix_ms)
+            && self.unix_at(now.up_ms).is_none_or(|clock| {
+                let ahead = clock - unix_ms;
+                !(-CLOCK_BEHIND_MS..=CLOCK_AHEAD_MS).contains(&ahead)
+            })
         {
             self.set_clock(unix_ms, now);
         }

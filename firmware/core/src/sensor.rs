@@ -8,7 +8,8 @@ use veml6030::{Gain, IntegrationTime, Veml6030};
 pub enum Sample {
     /// Horizontal illuminance in lux.
     Lux(f64),
-    /// No reading yet, and nothing wrong: the sensor is starting or changing range.
+    /// No reading yet, and nothing wrong: the sensor is starting or changing range (for
+    /// a few reads; a sensor that never stops is a failed one).
     Ranging,
 }
 
@@ -24,7 +25,8 @@ pub trait LightSensor {
 
     /// One read: a [`Sample`], or `Err` when the sensor failed. A board hands it to the
     /// node as [`Input::Lux`](crate::Input::Lux) with `.map_err(|_| SensorFailed)`, so
-    /// ranging never counts towards `sensor_fault`.
+    /// ranging counts towards `sensor_fault` only when it never ends
+    /// ([`Settings::sensor_ranging_fault_after`](crate::Settings::sensor_ranging_fault_after)).
     fn read_lux(&mut self) -> Result<Sample, Self::Error>;
 }
 

@@ -669,6 +669,140 @@ fn a_live_ack_resyncs_a_clock_that_drifted() {
     assert_eq!(clock_epoch(&mut h), epoch - 1000);
 }
 
+#[test]
+fn a_late_ack_never_puts_a_right_clock_back() {
+    // An ack's `now` is when the gateway queued it; under load it is delivered late, so
+    // it only says the time is at least `now`.
+    let epoch = utc(2026, 11, 25, 20, 0);
+    let ack = |now: i64| format!(r#"{{"v":1,"boot":1,"seq":0,"now":{now}}}"#);
+    let mut h = Harness::<8>::start(epoch, Restored::default(), Settings::default());
+    h.input(Input::Connected);
+    h.input(Input::Clock(epoch));
+    h.run_until(epoch + 60_000, dark);
+    for late_ms in [10_000, 60_000, 299_000] {
+        h.message("ack", &ack(h.unix() - late_ms), false);
+        h.run_until(h.unix() + 3 * 60_000, dark);
+        assert_eq!(clock_epoch(&mut h), epoch, "an ack {late_ms} ms late");
+    }
+    // A clock slow by more than 5 s is put forward to an ack's `now`, even a late one.
+    h.input(Input::Clock(h.unix() - 20_000));
+    h.message("ack", &ack(h.unix() - 2_000), false);
+    h.run_until(h.unix() + 3 * 60_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch - 2_000, "put forward");
+    // A clock fast by far more than any delivery delay is put back to `now`.
+    h.input(Input::Clock(h.unix() + 10 * 60_000));
+    h.run_until(h.unix() + 3 * 60_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch + 10 * 60_000);
+    h.message("ack", &ack(h.unix() - 1_000), false);
+    h.run_until(h.unix() + 15 * 60_000, dark);
+    assert_eq!(clock_epoch(&mut h), epoch - 1_000, "put back");
+}
+
+/// How a node's clock is put right in [`a_clock_put_back_never_repeats_a_timestamp`].
+#[derive(Debug, Clone, Copy)]
+enum PutBack {
+    /// The real-time clock is set to the true time.
+    Rtc,
+    /// A live ack sent just now tells the true time.
+    Ack,
+}
+
+#[test]
+fn a_clock_put_back_never_repeats_a_timestamp() {
+    // InfluxDB keys a point on its series and timestamp: a report with the ts of an
+    // earlier one overwrites it. A node whose clock ran fast and is put back must not
+    // end a window at or before the last report's ts. 40 s back brought the running
+    // window to the same end as the last report; 10 min back, before older ones.
+    let epoch = utc(2026, 11, 25, 20, 0);
+    for (fast_ms, how) in [(40_000, PutBack::Rtc), (10 * 60_000, PutBack::Ack)] {
+        let mut h = Harness::<64>::start(epoch, Restored::default(), Settings::default());
+        h.input(Input::Clock(epoch + fast_ms));
+        // 20:02:40: the running window began at 20:02:20 by the true time.
+        h.run_until(epoch + 160_000, dark);
+        match how {
+            PutBack::Rtc => h.input(Input::Clock(h.unix())),
+            PutBack::Ack => h.message(
+                "ack",
+                &format!(r#"{{"v":1,"boot":1,"seq":0,"now":{}}}"#, h.unix()),
+                false,
+            ),
+        }
+        h.run_until(epoch + 30 * 60_000, dark);
+        let reports: Vec<Telemetry> = h.node.buffered_reports().cloned().collect();
+        for pair in reports.windows(2) {
+            let [before, after] = pair else {
+                unreachable!()
+            };
+            assert!(
+                after.ts > before.ts,
+                "{how:?} {fast_ms} ms back: seq {} at {} after seq {} at {}",
+                after.seq,
+                after.ts,
+                before.seq,
+                before.ts
+            );
+            let length_ms = after.up_ms.unwrap() - before.up_ms.unwrap();
+            assert!(
+                length_ms.abs_diff(u64::from(after.period_s) * 1000) <= 500,
+                "{how:?}: windows stay contiguous, each as long as it says: {after:?}"
+            );
+        }
+        let last = reports.last().unwrap();
+        assert_eq!(
+            (
+                last.ts as i64 - last.up_ms.unwrap() as i64,
+                last.ts % 60_000
+            ),
+            (epoch, 0),
+            "{how:?}: the true time, windows aligned to it"
+        );
+    }
+}
+
+#[test]
+fn a_clock_put_back_by_hours_reports_within_the_hour() {
+    // An RTC set to local summer time runs 2 h fast. Waiting for the clock to pass the
+    // last report's ts would silence the node for 2 h and need a window longer than
+    // period_s can say; the gateway took those reports' ts for no clock anyway.
+    let epoch = utc(2026, 7, 1, 20, 0);
+    let mut h = Harness::<64>::start(epoch, Restored::default(), Settings::default());
+    h.input(Input::Clock(epoch + 2 * 3_600_000));
+    h.run_until(epoch + 160_000, dark);
+    h.input(Input::Clock(h.unix()));
+    h.run_until(epoch + 2 * 3_600_000, dark);
+    let reports: Vec<Telemetry> = h.node.buffered_reports().cloned().collect();
+    for pair in reports.windows(2) {
+        let [before, after] = pair else {
+            unreachable!()
+        };
+        let length_ms = after.up_ms.unwrap() - before.up_ms.unwrap();
+        assert!(
+            length_ms <= 3_600_000 && length_ms.abs_diff(u64::from(after.period_s) * 1000) <= 500,
+            "each window as long as it says: {after:?}"
+        );
+    }
+    let last = reports.last().unwrap();
+    assert_eq!(last.ts as i64 - last.up_ms.unwrap() as i64, epoch);
+}
+
+#[test]
+fn an_impossible_clock_is_no_clock() {
+    // An RTC that lost its battery reads 2000 or garbage; an ack's `now` can be any u64.
+    // Neither sets the clock, and neither overflows the node's time arithmetic.
+    let ack = |now: u64| format!(r#"{{"v":1,"boot":1,"seq":0,"now":{now}}}"#);
+    for clock in [i64::MIN, -1, 0, utc(2019, 12, 31, 23, 59), i64::MAX] {
+        let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
+        h.input(Input::Connected);
+        h.up_ms = 5_000;
+        h.input(Input::Clock(clock));
+        h.message("ack", &ack(clock as u64), false);
+        h.message("ack", &ack(u64::MAX), false);
+        h.run_until(180_000, dark);
+        assert!(!h.node.has_clock(), "{clock}");
+        assert!(h.reports().iter().all(|r| r.ts == 0), "{clock}");
+    }
+}
+
 fn rejection(h: &mut Harness<8>) -> (Option<String>, String) {
     let events = h.events();
     match &events[..] {
@@ -868,6 +1002,83 @@ fn a_sensor_changing_range_is_not_a_failed_sensor() {
             }]
         ),
         "{raised:?}"
+    );
+}
+
+#[test]
+fn a_sensor_that_never_stops_ranging_is_a_failed_sensor() {
+    let mut h = Harness::<8>::start(0, Restored::default(), Settings::default());
+    h.input(Input::Connected);
+    h.take();
+    let read = |h: &mut Harness<8>, sample: Sample| {
+        h.up_ms += 1000;
+        h.input(Input::Lux(Ok(sample)));
+    };
+    // Dusk, read once a second: the light falls through the ranges and the lamp comes
+    // on, so every minute the sensor steps a few ranges (a step and a skipped sample
+    // each) between readings.
+    for minute in 0..30 {
+        for _ in 0..8 {
+            read(&mut h, Sample::Ranging);
+        }
+        for _ in 0..50 {
+            read(&mut h, Sample::Lux(100.0 / f64::from(minute + 1)));
+        }
+    }
+    // Runs just short of the bound, a reading between them, are no fault either.
+    let after = Settings::default().sensor_ranging_fault_after;
+    for _ in 0..2 {
+        for _ in 1..after {
+            read(&mut h, Sample::Ranging);
+        }
+        read(&mut h, Sample::Lux(3.0));
+    }
+    let dusk = h.events();
+    assert!(
+        dusk.is_empty(),
+        "no sensor_fault for ranging at dusk: {dusk:?}"
+    );
+    // A sensor that ranges for ever has failed: the fault is raised once, and reports
+    // say it beside their missing lux.
+    for _ in 0..after {
+        read(&mut h, Sample::Ranging);
+    }
+    let raised = h.events();
+    assert!(
+        matches!(
+            &raised[..],
+            [Event {
+                kind: EventKind::SensorFault {
+                    state: parklight_protocol::event::FaultState::Raised
+                },
+                ..
+            }]
+        ),
+        "{raised:?}"
+    );
+    for _ in 0..120 {
+        read(&mut h, Sample::Ranging);
+    }
+    let report = h.reports().pop().unwrap();
+    assert!(report.lux.is_none());
+    assert!(
+        report
+            .faults
+            .contains(parklight_protocol::telemetry::Fault::Sensor)
+    );
+    // A reading clears it.
+    read(&mut h, Sample::Lux(3.0));
+    assert!(
+        matches!(
+            &h.events()[..],
+            [Event {
+                kind: EventKind::SensorFault {
+                    state: parklight_protocol::event::FaultState::Cleared
+                },
+                ..
+            }]
+        ),
+        "cleared"
     );
 }
 
