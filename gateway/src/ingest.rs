@@ -500,11 +500,17 @@ impl Boots {
         node: &str,
         boot: u32,
     ) -> Result<&mut Boot, StorageError> {
-        let boots = self.nodes.entry(node.to_owned()).or_default();
+        if !self.nodes.contains_key(node) {
+            self.nodes.insert(node.to_owned(), Vec::new());
+        }
+        let boots = self.nodes.get_mut(node).expect("inserted above");
         match boots.iter().position(|(b, _)| *b == boot) {
             Some(at) => {
-                let used = boots.remove(at);
-                boots.push(used);
+                // Least recently used first: the one in use goes last (it mostly is).
+                if at + 1 < boots.len() {
+                    let used = boots.remove(at);
+                    boots.push(used);
+                }
             }
             None => {
                 let state = writer.boot_state(node_id, boot)?.unwrap_or_default();

@@ -321,6 +321,28 @@ mod tests {
     }
 
     #[test]
+    fn acknowledgements_are_remembered_for_the_last_few_boots_of_a_node() {
+        let options = rumqttc::MqttOptions::new("test", "127.0.0.1", 1);
+        let (client, _eventloop) = AsyncClient::new(options, 10);
+        let mut acks = AckPublisher {
+            interval: Duration::from_secs(10),
+            prefix: "parklight/v1".into(),
+            client,
+            last_sent: HashMap::new(),
+            pending: HashMap::new(),
+        };
+        let now = Instant::now();
+        // A node that reboots every day, or sends a new boot in every message.
+        for boot in 0..1000 {
+            acks.sent(("pole-017".into(), boot), now);
+        }
+        let kept: Vec<u32> = acks.last_sent["pole-017"].iter().map(|(b, _)| *b).collect();
+        assert_eq!(kept, [996, 997, 998, 999]);
+        assert!(acks.sent_at(&("pole-017".into(), 999)).is_some());
+        assert!(acks.sent_at(&("pole-017".into(), 3)).is_none());
+    }
+
+    #[test]
     fn ingest_resumes_once_a_full_disk_has_room_again() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), 100).unwrap();

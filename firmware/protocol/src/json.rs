@@ -115,36 +115,41 @@ impl Number<'_> {
 
 /// A JSON string as it appears between its quotes, escapes not yet decoded.
 #[derive(Debug, Clone, Copy)]
-pub struct Str<'a>(&'a str);
+pub struct Str<'a> {
+    /// The raw text between the quotes.
+    text: &'a str,
+    /// Whether it holds an escape (found while scanning, so comparisons need not look).
+    escaped: bool,
+}
 
 impl<'a> Str<'a> {
     /// The decoded characters.
     pub fn chars(self) -> impl Iterator<Item = char> + 'a {
         Unescape {
-            rest: self.0.chars(),
+            rest: self.text.chars(),
         }
     }
 
     /// True when the decoded string equals `other`.
     pub fn eq_str(self, other: &str) -> bool {
-        if self.0.contains('\\') {
+        if self.escaped {
             self.chars().eq(other.chars())
         } else {
-            self.0 == other
+            self.text == other
         }
     }
 
     fn same_as(self, other: Str<'_>) -> bool {
-        if self.0.contains('\\') || other.0.contains('\\') {
+        if self.escaped || other.escaped {
             self.chars().eq(other.chars())
         } else {
-            self.0 == other.0
+            self.text == other.text
         }
     }
 
     /// The text itself when it has no escapes (the common case; identifiers never do).
     pub fn as_plain(self) -> Option<&'a str> {
-        (!self.0.contains('\\')).then_some(self.0)
+        (!self.escaped).then_some(self.text)
     }
 
     /// The number of decoded characters.
@@ -521,12 +526,21 @@ impl<'a> Cursor<'a> {
         self.pos += 1;
         let start = self.pos;
         let bytes = self.text.as_bytes();
+        let mut escaped = false;
         loop {
             let b = *bytes.get(self.pos).ok_or(Reject::NotJson)?;
             self.pos += 1;
             match b {
-                b'"' => return Ok(Str(&self.text[start..self.pos - 1])),
-                b'\\' => self.escape()?,
+                b'"' => {
+                    return Ok(Str {
+                        text: &self.text[start..self.pos - 1],
+                        escaped,
+                    });
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.escape()?;
+                }
                 0x00..=0x1f => return Err(Reject::NotJson),
                 _ => {}
             }
