@@ -303,8 +303,10 @@ fn replayed_clockless_reports_keep_the_times_of_their_windows() {
     // One node, 5 s windows (the simulator's step), simulated time = real time from
     // `start`. It loses its network at +3 s for 182 s, and restarts without a clock at
     // +4 s: it boots again at about +25 s, offline and clock-less, buffers some 30 windows
-    // until it reconnects at about +185 s, replays them oldest first within seconds, and
-    // sets its clock from the gateway's next live acknowledgement.
+    // until it reconnects at about +185 s (the simulator moves in 5 s steps, so up to
+    // +190 s), replays them oldest first within seconds, and sets its clock from the
+    // gateway's next live acknowledgement (in simulated time, which lags real time by up
+    // to a step): its next windows, until +215 s, carry that clock and place the rest.
     let start = jiff::Timestamp::now();
     let state = tempfile::tempdir().unwrap();
     let run = Parklight::spawn(&[
@@ -320,7 +322,7 @@ fn replayed_clockless_reports_keep_the_times_of_their_windows() {
         "--start",
         &start.to_string(),
         "--duration-s",
-        "200",
+        "215",
         "--drain-s",
         "30",
         "--ack-timeout-s",
@@ -354,15 +356,35 @@ fn replayed_clockless_reports_keep_the_times_of_their_windows() {
         .filter(|r| r.received >= start + 180_000)
         .count();
     assert!(replayed >= 30, "{replayed} replayed after the outage");
+    let listing: String = rows
+        .iter()
+        .map(|r| &r.report)
+        .map(|r| {
+            format!(
+                "boot {} seq {} ts +{} ms received +{} ms clock {}\n",
+                r.boot,
+                r.seq,
+                r.ts - start,
+                r.received - start,
+                r.clock_ok
+            )
+        })
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.report.boot == boot && r.report.clock_ok),
+        "no report of boot {boot} carried the clock set from an ack; stored:\n{listing}"
+    );
     // Made while offline, one window apart, where the node was then: not when they
     // arrived, seconds apart, after the outage.
     for pair in clockless.windows(2) {
         let spacing = pair[1].ts - pair[0].ts;
         assert!(
             (4_500..=5_500).contains(&spacing),
-            "seq {} to {}: {spacing} ms apart",
+            "seq {} to {}: {spacing} ms apart; stored:\n{listing}sim:\n{}",
             pair[0].seq,
-            pair[1].seq
+            pair[1].seq,
+            finished.stderr
         );
     }
     let first = clockless[0];
