@@ -14,9 +14,6 @@
 //! block is folded in arrival order) for up to [`hold_ms`] after it arrived, so they see
 //! its real time, not the stamp. After that it keeps its stamp.
 
-/// 2020-01-01 in Unix ms: an earlier `ts` is no valid clock.
-pub const EARLIEST_VALID_TS: i64 = 1_577_836_800_000;
-
 /// How long a stamped report waits for its boot's clock beyond two of its windows
 /// (the node sets its clock from the next live ack, and its next report then shows it).
 pub const HOLD_MS: i64 = 5 * 60_000;
@@ -98,7 +95,8 @@ impl BootClock {
     /// valid clock may run ahead of the gateway's.
     pub fn stamp(&mut self, report: Timing, received: i64, skew_ms: i64) -> Stamp {
         let ts = i64::try_from(report.ts).unwrap_or(i64::MAX);
-        if (EARLIEST_VALID_TS..=received.saturating_add(skew_ms)).contains(&ts) {
+        if (parklight_protocol::EARLIEST_VALID_TS..=received.saturating_add(skew_ms)).contains(&ts)
+        {
             let first = self.fix.is_none();
             if first {
                 self.fix = Some(ClockFix {

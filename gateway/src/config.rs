@@ -15,6 +15,10 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 /// 65 535 bytes and its length) and the packet id.
 pub const MQTT_PACKET_OVERHEAD: usize = 65_539;
 
+/// The least `clock_skew_s`: how far ahead of the gateway a node lets its clock run
+/// ([`parklight_core::CLOCK_AHEAD_MS`]).
+const CLOCK_SKEW_MIN_S: u64 = (parklight_core::CLOCK_AHEAD_MS / 1000) as u64;
+
 /// The default configuration file, as `parklight config` prints it.
 pub const DEFAULT_CONFIG: &str = include_str!("../../deploy/parklight.toml");
 
@@ -596,6 +600,15 @@ impl Config {
                 "[ingest] queue_max_messages: 100 to 1000000".into(),
             );
         }
+        if !(CLOCK_SKEW_MIN_S..=3600).contains(&self.ingest.clock_skew_s) {
+            found.error(
+                "ingest",
+                "clock_skew_s",
+                format!(
+                    "[ingest] clock_skew_s: {CLOCK_SKEW_MIN_S} to 3600 (a node puts a fast clock back only once it is more than {CLOCK_SKEW_MIN_S} s ahead: with less, a node between the two would send no valid clock for good)"
+                ),
+            );
+        }
         if self.ingest.ack_interval_s == 0 {
             found.error(
                 "ingest",
@@ -802,6 +815,28 @@ mod tests {
             warned[0].message.contains("no message_size_limit"),
             "{warned:?}"
         );
+    }
+
+    #[test]
+    fn the_clock_skew_is_no_less_than_nodes_allow_their_clocks() {
+        let skew = |value: &str| {
+            let set = [(
+                "PARKLIGHT_INGEST__CLOCK_SKEW_S".to_owned(),
+                value.to_owned(),
+            )];
+            parse(DEFAULT_CONFIG, &set).map(|loaded| loaded.config.ingest.clock_skew_s)
+        };
+        assert_eq!(skew("300").unwrap(), 300);
+        assert_eq!(skew("3600").unwrap(), 3600);
+        // Less: a node 2 minutes fast would never put its clock back, and the gateway
+        // would hold every report of it. Far more: the sum with an arrival overflows.
+        for refused in ["60", "299", "3601", "18446744073709551615"] {
+            let error = skew(refused).unwrap_err().to_string();
+            assert!(
+                error.contains("[ingest] clock_skew_s: 300 to 3600"),
+                "{refused}: {error}"
+            );
+        }
     }
 
     #[test]

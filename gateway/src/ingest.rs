@@ -83,8 +83,8 @@ pub struct AckNews {
     pub seq: u32,
 }
 
-/// What a committed group changed, for the gauges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a committed group changed, for the gauges and the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Nodes whose latest status is online.
     pub online: usize,
@@ -92,6 +92,46 @@ pub struct Totals {
     pub lost: u64,
     /// Reports placed again once their boot's clock was known, in this group.
     pub restamped: u64,
+    /// What the group found worth saying, to be said now that it is kept.
+    pub notices: Vec<Notice>,
+}
+
+/// Something a group found that the log should say once, when the group is committed
+/// (not again at every retry of a group that failed to commit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A node declared reports gone that never arrived.
+    Lost {
+        /// The node.
+        node: String,
+        /// Its boot.
+        boot: u32,
+        /// How many.
+        lost: u64,
+    },
+    /// A node sent more than [`MAX_AHEAD`] reports past a gap: the gap is taken as lost.
+    PastGap {
+        /// The node.
+        node: String,
+        /// Its boot.
+        boot: u32,
+    },
+}
+
+impl Notice {
+    /// Says it.
+    pub fn log(&self) {
+        match self {
+            Notice::Lost { node, boot, lost } => {
+                tracing::info!(node, boot, lost, "reports lost on the node");
+            }
+            Notice::PastGap { node, boot } => tracing::warn!(
+                node,
+                boot,
+                "more than {MAX_AHEAD} reports past a gap: its reports are taken as lost"
+            ),
+        }
+    }
 }
 
 /// Decodes, enriches, dedupes and stores messages; tracks acknowledgement watermarks,
@@ -110,6 +150,7 @@ pub struct Ingest {
     lost: (u64, i64),
     /// Reports the group being stored placed again.
     restamped: u64,
+    notices: Vec<Notice>,
 }
 
 impl Ingest {
@@ -138,6 +179,7 @@ impl Ingest {
             staged_presence: HashMap::new(),
             lost: (store.lost_on_nodes()?, 0),
             restamped: 0,
+            notices: Vec::new(),
         })
     }
 
@@ -374,7 +416,11 @@ impl Ingest {
         }
         self.lost.1 += lost as i64;
         if lost > 0 {
-            tracing::info!(node, boot = until.boot, lost, "reports lost on the node");
+            self.notices.push(Notice::Lost {
+                node: node.to_owned(),
+                boot: until.boot,
+                lost,
+            });
         }
         Ok(())
     }
@@ -402,11 +448,10 @@ impl Ingest {
         let mut after = boot.advance();
         if boot.above.len() > MAX_AHEAD {
             let lowest = boot.above.first().copied().unwrap_or_default();
-            tracing::warn!(
-                node,
-                boot = id.boot,
-                "more than {MAX_AHEAD} reports past a gap: its reports are taken as lost"
-            );
+            self.notices.push(Notice::PastGap {
+                node: node.to_owned(),
+                boot: id.boot,
+            });
             let seq = ReportId {
                 boot: id.boot,
                 seq: lowest,
@@ -441,6 +486,7 @@ impl Ingest {
             online: self.presence.values().filter(|p| !p.offline).count(),
             lost: self.lost.0,
             restamped: std::mem::take(&mut self.restamped),
+            notices: std::mem::take(&mut self.notices),
         }
     }
 
@@ -451,6 +497,7 @@ impl Ingest {
         self.staged_presence.clear();
         self.lost.1 = 0;
         self.restamped = 0;
+        self.notices.clear();
     }
 }
 
@@ -631,11 +678,7 @@ mod tests {
                 dir,
                 store,
                 ingest,
-                totals: Totals {
-                    online: 0,
-                    lost: 0,
-                    restamped: 0,
-                },
+                totals: Totals::default(),
             }
         }
 
@@ -730,6 +773,35 @@ mod tests {
         assert_eq!(acks, [(7, 1)]);
         f.store.compact(i64::MAX / 4, &|| false).unwrap();
         assert_eq!(f.store.report_count().unwrap(), 2, "not a second point");
+    }
+
+    #[test]
+    fn a_report_past_a_gap_is_a_duplicate_when_resent_after_retention() {
+        let mut f = Fixture::new();
+        // 1 never arrived; 2 and 3 did, past the gap, and wait there for days.
+        f.group(&[report(7, 0, ""), report(7, 2, ""), report(7, 3, "")]);
+        f.store.compact(i64::MAX / 4, &|| false).unwrap();
+        f.store.retain(i64::MAX / 4, None, &|| false).unwrap();
+        f.restart(&[Site::remiseparken()]);
+        // The node, back after a week, still holds 1 to 3 unacknowledged.
+        let (outcomes, acks) = f.group(&[report(7, 1, ""), report(7, 2, ""), report(7, 3, "")]);
+        assert!(
+            matches!(
+                outcomes[..],
+                [
+                    Outcome::Stored { .. },
+                    Outcome::Duplicate,
+                    Outcome::Duplicate
+                ]
+            ),
+            "{outcomes:?}"
+        );
+        assert_eq!(acks.last(), Some(&(7, 3)));
+        f.store.compact(i64::MAX / 4, &|| false).unwrap();
+        assert_eq!(f.store.report_count().unwrap(), 4, "no second point");
+        // Once the gap is closed, retention takes them as any other.
+        f.store.retain(i64::MAX / 4, None, &|| false).unwrap();
+        assert_eq!(f.store.raw_report_count().unwrap(), 1, "the newest stays");
     }
 
     #[test]

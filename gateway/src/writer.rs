@@ -15,7 +15,7 @@ use parklight_protocol::{Ack, Message};
 use rumqttc::{AsyncClient, QoS};
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::{AckNews, Incoming, Ingest, Outcome};
+use crate::ingest::{AckNews, Incoming, Ingest, Notice, Outcome};
 use crate::metrics as m;
 use crate::sources::mqtt::{Acks, Arrived, Backlog};
 use crate::store::{StorageError, Store};
@@ -179,7 +179,9 @@ pub fn run(
             let _ = ack_sender.send(ready);
         }
         backlog.handled(group.len());
-        m::totals(ingest.committed());
+        let totals = ingest.committed();
+        totals.notices.iter().for_each(Notice::log);
+        m::totals(totals);
         let now = jiff::Timestamp::now().as_millisecond();
         for (message, outcome) in group.iter().zip(&outcomes) {
             histogram!(m::ACK_LAG_SECONDS)
@@ -364,6 +366,11 @@ mod tests {
             r#"{"v":1,"state":"online","boot":1,"conn":1,"oldest":{"boot":1,"seq":0}}"#.into(),
         ));
         group.extend(reports("pole-017", 1, 10..20));
+        // Reconnecting, pole-017 says 20 and 21 are gone: said once, not at every try.
+        group.push(arrived(
+            "parklight/v1/remiseparken/pole-017/status",
+            r#"{"v":1,"state":"online","boot":1,"conn":2,"oldest":{"boot":1,"seq":22}}"#.into(),
+        ));
         for _ in 0..3 {
             let error = store_group(&mut store, &mut ingest, &group, &mut news).unwrap_err();
             assert!(error.is_transient(), "{error}");
@@ -381,7 +388,15 @@ mod tests {
                 .count(),
             2010
         );
-        assert_eq!((totals.online, totals.lost), (1, 0));
+        assert_eq!((totals.online, totals.lost), (2, 2));
+        assert_eq!(
+            totals.notices,
+            [Notice::Lost {
+                node: "pole-017".into(),
+                boot: 1,
+                lost: 2
+            }]
+        );
         assert_eq!(store.report_count().unwrap(), 2020);
         let acked: Vec<(String, u32)> = news.iter().map(|n| (n.node.clone(), n.seq)).collect();
         assert!(acked.contains(&("pole-new".into(), 1999)), "{acked:?}");

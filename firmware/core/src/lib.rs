@@ -51,7 +51,7 @@ pub mod solar;
 pub mod tz;
 pub mod window;
 
-pub use node::{Action, Identity, Input, Node, Now, Outbox, Settings};
+pub use node::{Action, CLOCK_AHEAD_MS, Identity, Input, Node, Now, Outbox, Settings};
 pub use nv::{NonVolatile, Persist, Restored};
 
 /// The most RAM a [`Node`] with the default buffer may take, in bytes.

@@ -32,22 +32,23 @@ const LAMP_CHECK_MIN_LEVEL: u8 = 10;
 const LAMP_MIN_WATTS: f64 = 0.5;
 /// Time after a level change before power readings are judged.
 const LAMP_SETTLE_MS: u64 = 3_000;
-/// A live ack's `now` is the gateway's clock when it queued the ack, and an ack can wait
-/// in the gateway's queue (seconds under load, far longer during a catch-up) before it
-/// is delivered: `now` is a lower bound on the time. So a clock behind `now` by more than
-/// this is certainly slow and is put forward to it. 5 s tolerates the gateway's own
-/// error without moving windows back and forth, and catches a crystal's drift (about
-/// 2 s a day at 20 ppm) within days.
+/// A live ack's `now` is the gateway's clock when it sent the ack, and an ack can be
+/// delivered late: the gateway sends acks on reconnecting that it could not send while
+/// the broker was away, and a broker holding a persistent session delivers acks queued
+/// while the node was away, neither of them retained. So `now` is a lower bound on the
+/// time, and a clock behind it by more than this is certainly slow and is put forward
+/// to it. 5 s tolerates the gateway's own error without moving windows back and forth,
+/// and catches a crystal's drift (about 2 s a day at 20 ppm) within days.
 const CLOCK_BEHIND_MS: i64 = 5_000;
 /// A clock ahead of an ack's `now` may only be reading a late ack: it is put back to
-/// `now` only when ahead by more than this, the clock skew the gateway allows by default.
-/// Beyond it the gateway takes the `ts` of a report that arrives promptly for no clock,
-/// so the node must not stay there; within it an ack late by up to 5 minutes never moves
-/// a right clock. The costs: a clock fast by less stays fast (a crystal 20 ppm fast takes
-/// about half a year to get there), and an ack held up longer puts a right clock back by
-/// its delay until the next prompt ack puts it forward (no report repeats a `ts` on the
-/// way: [`Node::set_clock`]).
-const CLOCK_AHEAD_MS: i64 = 300_000;
+/// `now` only when ahead by more than this, the gateway's default clock skew and the
+/// least it accepts (`clock_skew_s`). Beyond it the gateway takes the `ts` of a report
+/// that arrives promptly for no clock, so the node must not stay there; within it an ack
+/// late by up to 5 minutes never moves a right clock. The costs: a clock fast by less
+/// stays fast (a crystal 20 ppm fast takes about half a year to get there), and an ack
+/// held up longer puts a right clock back by its delay until the next prompt ack puts it
+/// forward (no report repeats a `ts` on the way: [`Node::set_clock`]).
+pub const CLOCK_AHEAD_MS: i64 = 300_000;
 /// The lamp's learned contribution is written again when it has moved by more than this
 /// fraction from what was last written, so the noise of learning writes nothing...
 const LAMP_LUX_WRITE_CHANGE: f64 = 0.25;
@@ -58,7 +59,8 @@ const MAX_WINDOW_MS: u64 = 3_600_000;
 /// The Unix ms a valid clock can read: from 2020-01-01 (PROTOCOL.md clock rules) to
 /// before the year 10000, which keeps every sum of a time and an uptime far from
 /// overflowing. An RTC or an ack outside it (a flat battery reads 2000) is no clock.
-const VALID_CLOCK_MS: core::ops::Range<i64> = 1_577_836_800_000..253_402_300_800_000;
+const VALID_CLOCK_MS: core::ops::Range<i64> =
+    parklight_protocol::EARLIEST_VALID_TS..253_402_300_800_000;
 
 /// Who the node is and where it publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +91,8 @@ pub struct Settings {
     /// one does. The auto-ranging VEML6030/VEML7700 ([`crate::sensor::AutoRangingVeml`])
     /// settles from any range in steady light within 6 reads (configure, four range
     /// steps, one skipped sample), and light that moves across a range, as at dusk or
-    /// when its lamp comes on, costs 2 more (a step and a skip); 20 leaves room for
+    /// when its lamp comes on, costs 2 to 3 more (a step, maybe a second one taken on
+    /// the stale sample read right after it, and a skip); 20 leaves room for
     /// several such moves in a row and still catches a stuck sensor in 20 s at the
     /// usual read a second. A count, not a time, since the settling takes reads.
     pub sensor_ranging_fault_after: u8,

@@ -704,6 +704,33 @@ mod tests {
     }
 
     #[test]
+    fn keys_written_with_escapes_are_found_by_what_they_decode_to() {
+        let text = "{\"\\u0076\":1,\"a\\/b\":\"x\\ty\",\"plain\":\"p\"}";
+        let Ok(Value::Object(object)) = parse(text) else {
+            panic!("not an object: {text}")
+        };
+        let table = Table::new(object);
+        for (key, found) in [("v", true), ("a/b", true), ("\\u0076", false)] {
+            assert_eq!(object.get(key).is_some(), found, "{key} in {text}");
+            assert_eq!(
+                table.get(key).is_some(),
+                found,
+                "{key} in the table of {text}"
+            );
+        }
+        let Some(Value::String(escaped)) = table.get("a/b") else {
+            panic!()
+        };
+        assert_eq!(escaped.as_plain(), None);
+        assert!(escaped.eq_str("x\ty"));
+        assert!(!escaped.eq_str("x\\ty"));
+        let Some(Value::String(plain)) = table.get("plain") else {
+            panic!()
+        };
+        assert_eq!(plain.as_plain(), Some("p"));
+    }
+
+    #[test]
     fn depth_scan_ignores_brackets_in_strings() {
         assert!(!exceeds_depth(b"{\"[[[[[[[[[[\":1}", 8));
         assert!(!exceeds_depth(b"{\"\\\"[[[[[[[[[[\":1}", 8));

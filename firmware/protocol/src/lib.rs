@@ -61,6 +61,8 @@ pub const MAX_PAYLOAD: usize = 1024;
 pub const MAX_DEPTH: usize = 8;
 /// The schema version this crate speaks.
 pub const VERSION: u64 = 1;
+/// The earliest time a valid clock reads, Unix ms: 2020-01-01 (PROTOCOL.md clock rules).
+pub const EARLIEST_VALID_TS: i64 = 1_577_836_800_000;
 
 /// The id of a config or command (`"c-3"`, `"o-17"`): 1 to 64 characters.
 pub type CommandId = heapless::String<64>;

@@ -220,7 +220,8 @@ impl Store {
     /// sent and events received before it too. The newest report always stays, so ids
     /// keep growing, and so does each node's latest status, so its presence is known
     /// after a restart. A report resent after its raw row went is still known as a
-    /// duplicate: its boot's acknowledgement watermark covers it.
+    /// duplicate: its boot's acknowledgement watermark covers it; a report past a gap
+    /// of its boot, which the watermark does not cover, stays until the gap closes.
     pub fn retain(
         &mut self,
         before: i64,
@@ -258,9 +259,14 @@ impl Store {
         while lowest < stop_at && !stop() {
             let below = lowest.saturating_add(DELETE_ROWS).min(stop_at);
             let _turn = self.turns.take();
-            removed +=
-                self.connection
-                    .execute("DELETE FROM reports WHERE id < ?1", [below])? as u64;
+            // Not a report past a gap of its boot: until the gap closes, its row is how
+            // a resent copy is known for a duplicate (the watermark stops below it).
+            removed += self.connection.execute(
+                "DELETE FROM reports WHERE id < ?1 AND NOT EXISTS (
+                    SELECT 1 FROM boots b WHERE b.node = reports.node AND b.boot = reports.boot
+                        AND reports.seq > coalesce(b.acked, b.from_seq - 1))",
+                [below],
+            )? as u64;
             lowest = below;
         }
         let _turn = self.turns.take();

@@ -164,7 +164,8 @@ impl Writer<'_> {
                 node,
                 event.boot,
                 event.eseq,
-                event.ts as i64,
+                // Beyond what an i64 holds is no clock either way: never a negative time.
+                i64::try_from(event.ts).unwrap_or(i64::MAX),
                 received,
                 event.kind.as_str(),
                 String::from_utf8_lossy(payload)
@@ -437,6 +438,24 @@ mod tests {
         );
         writer.commit().unwrap();
         assert_eq!(store.report_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn an_event_time_beyond_an_i64_is_kept_far_ahead_not_negative() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let payload = br#"{"v":1,"boot":1,"eseq":0,"ts":18446744073709551615,"kind":"reboot"}"#;
+        let event =
+            <parklight_protocol::Event as parklight_protocol::Message>::decode(payload).unwrap();
+        let mut writer = store.write().unwrap();
+        let node = writer.node("pole-017", "remiseparken").unwrap();
+        assert!(writer.event(node, 1, &event, payload).unwrap());
+        writer.commit().unwrap();
+        let ts: i64 = store
+            .connection
+            .query_row("SELECT ts FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(ts, i64::MAX);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::gateway::Gateway;
 use parklight_tests::wait_until;
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::QoS;
 
 /// Node connections offering load.
 const CONNECTIONS: usize = 8;
@@ -41,57 +41,129 @@ fn report(node: usize, seq: u32, base_ms: i64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Publishes a connection may have unacknowledged: four rounds of its nodes' reports.
+const PUBLISH_WINDOW: u64 = 4 * NODES_PER_CONNECTION as u64;
+
 /// Publishes reports of `CONNECTIONS × NODES_PER_CONNECTION` nodes as fast as QoS 1 allows,
 /// for `OFFER_FOR`, starting at seq `first_seq`, one a minute of node time from
 /// `days_ago`. Returns reports the broker acknowledged.
-async fn offer(url: &str, first_seq: u32, days_ago: i64) -> u64 {
+async fn offer(port: u16, first_seq: u32, days_ago: i64) -> u64 {
     let acked = Arc::new(AtomicU64::new(0));
     let base_ms = jiff::Timestamp::now().as_millisecond()
         - days_ago * 86_400_000
         - i64::from(first_seq) * 60_000;
     let deadline = Instant::now() + OFFER_FOR;
-    let mut tasks = Vec::new();
-    for connection in 0..CONNECTIONS {
-        let mut options =
-            parklight_sim::mqtt::broker_options(url, &format!("bench-{connection}")).expect("url");
-        options
-            .set_inflight(200)
-            .set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(options, 1000);
-        let acked = acked.clone();
-        let poller = tokio::spawn(async move {
-            while let Ok(event) = eventloop.poll().await {
-                if let Event::Incoming(Packet::PubAck(_)) = event {
-                    acked.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        tasks.push(tokio::spawn(async move {
-            let mut seq = first_seq;
-            'offering: while Instant::now() < deadline {
-                for n in 0..NODES_PER_CONNECTION {
-                    let node = connection * NODES_PER_CONNECTION + n;
-                    let topic = format!("parklight/v1/bench/node-{node:05}/telemetry");
-                    if client
-                        .publish(topic, QoS::AtLeastOnce, false, report(node, seq, base_ms))
-                        .await
-                        .is_err()
-                    {
-                        break 'offering;
-                    }
-                }
-                seq += 1;
-            }
-            // Let the last publishes be acknowledged before closing.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let _ = client.disconnect().await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), poller).await;
-        }));
-    }
-    for task in tasks {
-        let _ = task.await;
+    let publishers: Vec<_> = (0..CONNECTIONS)
+        .map(|connection| {
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                publish_rounds(port, connection, first_seq, base_ms, deadline, &acked).await
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        let _ = publisher.await;
     }
     acked.load(Ordering::Relaxed)
+}
+
+/// One node connection on a plain socket, doing what a publisher must and no more: a
+/// round of its nodes' reports in one write while at most [`PUBLISH_WINDOW`] are
+/// unacknowledged, acknowledgements counted as they come. A client library's
+/// per-message work would take the cores from the broker it is meant to measure.
+async fn publish_rounds(
+    port: u16,
+    connection: usize,
+    first_seq: u32,
+    base_ms: i64,
+    deadline: Instant,
+    acked: &AtomicU64,
+) {
+    use rumqttc::mqttbytes::v4::{Connect, Disconnect, Publish};
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connecting a publisher");
+    socket.set_nodelay(true).expect("nodelay");
+    let (reader, mut writer) = socket.into_split();
+    let mut out = bytes::BytesMut::new();
+    let mut connect = Connect::new(format!("bench-{connection}"));
+    connect.keep_alive = 0;
+    connect.write(&mut out).expect("connect packet");
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let room = Arc::new(tokio::sync::Notify::new());
+    let acknowledgements = tokio::spawn(count_acknowledgements(
+        reader,
+        confirmed.clone(),
+        room.clone(),
+    ));
+    let (mut sent, mut pkid, mut seq) = (0_u64, 0_u16, first_seq);
+    while Instant::now() < deadline {
+        if sent + NODES_PER_CONNECTION as u64 > confirmed.load(Ordering::Acquire) + PUBLISH_WINDOW {
+            let _ = tokio::time::timeout(Duration::from_millis(100), room.notified()).await;
+            continue;
+        }
+        for n in 0..NODES_PER_CONNECTION {
+            let node = connection * NODES_PER_CONNECTION + n;
+            let mut publish = Publish::new(
+                format!("parklight/v1/bench/node-{node:05}/telemetry"),
+                QoS::AtLeastOnce,
+                report(node, seq, base_ms),
+            );
+            pkid = pkid % u16::MAX + 1;
+            publish.pkid = pkid;
+            publish.write(&mut out).expect("publish packet");
+        }
+        if writer.write_all(&out).await.is_err() {
+            break;
+        }
+        out.clear();
+        sent += NODES_PER_CONNECTION as u64;
+        seq += 1;
+    }
+    // The last publishes acknowledged before closing.
+    let settled = Instant::now() + Duration::from_secs(5);
+    while confirmed.load(Ordering::Acquire) < sent && Instant::now() < settled {
+        let _ = tokio::time::timeout(Duration::from_millis(100), room.notified()).await;
+    }
+    Disconnect.write(&mut out).expect("disconnect packet");
+    let _ = writer.write_all(&out).await;
+    drop(writer);
+    let _ = tokio::time::timeout(Duration::from_secs(5), acknowledgements).await;
+    acked.fetch_add(confirmed.load(Ordering::Acquire), Ordering::Relaxed);
+}
+
+/// Counts a publisher's acknowledgements until the broker closes the connection, waking
+/// the publisher at each read that brought some.
+async fn count_acknowledgements(
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    confirmed: Arc<AtomicU64>,
+    room: Arc<tokio::sync::Notify>,
+) {
+    use rumqttc::mqttbytes::Error as PacketError;
+    use rumqttc::mqttbytes::v4::Packet as Wire;
+    use tokio::io::AsyncReadExt;
+    let mut incoming = bytes::BytesMut::with_capacity(1 << 16);
+    loop {
+        incoming.reserve(1 << 14);
+        match reader.read_buf(&mut incoming).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut count = 0;
+        loop {
+            match Wire::read(&mut incoming, 1 << 16) {
+                Ok(Wire::PubAck(_)) => count += 1,
+                Ok(_) => {}
+                Err(PacketError::InsufficientBytes(_)) => break,
+                Err(error) => panic!("a publisher read garbage: {error}"),
+            }
+        }
+        if count > 0 {
+            confirmed.fetch_add(count, Ordering::Release);
+            room.notify_one();
+        }
+    }
 }
 
 /// Reports the store's ceiling is measured with: many more than one commit holds.
@@ -307,7 +379,7 @@ fn sustained(
     let memory = PeakMemory::watch(pid);
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
-    let offered = runtime.block_on(offer(&broker.url(), 0, 30));
+    let offered = runtime.block_on(offer(broker.port(), 0, 30));
     let all_stored = wait_until(Duration::from_secs(300), || {
         gateway.metric("parklight_reports_stored_total", "") >= offered as f64
     });
@@ -371,17 +443,25 @@ fn main() {
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let counter = counting(broker.port(), &received, &done);
     std::thread::sleep(Duration::from_secs(1));
+    let cpu_of = |pid: Option<u32>| cpu_seconds(pid.expect("running"));
+    let (broker_cpu, own_cpu) = (cpu_of(broker.pid()), cpu_of(Some(std::process::id())));
     let started = Instant::now();
-    let offered = runtime.block_on(offer(&broker.url(), 0, 30));
+    let offered = runtime.block_on(offer(broker.port(), 0, 30));
     let intake = offered as f64 / started.elapsed().as_secs_f64();
     let delivered = wait_until(Duration::from_secs(300), || {
         received.load(Ordering::Relaxed) >= offered
     });
     let ceiling = received.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let per_message = |cpu: f64| cpu / offered.max(1) as f64 * 1e6;
+    let broker_cpu = per_message(cpu_of(broker.pid()) - broker_cpu);
+    let own_cpu = per_message(cpu_of(Some(std::process::id())) - own_cpu);
     done.store(true, Ordering::Relaxed);
-    let _ = counter.join();
+    counter.join().expect("the counting subscriber");
     println!(
         "broker intake (QoS 1 publishers):  {intake:>9.0} msg/s  ({offered} acknowledged to publishers)"
+    );
+    println!(
+        "CPU per message:                  {broker_cpu:>9.1} µs the broker, {own_cpu:.1} µs the publishers and the counter"
     );
     println!(
         "broker to a subscriber that only counts and acknowledges:\n                                   {ceiling:>9.0} msg/s  (all {} delivered{})",
@@ -393,7 +473,7 @@ fn main() {
         }
     );
     // 1b. The broker delivering a backlog (queued while the subscriber was away) to it.
-    let queued = runtime.block_on(offer(&broker.url(), 1_000_000, 60));
+    let queued = runtime.block_on(offer(broker.port(), 1_000_000, 60));
     received.store(0, Ordering::Relaxed);
     done.store(false, Ordering::Relaxed);
     let started = Instant::now();
@@ -403,7 +483,7 @@ fn main() {
     });
     let backlog_ceiling = received.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
-    let _ = counter.join();
+    counter.join().expect("the counting subscriber");
     println!(
         "broker delivering a backlog to it:{backlog_ceiling:>9.0} msg/s  ({queued} queued{})",
         if drained {
@@ -424,7 +504,7 @@ fn main() {
 
     // 2b. Catching up: reports queue in the broker while the gateway is down; then the
     // gateway drains them with the cores to itself and the broker.
-    let queued = runtime.block_on(offer(&broker.url(), 1_000_000, 60));
+    let queued = runtime.block_on(offer(broker.port(), 1_000_000, 60));
     gateway.start();
     let pid = gateway.pid().expect("gateway running");
     let drain_memory = PeakMemory::watch(pid);
