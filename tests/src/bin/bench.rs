@@ -27,11 +27,11 @@ const NODES_PER_CONNECTION: usize = 125;
 const OFFER_FOR: Duration = Duration::from_secs(20);
 
 /// A realistic report: night light with noise, a few detections, a lamp at full.
-fn report(node: usize, seq: u32, base_ms: i64) -> Vec<u8> {
+fn report(node: usize, boot: u32, seq: u32, base_ms: i64) -> Vec<u8> {
     let wobble = f64::from((seq.wrapping_mul(2_654_435_761) >> 20) % 1000) / 1000.0;
     let avg = ((12.0 + node as f64 % 7.0 + wobble) * 1000.0).round() / 1000.0;
     format!(
-        r#"{{"v":1,"boot":1,"seq":{seq},"ts":{ts},"up_ms":{up},"period_s":60,"lux":{{"avg":{avg},"min":{min},"max":{max}}},"motion":{motion},"lamp":{{"on":true,"level":100,"power_w":40.2}},"cfg":3}}"#,
+        r#"{{"v":1,"boot":{boot},"seq":{seq},"ts":{ts},"up_ms":{up},"period_s":60,"lux":{{"avg":{avg},"min":{min},"max":{max}}},"motion":{motion},"lamp":{{"on":true,"level":100,"power_w":40.2}},"cfg":3}}"#,
         ts = base_ms + i64::from(seq) * 60_000,
         up = u64::from(seq + 1) * 60_000,
         min = ((avg - 0.4) * 1000.0_f64).round() / 1000.0,
@@ -45,19 +45,18 @@ fn report(node: usize, seq: u32, base_ms: i64) -> Vec<u8> {
 const PUBLISH_WINDOW: u64 = 4 * NODES_PER_CONNECTION as u64;
 
 /// Publishes reports of `CONNECTIONS × NODES_PER_CONNECTION` nodes as fast as QoS 1 allows,
-/// for `OFFER_FOR`, starting at seq `first_seq`, one a minute of node time from
-/// `days_ago`. Returns reports the broker acknowledged.
-async fn offer(port: u16, first_seq: u32, days_ago: i64) -> u64 {
+/// for `OFFER_FOR`, of boot `boot` from its seq 0 on (each phase a boot of its own, so
+/// no phase leaves a gap in another's seqs), one a minute of node time from `days_ago`.
+/// Returns reports the broker acknowledged.
+async fn offer(port: u16, boot: u32, days_ago: i64) -> u64 {
     let acked = Arc::new(AtomicU64::new(0));
-    let base_ms = jiff::Timestamp::now().as_millisecond()
-        - days_ago * 86_400_000
-        - i64::from(first_seq) * 60_000;
+    let base_ms = jiff::Timestamp::now().as_millisecond() - days_ago * 86_400_000;
     let deadline = Instant::now() + OFFER_FOR;
     let publishers: Vec<_> = (0..CONNECTIONS)
         .map(|connection| {
             let acked = acked.clone();
             tokio::spawn(async move {
-                publish_rounds(port, connection, first_seq, base_ms, deadline, &acked).await
+                publish_rounds(port, connection, boot, base_ms, deadline, &acked).await
             })
         })
         .collect();
@@ -74,7 +73,7 @@ async fn offer(port: u16, first_seq: u32, days_ago: i64) -> u64 {
 async fn publish_rounds(
     port: u16,
     connection: usize,
-    first_seq: u32,
+    boot: u32,
     base_ms: i64,
     deadline: Instant,
     acked: &AtomicU64,
@@ -97,7 +96,7 @@ async fn publish_rounds(
         confirmed.clone(),
         room.clone(),
     ));
-    let (mut sent, mut pkid, mut seq) = (0_u64, 0_u16, first_seq);
+    let (mut sent, mut pkid, mut seq) = (0_u64, 0_u16, 0);
     while Instant::now() < deadline {
         if sent + NODES_PER_CONNECTION as u64 > confirmed.load(Ordering::Acquire) + PUBLISH_WINDOW {
             let _ = tokio::time::timeout(Duration::from_millis(100), room.notified()).await;
@@ -108,7 +107,7 @@ async fn publish_rounds(
             let mut publish = Publish::new(
                 format!("parklight/v1/bench/node-{node:05}/telemetry"),
                 QoS::AtLeastOnce,
-                report(node, seq, base_ms),
+                report(node, boot, seq, base_ms),
             );
             pkid = pkid % u16::MAX + 1;
             publish.pkid = pkid;
@@ -184,7 +183,7 @@ fn store_alone(reports: usize) -> f64 {
             let node = i % nodes;
             (
                 format!("parklight/v1/bench/node-{node:05}/telemetry"),
-                report(node, (i / nodes) as u32, now - 30 * 86_400_000),
+                report(node, 1, (i / nodes) as u32, now - 30 * 86_400_000),
             )
         })
         .collect();
@@ -379,7 +378,7 @@ fn sustained(
     let memory = PeakMemory::watch(pid);
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
-    let offered = runtime.block_on(offer(broker.port(), 0, 30));
+    let offered = runtime.block_on(offer(broker.port(), 1, 30));
     let all_stored = wait_until(Duration::from_secs(300), || {
         gateway.metric("parklight_reports_stored_total", "") >= offered as f64
     });
@@ -446,7 +445,7 @@ fn main() {
     let cpu_of = |pid: Option<u32>| cpu_seconds(pid.expect("running"));
     let (broker_cpu, own_cpu) = (cpu_of(broker.pid()), cpu_of(Some(std::process::id())));
     let started = Instant::now();
-    let offered = runtime.block_on(offer(broker.port(), 0, 30));
+    let offered = runtime.block_on(offer(broker.port(), 1, 30));
     let intake = offered as f64 / started.elapsed().as_secs_f64();
     let delivered = wait_until(Duration::from_secs(300), || {
         received.load(Ordering::Relaxed) >= offered
@@ -473,7 +472,7 @@ fn main() {
         }
     );
     // 1b. The broker delivering a backlog (queued while the subscriber was away) to it.
-    let queued = runtime.block_on(offer(broker.port(), 1_000_000, 60));
+    let queued = runtime.block_on(offer(broker.port(), 2, 60));
     received.store(0, Ordering::Relaxed);
     done.store(false, Ordering::Relaxed);
     let started = Instant::now();
@@ -504,7 +503,7 @@ fn main() {
 
     // 2b. Catching up: reports queue in the broker while the gateway is down; then the
     // gateway drains them with the cores to itself and the broker.
-    let queued = runtime.block_on(offer(broker.port(), 1_000_000, 60));
+    let queued = runtime.block_on(offer(broker.port(), 2, 60));
     gateway.start();
     let pid = gateway.pid().expect("gateway running");
     let drain_memory = PeakMemory::watch(pid);
@@ -518,10 +517,11 @@ fn main() {
     let drain_cpu = (cpu_seconds(pid) - cpu_before) / queued.max(1) as f64;
     gateway.stop();
     println!(
-        "gateway sustained:                {:>9.0} reports/s  ({:.0} % of the ceiling; {stored} stored, {} acknowledged to publishers{})",
+        "gateway sustained:                {:>9.0} reports/s  ({:.0} % of the ceiling; {stored} stored, {} acknowledged to publishers, {:.0} msg/s{})",
         run.rate,
         of_ceiling(run.rate),
         run.offered,
+        run.offered as f64 / OFFER_FOR.as_secs_f64(),
         if run.all_stored {
             ", zero loss"
         } else {
