@@ -132,6 +132,22 @@ async fn publish_rounds(
     acked.fetch_add(confirmed.load(Ordering::Acquire), Ordering::Relaxed);
 }
 
+/// Hands `reader` every whole packet in `incoming`, leaving a partial one for the next
+/// read; a packet that does not parse stops the benchmark.
+fn each_packet(
+    incoming: &mut bytes::BytesMut,
+    reader: &str,
+    mut packet: impl FnMut(rumqttc::mqttbytes::v4::Packet),
+) {
+    loop {
+        match rumqttc::mqttbytes::v4::Packet::read(incoming, 1 << 20) {
+            Ok(read) => packet(read),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return,
+            Err(error) => panic!("{reader} read garbage: {error}"),
+        }
+    }
+}
+
 /// Counts a publisher's acknowledgements until the broker closes the connection, waking
 /// the publisher at each read that brought some.
 async fn count_acknowledgements(
@@ -139,7 +155,6 @@ async fn count_acknowledgements(
     confirmed: Arc<AtomicU64>,
     room: Arc<tokio::sync::Notify>,
 ) {
-    use rumqttc::mqttbytes::Error as PacketError;
     use rumqttc::mqttbytes::v4::Packet as Wire;
     use tokio::io::AsyncReadExt;
     let mut incoming = bytes::BytesMut::with_capacity(1 << 16);
@@ -150,14 +165,11 @@ async fn count_acknowledgements(
             Ok(_) => {}
         }
         let mut count = 0;
-        loop {
-            match Wire::read(&mut incoming, 1 << 16) {
-                Ok(Wire::PubAck(_)) => count += 1,
-                Ok(_) => {}
-                Err(PacketError::InsufficientBytes(_)) => break,
-                Err(error) => panic!("a publisher read garbage: {error}"),
+        each_packet(&mut incoming, "a publisher", |packet| {
+            if let Wire::PubAck(_) = packet {
+                count += 1;
             }
-        }
+        });
         if count > 0 {
             confirmed.fetch_add(count, Ordering::Release);
             room.notify_one();
@@ -220,7 +232,6 @@ async fn count_and_acknowledge(
     received: Arc<AtomicU64>,
     done: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    use rumqttc::mqttbytes::Error as PacketError;
     use rumqttc::mqttbytes::v4::{Connect, Packet as Wire, PubAck, Subscribe};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -250,19 +261,14 @@ async fn count_and_acknowledge(
             Err(_) => continue,
         }
         let mut count = 0;
-        loop {
-            match Wire::read(&mut incoming, 1 << 20) {
-                Ok(Wire::Publish(publish)) => {
-                    count += 1;
-                    PubAck::new(publish.pkid)
-                        .write(&mut out)
-                        .expect("ack packet");
-                }
-                Ok(_) => {}
-                Err(PacketError::InsufficientBytes(_)) => break,
-                Err(error) => panic!("the counting subscriber read garbage: {error}"),
+        each_packet(&mut incoming, "the counting subscriber", |packet| {
+            if let Wire::Publish(publish) = packet {
+                count += 1;
+                PubAck::new(publish.pkid)
+                    .write(&mut out)
+                    .expect("ack packet");
             }
-        }
+        });
         received.fetch_add(count, Ordering::Relaxed);
         if !out.is_empty() {
             socket.write_all(&out).await.expect("acknowledging");
