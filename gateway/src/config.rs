@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use parklight_sim::Site;
+use parklight_site::Site;
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -434,19 +434,21 @@ impl Config {
         report
             .problems
             .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-        let (warnings, errors): (Vec<Problem>, Vec<Problem>) = report
+        if report
             .problems
-            .into_iter()
-            .partition(|p| p.severity == Severity::Warning);
-        if errors.is_empty() {
-            Ok(Loaded {
-                config,
-                sites,
-                warnings,
-            })
-        } else {
-            Err(ConfigError { problems: errors })
+            .iter()
+            .any(|p| p.severity == Severity::Error)
+        {
+            // Warnings too: whoever fixes the errors reads them in the same pass.
+            return Err(ConfigError {
+                problems: report.problems,
+            });
         }
+        Ok(Loaded {
+            config,
+            sites,
+            warnings: report.problems,
+        })
     }
 
     /// Checks values that parse but cannot work (errors) or may not work as meant
@@ -684,26 +686,35 @@ fn load_sites(files: &[SiteFile], problems: &mut Vec<Problem>) -> Vec<Site> {
     let mut sites: Vec<Site> = Vec::new();
     let mut nodes = std::collections::HashMap::new();
     for file in files {
-        let site = match Site::load(&file.file) {
-            Ok(site) => site,
+        let in_file = |p: parklight_site::Problem| Problem {
+            file: file.file.clone(),
+            line: p.line,
+            severity: match p.severity {
+                parklight_site::Severity::Error => Severity::Error,
+                parklight_site::Severity::Warning => Severity::Warning,
+            },
+            message: match p.feature {
+                Some(feature) => format!("feature {feature}: {}", p.message),
+                None => p.message,
+            },
+        };
+        let checked = match Site::check_file(&file.file) {
+            Ok(checked) => checked,
             Err(error) => {
-                problems.extend(error.problems.into_iter().map(|p| Problem {
-                    file: file.file.clone(),
-                    line: p.line,
-                    message: p.message,
-                    severity: Severity::Error,
-                }));
+                problems.extend(error.problems.into_iter().map(in_file));
                 continue;
             }
         };
+        problems.extend(checked.warnings.into_iter().map(in_file));
+        let site = checked.site;
         for node in &site.nodes {
             if let Some(other) = nodes.insert(node.id.clone(), site.id.clone()) {
                 problems.push(Problem {
                     file: file.file.clone(),
                     line: None,
                     message: format!(
-                        "node {} is in site {other} too: node ids are unique across sites",
-                        node.id
+                        "feature {}: node {} is in site {other} too: node ids are unique across sites",
+                        node.feature, node.id
                     ),
                     severity: Severity::Error,
                 });
@@ -812,7 +823,9 @@ mod tests {
         )];
         let warned = parse(DEFAULT_CONFIG, &none).unwrap().warnings;
         assert!(
-            warned[0].message.contains("no message_size_limit"),
+            warned
+                .iter()
+                .any(|w| w.message.contains("no message_size_limit")),
             "{warned:?}"
         );
     }

@@ -10,7 +10,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use parklight_sim::{FaultPlan, SimOptions, Site, SiteChoice};
+use parklight_sim::{FaultPlan, SimOptions, SiteChoice};
+use parklight_site::Site;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HttpConfig, Loaded, MqttConfig, StorageConfig};

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use parklight_protocol::status::Status;
 use parklight_protocol::topic::parse_node_topic;
 use parklight_protocol::{DecodeError, ReportId, Uplink, decode_uplink, salvage_report_id};
-use parklight_sim::Site;
+use parklight_site::Site;
 
 use crate::clock::Timing;
 use crate::store::{

@@ -441,7 +441,7 @@ fn parklight_nodes_shows_each_node_as_the_store_knows_it() {
         "40 poles of Remiseparken and the stray one"
     );
     let node = |id: &str| nodes.iter().find(|n| n["node"] == id).unwrap().clone();
-    let zone = parklight_sim::Site::remiseparken()
+    let zone = parklight_site::Site::remiseparken()
         .nodes
         .iter()
         .find(|n| n.id == "pole-017")

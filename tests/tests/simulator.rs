@@ -8,7 +8,7 @@ use parklight_core::solar::previous_sunset;
 use parklight_protocol::ReportId;
 use parklight_protocol::status::{OfflineReason, Status};
 use parklight_protocol::topic::NodeTopic;
-use parklight_sim::Site;
+use parklight_site::Site;
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::process::{Finished, Parklight};
 use parklight_tests::recorder::Recorder;

@@ -3,7 +3,7 @@
 //! [`Controller`] is pure: samples, detections and the time go in, a lamp level comes out.
 
 use parklight_protocol::Config;
-use parklight_protocol::config::{At, MotionBoost, Profile};
+use parklight_protocol::config::{At, MotionBoost, Profile, Step};
 
 use crate::solar::{self, Night};
 use crate::tz::{DAY_MS, TimeZone, TzError};
@@ -323,27 +323,97 @@ fn next_local_time(tz: &TimeZone, after: i64, hour: u8, minute: u8) -> i64 {
     }
 }
 
-/// The profile's level at `unix_ms` within `night`. Steps apply in order, each at the
-/// first occurrence of its time after the last step that falls in the night; a step
-/// whose time falls outside the night (before sunset or after sunrise of a short summer
-/// night) is skipped alone, and the steps after it still apply (PROTOCOL.md "Config").
-/// Before the first step: full.
-pub fn profile_level(profile: &Profile, tz: &TimeZone, night: Night, unix_ms: i64) -> u8 {
-    let mut level = 100;
+/// The steps of `profile` that apply in `night`, each with the instant it starts, in
+/// order. Steps apply in order, each at the first occurrence of its time after the last
+/// step that falls in the night; a step whose time falls outside the night (before sunset
+/// or after sunrise of a short summer night) is skipped alone, and the steps after it
+/// still apply (PROTOCOL.md "Config").
+pub fn night_steps<'p>(
+    profile: &'p Profile,
+    tz: &TimeZone,
+    night: Night,
+) -> impl Iterator<Item = (i64, &'p Step)> {
+    let tz = *tz;
     let mut previous = night.sunset;
-    for step in profile {
+    profile.iter().filter_map(move |step| {
         let at = match step.at {
             At::Sunset => night.sunset,
-            At::Local { hour, minute } => next_local_time(tz, previous, hour, minute),
+            At::Local { hour, minute } => next_local_time(&tz, previous, hour, minute),
         };
-        if at >= night.sunrise {
-            continue;
+        (at < night.sunrise).then(|| {
+            previous = at;
+            (at, step)
+        })
+    })
+}
+
+/// The profile's step in force at `unix_ms` within `night`; `None` before the first one
+/// (the lamp at full, the zone's own class).
+pub fn profile_step<'p>(
+    profile: &'p Profile,
+    tz: &TimeZone,
+    night: Night,
+    unix_ms: i64,
+) -> Option<&'p Step> {
+    night_steps(profile, tz, night)
+        .take_while(|(at, _)| *at <= unix_ms)
+        .last()
+        .map(|(_, step)| step)
+}
+
+/// The profile's level at `unix_ms` within `night`: its step's, or full before the first.
+pub fn profile_level(profile: &Profile, tz: &TimeZone, night: Night, unix_ms: i64) -> u8 {
+    profile_step(profile, tz, night, unix_ms).map_or(100, |step| step.level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parklight_protocol::config::LightingClass;
+
+    fn step(at: At, level: u8, class: Option<&str>) -> Step {
+        Step {
+            at,
+            level,
+            class: class.map(|c| LightingClass::try_from(c).unwrap()),
         }
-        if at > unix_ms {
-            break;
-        }
-        level = step.level;
-        previous = at;
     }
-    level
+
+    #[test]
+    fn the_step_in_force_carries_its_class_and_skipped_steps_never_apply() {
+        let tz = TimeZone::parse("UTC0").unwrap();
+        let hour = 3_600_000;
+        // A night from 18:00 to 06:00 UTC on day 1000.
+        let day = 1000 * DAY_MS;
+        let night = Night {
+            sunset: day + 18 * hour,
+            sunrise: day + 30 * hour,
+        };
+        let local = |hour, minute| At::Local { hour, minute };
+        let profile: Profile = [
+            step(At::Sunset, 100, None),
+            step(local(17, 0), 10, Some("P1")), // before sunset tonight: next at 17:00 is after sunrise
+            step(local(0, 0), 60, Some("P5")),
+            step(local(5, 0), 100, None),
+        ]
+        .into_iter()
+        .collect();
+        let steps: heapless::Vec<(i64, u8), 4> = night_steps(&profile, &tz, night)
+            .map(|(at, s)| (at, s.level))
+            .collect();
+        assert_eq!(
+            steps.as_slice(),
+            [
+                (night.sunset, 100),
+                (day + 24 * hour, 60),
+                (day + 29 * hour, 100)
+            ]
+        );
+        let class_at = |t: i64| profile_step(&profile, &tz, night, t).and_then(|s| s.class.clone());
+        assert_eq!(class_at(day + 24 * hour - 1), None);
+        assert_eq!(class_at(day + 24 * hour).as_deref(), Some("P5"));
+        assert_eq!(class_at(day + 29 * hour), None);
+        assert_eq!(profile_step(&profile, &tz, night, night.sunset - 1), None);
+        assert_eq!(profile_level(&profile, &tz, night, night.sunset - 1), 100);
+    }
 }

@@ -1,7 +1,6 @@
 //! The park simulator: N virtual nodes, each the real `parklight-core` [`Node`] fed by
 //! simulated sensors, each with its own MQTT connection to a real broker.
 //!
-//! - [`site`]: site GeoJSON (zones, poles), the built-in Remiseparken, synthetic sites.
 //! - [`physics`]: sun, twilight, moon and clouds; lamps and their spill; sensor noise.
 //! - [`people`]: foot traffic as a Poisson process following the hour of day.
 //! - [`faults`]: faults at rates or scripted.
@@ -18,7 +17,6 @@ pub mod link;
 pub mod mqtt;
 pub mod people;
 pub mod physics;
-pub mod site;
 pub mod store;
 pub mod world;
 
@@ -30,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::FaultPlan;
-pub use site::Site;
+pub use parklight_site::Site;
 pub use world::Totals;
 
 /// Reports a virtual node holds unacknowledged: over four hours at one a minute.
@@ -89,7 +87,7 @@ pub type Summary = Totals;
 pub enum SimError {
     /// A site file has problems.
     #[error("{0}")]
-    Site(#[from] site::SiteError),
+    Site(#[from] parklight_site::SiteError),
     /// The broker URL cannot be used.
     #[error("{0}")]
     Broker(#[from] mqtt::BrokerUrlError),

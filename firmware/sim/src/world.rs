@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 use crate::faults::{FaultKind, FaultPlan};
 use crate::link::{Link, LinkEvent, Tagged};
 use crate::physics::{self, Clouds};
-use crate::site::{Site, distance_m};
 use crate::store::NodeFile;
 use crate::{SIM_BUFFER, people};
+use parklight_site::{Site, distance_m};
 
 /// Simulated time between two samples of a node's sensors.
 pub const STEP_MS: i64 = 5_000;

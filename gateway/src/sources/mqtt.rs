@@ -36,7 +36,7 @@ use std::time::Duration;
 use parklight_protocol::Message;
 use parklight_protocol::gateway::GatewayStatus;
 use parklight_protocol::status::OfflineReason;
-use parklight_sim::Site;
+use parklight_site::Site;
 use rand::RngExt;
 use rumqttc::mqttbytes::Error as PacketError;
 use rumqttc::{

@@ -23,7 +23,7 @@ pub use history::{Bucket, Compaction, HOUR_MS, LatestReport, Selector};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use parklight_sim::Site;
+use parklight_site::Site;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::clock::BootClock;
