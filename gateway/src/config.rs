@@ -204,14 +204,8 @@ pub struct Config {
     pub sites: Vec<SiteFile>,
 }
 
-/// How bad a problem is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    /// The configuration is refused.
-    Error,
-    /// It runs, but probably not as meant.
-    Warning,
-}
+/// How bad a problem is: an error refuses the configuration, a warning does not.
+pub use parklight_site::Severity;
 
 /// One problem in a configuration or a file it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -689,10 +683,7 @@ fn load_sites(files: &[SiteFile], problems: &mut Vec<Problem>) -> Vec<Site> {
         let in_file = |p: parklight_site::Problem| Problem {
             file: file.file.clone(),
             line: p.line,
-            severity: match p.severity {
-                parklight_site::Severity::Error => Severity::Error,
-                parklight_site::Severity::Warning => Severity::Warning,
-            },
+            severity: p.severity,
             message: match p.feature {
                 Some(feature) => format!("feature {feature}: {}", p.message),
                 None => p.message,

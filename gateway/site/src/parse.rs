@@ -78,6 +78,16 @@ impl Checker<'_> {
         self.report(Severity::Warning, line, message);
     }
 
+    /// An error unless `id` can be a topic level.
+    fn identifier(&mut self, what: &str, id: &str, line: Option<usize>) {
+        if !is_identifier(id) {
+            self.error(
+                line,
+                format!("{what} id {id:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$"),
+            );
+        }
+    }
+
     fn site(&mut self, doc: &Value) -> Option<Site> {
         if doc.get("type").and_then(Value::as_str) != Some("FeatureCollection") {
             self.error(Some(1), "a site file is a GeoJSON FeatureCollection".into());
@@ -91,12 +101,9 @@ impl Checker<'_> {
             return None;
         };
         let id = self.string(meta, "id", "site").unwrap_or_default();
-        if !id.is_empty() && !is_identifier(&id) {
+        if !id.is_empty() {
             let line = self.line_of("id", &id);
-            self.error(
-                line,
-                format!("site id {id:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$"),
-            );
+            self.identifier("site", &id, line);
         }
         let name = self
             .string(meta, "name", "site")
@@ -255,12 +262,7 @@ impl Checker<'_> {
         let id = self.string(props, "zone", "zone")?;
         let line = self.line_of("zone", &id);
         let what = format!("zone {id}");
-        if !is_identifier(&id) {
-            self.error(
-                line,
-                format!("zone id {id:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$"),
-            );
-        }
+        self.identifier("zone", &id, line);
         let class = props
             .get("class")
             .and_then(Value::as_str)
@@ -376,12 +378,7 @@ impl Checker<'_> {
         let id = self.string(props, "node", "node")?;
         let line = self.line_of("node", &id);
         let what = format!("node {id}");
-        if !is_identifier(&id) {
-            self.error(
-                line,
-                format!("node id {id:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$"),
-            );
-        }
+        self.identifier("node", &id, line);
         let position = geometry.get("coordinates").and_then(position);
         let position = match position {
             Some(p @ [lon, lat])
