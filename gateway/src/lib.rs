@@ -7,6 +7,8 @@
 //!   [`clock`]: where reports without a valid clock go in time.
 //! - [`store`]: the embedded SQLite store; [`maintenance`]: compaction and retention.
 //! - [`writer`]: group commits, MQTT acks after commit, stored-acknowledgements to nodes.
+//! - [`detect`]: the detectors, pure state machines from facts to conditions;
+//!   [`detection`]: the task that feeds them the journal and decides liveness.
 //! - [`http`]: `/metrics`; [`metrics`]: every metric name.
 //! - [`demo`]: `parklight demo`, everything embedded.
 //! - [`supervise`]: a part that fails stops the gateway, which exits non-zero.
@@ -17,6 +19,8 @@
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod detect;
+pub mod detection;
 pub mod http;
 pub mod ingest;
 pub mod logging;
@@ -132,6 +136,7 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         ack_interval: Duration::from_secs(config.ingest.ack_interval_s),
         prefix: config.mqtt.topic_prefix.clone(),
     };
+    let (committed, wake) = std::sync::mpsc::sync_channel(1);
     let writer = {
         let (client, stop, supervisor) = (client.clone(), stop.clone(), supervisor.clone());
         std::thread::Builder::new()
@@ -142,6 +147,7 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
                     client,
                     acks: acks_tx,
                     backlog,
+                    committed,
                 };
                 if let Err(error) =
                     writer::run(store, ingest, arrived_rx, outlets, settings, stop.clone())
@@ -150,6 +156,23 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
                 }
                 // Whatever ended the writer ends the gateway.
                 stop.cancel();
+            })
+            .map_err(GatewayError::Thread)?
+    };
+    let detection = {
+        let settings = detection::DetectionSettings::new(
+            config.storage.path.clone(),
+            config.storage.dead_letters_max,
+        );
+        let (stop, supervisor, sites) = (stop.clone(), supervisor.clone(), sites.clone());
+        // A thread of its own, like the writer: SQLite blocks.
+        std::thread::Builder::new()
+            .name("parklight-detection".into())
+            .spawn(move || {
+                let _guard = supervisor.guard("detection");
+                if let Err(error) = detection::run(settings, &sites, wake, stop.clone()) {
+                    supervisor.fail("detection", error);
+                }
             })
             .map_err(GatewayError::Thread)?
     };
@@ -232,6 +255,8 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), housekeeping).await;
+    let joined = tokio::task::spawn_blocking(move || detection.join());
+    let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
     if let Some(forwarder) = forwarder {
         let joined = tokio::task::spawn_blocking(move || forwarder.join());
         let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;

@@ -37,6 +37,11 @@ enum Command {
     /// Print every node the store knows: site, zone, last report, online, boot, lost,
     /// running config.
     Nodes(NodesArgs),
+    /// Print each zone's status now (with the figures of its last window) and every
+    /// active condition.
+    Status(StatusArgs),
+    /// Print condition transitions: raised, more severe, cleared.
+    Conditions(ConditionsArgs),
     /// Check a configuration file and every site file it names; exit 1 on any problem.
     Check(ConfigArg),
     /// Print the default configuration (the same file as deploy/parklight.toml).
@@ -86,6 +91,32 @@ struct NodesArgs {
     /// The configuration file (for the store's path).
     #[arg(long, short)]
     config: PathBuf,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The configuration file (for the store's path and the sites).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Only this site.
+    #[arg(long)]
+    site: Option<String>,
+    /// One JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ConditionsArgs {
+    /// The configuration file (for the store's path).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Transitions from this time on (event time): RFC 3339, or a duration ago (`2h`).
+    #[arg(long)]
+    since: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
@@ -219,6 +250,169 @@ fn nodes(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A condition transition as `parklight conditions --json` and `status --json` print it.
+fn condition_json(t: &parklight_gateway::detect::Transition) -> serde_json::Value {
+    serde_json::json!({
+        "kind": t.kind.as_str(),
+        "site": t.site,
+        "zone": t.zone,
+        "node": t.node,
+        "active": t.active,
+        "severity": t.severity.as_str(),
+        "since": time(Some(t.since)),
+        "ts": time(Some(t.ts)),
+        "detail": t.detail,
+    })
+}
+
+fn condition_line(t: &parklight_gateway::detect::Transition) -> String {
+    let what = t.zone.as_deref().or(t.node.as_deref()).unwrap_or("-");
+    let state = if t.active {
+        t.severity.as_str()
+    } else {
+        "cleared"
+    };
+    format!(
+        "{:<24} {:<16} {:<14} {:<20} {:<9} since {}  {}",
+        time(Some(t.ts)),
+        t.kind.as_str(),
+        t.site,
+        what,
+        state,
+        time(Some(t.since)),
+        t.detail
+    )
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    use parklight_gateway::detect::Status;
+    let loaded = Config::load(&args.config, &environment_overrides())?;
+    let store = parklight_gateway::store::Store::open(
+        &loaded.config.storage.path,
+        loaded.config.storage.dead_letters_max,
+    )?;
+    if let Some(site) = &args.site
+        && !loaded.sites.iter().any(|s| &s.id == site)
+    {
+        anyhow::bail!("no site {site} in {}", args.config.display());
+    }
+    let windows = store.latest_windows(args.site.as_deref())?;
+    let active: Vec<_> = store
+        .active_conditions()?
+        .into_iter()
+        .map(|c| c.transition)
+        .filter(|t| args.site.as_ref().is_none_or(|s| &t.site == s))
+        .collect();
+    let zones = loaded
+        .sites
+        .iter()
+        .filter(|s| args.site.as_ref().is_none_or(|id| &s.id == id))
+        .flat_map(|s| s.zones.iter().map(move |z| (s, z)));
+    let mut zone_lines = Vec::new();
+    for (site, zone) in zones {
+        let window = windows
+            .iter()
+            .find(|w| w.site == site.id && w.zone == zone.id);
+        let dark = active.iter().find(|t| {
+            t.kind == parklight_gateway::detect::Kind::DarkZone
+                && t.site == site.id
+                && t.zone.as_deref() == Some(&zone.id)
+        });
+        zone_lines.push((site, zone, window, dark));
+    }
+    let figure = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+    if args.json {
+        let zones: Vec<_> = zone_lines
+            .iter()
+            .map(|(site, zone, window, dark)| {
+                serde_json::json!({
+                    "site": site.id,
+                    "zone": zone.id,
+                    "class": zone.requirement.label(),
+                    "status": window.map_or("not_judged", |w| w.status.as_str()),
+                    "status_number": window.map_or(0, |w| w.status as i64),
+                    "dark_severity": dark.map(|t| t.severity.as_str()),
+                    "window_end": window.map(|w| time(Some(w.end))),
+                    "lux_avg": window.and_then(|w| w.lux_avg),
+                    "lux_min": window.and_then(|w| w.lux_min),
+                    "required_avg": window.map(|w| w.required_avg),
+                    "required_min": window.map(|w| w.required_min),
+                    "detections": window.map(|w| w.detections),
+                    "valid_nodes": window.map(|w| w.valid_nodes),
+                    "nodes": window.map(|w| w.nodes),
+                    "cause": window.and_then(|w| w.cause.clone()),
+                })
+            })
+            .collect();
+        let conditions: Vec<_> = active.iter().map(condition_json).collect();
+        println!(
+            "{}",
+            serde_json::json!({"zones": zones, "conditions": conditions})
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<20} {:<6} {:<10} {:<24} {:>13} {:>13} {:>5}",
+        "site", "zone", "class", "status", "window end", "lux avg/min", "required", "det"
+    );
+    for (site, zone, window, dark) in &zone_lines {
+        let status = match (window, dark) {
+            (_, Some(t)) => format!("dark:{}", t.severity.as_str()),
+            (Some(w), None) => w.status.as_str().to_owned(),
+            (None, None) => Status::NotJudged.as_str().to_owned(),
+        };
+        println!(
+            "{:<14} {:<20} {:<6} {:<10} {:<24} {:>13} {:>13} {:>5}",
+            site.id,
+            zone.id,
+            zone.requirement.label(),
+            status,
+            time(window.map(|w| w.end)),
+            window.map_or("-".into(), |w| format!(
+                "{}/{}",
+                figure(w.lux_avg),
+                figure(w.lux_min)
+            )),
+            window.map_or("-".into(), |w| format!(
+                "{:.1}/{:.1}",
+                w.required_avg, w.required_min
+            )),
+            window.map_or("-".into(), |w| w.detections.to_string()),
+        );
+    }
+    println!("\nactive conditions: {}", active.len());
+    for t in &active {
+        println!("{}", condition_line(t));
+    }
+    Ok(())
+}
+
+/// `--since`: RFC 3339, or a duration before now.
+fn since(text: Option<&str>) -> anyhow::Result<i64> {
+    let Some(text) = text else {
+        return Ok(i64::MIN);
+    };
+    if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        return Ok(at.as_millisecond());
+    }
+    let ago = humantime::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!("--since {text:?}: give a time (2026-01-15T22:00:00Z) or a duration (2h)")
+    })?;
+    Ok(jiff::Timestamp::now().as_millisecond() - ago.as_millis() as i64)
+}
+
+fn conditions(args: ConditionsArgs) -> anyhow::Result<()> {
+    let from = since(args.since.as_deref())?;
+    for row in open_store(&args.config)?.conditions_since(from)? {
+        if args.json {
+            println!("{}", condition_json(&row.transition));
+        } else {
+            println!("{}", condition_line(&row.transition));
+        }
+    }
+    Ok(())
+}
+
 fn dead_letters(path: &std::path::Path, limit: usize) -> anyhow::Result<()> {
     for letter in open_store(path)?.dead_letters(limit)? {
         let when = time(Some(letter.received));
@@ -304,6 +498,8 @@ async fn main() -> ExitCode {
         Command::DeadLetters(args) => dead_letters(&args.config, args.limit),
         Command::Nodes(args) => nodes(&args.config, args.json),
         Command::Check(args) => check(&args.config),
+        Command::Status(args) => status(args),
+        Command::Conditions(args) => conditions(args),
         Command::Config => {
             print!("{}", parklight_gateway::config::DEFAULT_CONFIG);
             Ok(())

@@ -62,6 +62,12 @@ pub const FORWARDED: &str = "parklight_forwarded_reports_total";
 pub const FORWARDER_ERRORS: &str = "parklight_forwarder_errors_total";
 /// Times the MQTT connection was (re)established.
 pub const MQTT_CONNECTS: &str = "parklight_mqtt_connects_total";
+/// Reports and facts the detectors judged.
+pub const DETECTOR_FACTS: &str = "parklight_detector_facts_total";
+/// Condition transitions, by `kind` and `active` (`true` raised, `false` cleared).
+pub const CONDITION_TRANSITIONS: &str = "parklight_condition_transitions_total";
+/// Silences the liveness monitor decided (no report for 3 intervals).
+pub const NODES_SILENT: &str = "parklight_nodes_silent_total";
 
 /// Registers every metric at zero (every reject code too), so dashboards see them from
 /// the start.
@@ -116,6 +122,9 @@ pub fn register() {
     describe_counter!(FORWARDED, "Reports written to InfluxDB");
     describe_counter!(FORWARDER_ERRORS, "Failed InfluxDB writes");
     describe_counter!(MQTT_CONNECTS, "MQTT connections established");
+    describe_counter!(DETECTOR_FACTS, "Reports and facts judged by the detectors");
+    describe_counter!(CONDITION_TRANSITIONS, "Conditions raised and cleared");
+    describe_counter!(NODES_SILENT, "Nodes found silent for 3 intervals");
     for name in [
         REPORTS_RECEIVED,
         REPORTS_STORED,
@@ -129,6 +138,8 @@ pub fn register() {
         SUBSCRIPTIONS_REFUSED,
         MQTT_OVERSIZED,
         STORED_ACKS,
+        DETECTOR_FACTS,
+        NODES_SILENT,
         FORWARDED,
         MQTT_CONNECTS,
         QUEUE_FULL,

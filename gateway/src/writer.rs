@@ -122,6 +122,8 @@ pub struct Outlets {
     pub acks: tokio::sync::mpsc::UnboundedSender<Acks>,
     /// What waits to be stored.
     pub backlog: Arc<Backlog>,
+    /// Told after each commit, for the detectors (full: they have yet to look).
+    pub committed: std::sync::mpsc::SyncSender<()>,
 }
 
 /// Runs until `stop` is cancelled and what arrived before is stored and acknowledged.
@@ -138,6 +140,7 @@ pub fn run(
         client,
         acks: ack_sender,
         backlog,
+        committed,
     } = outlets;
     let mut acks = AckPublisher {
         interval: settings.ack_interval,
@@ -152,6 +155,7 @@ pub fn run(
         if released_at.elapsed() >= RELEASE_EVERY {
             released_at = Instant::now();
             release_held(&mut store)?;
+            let _ = committed.try_send(());
         }
         let wait = acks
             .flush_due()
@@ -179,6 +183,7 @@ pub fn run(
             let _ = ack_sender.send(ready);
         }
         backlog.handled(group.len());
+        let _ = committed.try_send(());
         let totals = ingest.committed();
         totals.notices.iter().for_each(Notice::log);
         m::totals(totals);

@@ -118,17 +118,31 @@ pub fn night_at(unix_ms: i64, lat_deg: f64, lon_deg: f64) -> Option<Night> {
     (unix_ms < sunrise).then_some(Night { sunset, sunrise })
 }
 
+/// The first instant after `unix_ms` that `pick` finds in a solar day (a year ahead at
+/// most).
+fn first_after(unix_ms: i64, lon_deg: f64, pick: impl Fn(i64) -> Option<i64>) -> i64 {
+    let first = day_number(unix_ms, lon_deg);
+    (first..first + 366)
+        .find_map(|n| pick(n).filter(|&t| t > unix_ms))
+        .unwrap_or(unix_ms + 366 * DAY_MS)
+}
+
 /// The first sunrise after `unix_ms` (or the solar noon of the first day with sun, for
 /// polar nights that end without a sunrise; a year ahead at most).
 pub fn next_sunrise(unix_ms: i64, lat_deg: f64, lon_deg: f64) -> i64 {
-    let first = day_number(unix_ms, lon_deg);
-    (first..first + 366)
-        .find_map(|n| match solar_day(n, lat_deg, lon_deg) {
-            SolarDay::RiseAndSet { rise, .. } if rise > unix_ms => Some(rise),
-            SolarDay::MidnightSun { noon } if noon > unix_ms => Some(noon),
-            _ => None,
-        })
-        .unwrap_or(unix_ms + 366 * DAY_MS)
+    first_after(unix_ms, lon_deg, |n| match solar_day(n, lat_deg, lon_deg) {
+        SolarDay::RiseAndSet { rise, .. } => Some(rise),
+        SolarDay::MidnightSun { noon } => Some(noon),
+        SolarDay::PolarNight { .. } => None,
+    })
+}
+
+/// The first sunset after `unix_ms` (or the solar noon of the first day without sun, for
+/// a midnight sun that ends without a sunset; a year ahead at most).
+pub fn next_sunset(unix_ms: i64, lat_deg: f64, lon_deg: f64) -> i64 {
+    first_after(unix_ms, lon_deg, |n| {
+        night_start(solar_day(n, lat_deg, lon_deg))
+    })
 }
 
 /// The last sunset at or before `unix_ms`, if there was one in the past year.

@@ -216,8 +216,9 @@ impl Store {
     }
 
     /// Drops raw reports that arrived before `before` (Unix ms), oldest first, once a
-    /// block holds them and the forwarder (when one runs) has sent them; statuses it has
-    /// sent and events received before it too. The newest report always stays, so ids
+    /// block holds them, the forwarder (when one runs) has sent them and the detectors'
+    /// kept state is past them; statuses it has sent, events and the detectors' facts
+    /// received before it too. The newest report always stays, so ids
     /// keep growing, and so does each node's latest status, so its presence is known
     /// after a restart. A report resent after its raw row went is still known as a
     /// duplicate: its boot's acknowledgement watermark covers it; a report past a gap
@@ -235,9 +236,12 @@ impl Store {
         let sent_later: Option<i64> =
             self.connection
                 .query_row("SELECT min(id) FROM forward_later", [], |row| row.get(0))?;
+        // Once detection has run, rows after its kept state stay: a restart replays them.
+        let detected = self.detector_state()?.map(|(position, _)| position);
         let limit = self
             .cursor(FOLDED)?
             .min(forwarded.reports)
+            .min(detected.map_or(i64::MAX, |p| p.report))
             .min(sent_later.map_or(i64::MAX, |id| id - 1))
             .min(self.last_report_id()? - 1);
         // Rows go in arrival order, up to the first one that arrived after `before`.
@@ -282,6 +286,10 @@ impl Store {
             params![before, forwarded.statuses],
         )?;
         tx.execute("DELETE FROM events WHERE received < ?1", [before])?;
+        tx.execute(
+            "DELETE FROM facts WHERE received < ?1 AND id <= ?2",
+            params![before, detected.map_or(i64::MAX, |p| p.fact)],
+        )?;
         tx.commit()?;
         Ok(removed)
     }
@@ -798,9 +806,11 @@ mod tests {
         assert_eq!(
             indexes,
             [
+                "conditions_by_time",
                 "dead_letters_by_report",
                 "hour_blocks_by_zone",
                 "reports_held",
+                "reports_released",
                 "statuses_by_node"
             ]
         );

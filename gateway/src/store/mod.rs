@@ -10,6 +10,7 @@
 
 mod blocks;
 pub mod history;
+pub mod journal;
 mod schema;
 mod turns;
 mod writer;
@@ -19,6 +20,7 @@ pub use writer::{Placement, Writer};
 use turns::Turns;
 
 pub use history::{Bucket, Compaction, HOUR_MS, LatestReport, Selector};
+pub use journal::{ConditionRow, Entry, Position};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -393,12 +395,10 @@ impl Store {
     /// ([`crate::clock::hold_ms`]) at `now`: they keep the time they were stamped with.
     /// Returns how many.
     pub fn release_held(&mut self, now: i64) -> Result<usize, StorageError> {
-        let _turn = self.turns.take();
-        Ok(self.connection.execute(
-            "UPDATE reports SET held = 0
-             WHERE held = 1 AND received + 2 * period_s * 1000 + ?1 <= ?2",
-            params![crate::clock::HOLD_MS, now],
-        )?)
+        let mut writer = self.write()?;
+        let released = writer.release_expired(now)?;
+        writer.commit()?;
+        Ok(released)
     }
 
     /// Status changes recorded after `cursor`, in arrival order, at most `limit`.

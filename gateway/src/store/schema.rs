@@ -142,4 +142,62 @@ pub const MIGRATIONS: &[&str] = &[
         filter TEXT PRIMARY KEY
     ) WITHOUT ROWID;
     ",
+    // 5: detection. Facts other than reports (statuses, fault events, the release of held
+    // reports, liveness decisions), each placed after the highest report id at its insert
+    // so the detectors read reports and facts in commit order; condition transitions;
+    // zone windows; the detectors' state and how far they have read.
+    "
+    CREATE TABLE facts (
+        id INTEGER PRIMARY KEY,
+        after_report INTEGER NOT NULL,
+        node INTEGER NOT NULL REFERENCES nodes(id),
+        kind TEXT NOT NULL,
+        boot INTEGER,
+        conn INTEGER,
+        raised INTEGER,
+        received INTEGER NOT NULL
+    );
+    -- The fact that let a held report go: it is judged there, not at its own place.
+    ALTER TABLE reports ADD COLUMN released INTEGER;
+    CREATE INDEX reports_released ON reports (released) WHERE released IS NOT NULL;
+    CREATE TABLE conditions (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        site TEXT NOT NULL,
+        zone TEXT,
+        node TEXT,
+        active INTEGER NOT NULL,
+        severity TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        detail TEXT NOT NULL,
+        recorded INTEGER NOT NULL
+    );
+    CREATE INDEX conditions_by_time ON conditions (ts);
+    CREATE TABLE zone_windows (
+        site TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        end_ms INTEGER NOT NULL,
+        start_ms INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        lux_avg REAL,
+        lux_min REAL,
+        required_avg REAL NOT NULL,
+        required_min REAL NOT NULL,
+        detections INTEGER NOT NULL,
+        occupied_dark_minutes INTEGER NOT NULL,
+        detections_dark INTEGER NOT NULL,
+        valid_nodes INTEGER NOT NULL,
+        nodes INTEGER NOT NULL,
+        cause TEXT,
+        revised INTEGER NOT NULL,
+        PRIMARY KEY (site, zone, end_ms)
+    ) WITHOUT ROWID;
+    CREATE TABLE detector_snapshots (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        report INTEGER NOT NULL,
+        fact INTEGER NOT NULL,
+        state TEXT NOT NULL
+    );
+    ",
 ];

@@ -143,7 +143,34 @@ impl Writer<'_> {
                 String::from_utf8_lossy(payload),
                 retained
             ])?;
+        let kind = reason.unwrap_or("online");
+        self.fact(node, kind, Some((boot, conn)), None, received)?;
         Ok(())
+    }
+
+    /// Records a fact for the detectors, placed after every report stored so far.
+    pub fn fact(
+        &mut self,
+        node: i64,
+        kind: &str,
+        connection: Option<(u32, u32)>,
+        raised: Option<bool>,
+        received: i64,
+    ) -> Result<i64, StorageError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO facts (after_report, node, kind, boot, conn, raised, received)
+                 VALUES ((SELECT coalesce(max(id), 0) FROM reports), ?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                node,
+                kind,
+                connection.map(|c| c.0),
+                connection.map(|c| c.1),
+                raised,
+                received
+            ])?;
+        Ok(self.tx.last_insert_rowid())
     }
 
     /// Stores an event; false when it was stored before.
@@ -170,6 +197,17 @@ impl Writer<'_> {
                 event.kind.as_str(),
                 String::from_utf8_lossy(payload)
             ])?;
+        use parklight_protocol::event::{EventKind, FaultState};
+        if let (
+            1,
+            EventKind::LampFault { state }
+            | EventKind::SensorFault { state }
+            | EventKind::Tamper { state },
+        ) = (inserted, &event.kind)
+        {
+            let raised = *state == FaultState::Raised;
+            self.fact(node, event.kind.as_str(), None, Some(raised), received)?;
+        }
         Ok(inserted == 1)
     }
 
@@ -336,10 +374,13 @@ impl Writer<'_> {
     /// Places the held reports of a node's boot again from its clock `fix`, and lets them
     /// go. Returns how many moved.
     pub fn restamp(&mut self, node: i64, boot: u32, fix: ClockFix) -> Result<usize, StorageError> {
+        let Some(release) = self.release(node, boot, fix.ts)? else {
+            return Ok(0);
+        };
         let moved = self
             .tx
             .prepare_cached(
-                "UPDATE reports SET held = 0, ts = CASE
+                "UPDATE reports SET held = 0, released = ?6, ts = CASE
                     WHEN up_ms IS NOT NULL AND ?5 IS NOT NULL THEN ?3 + (up_ms - ?5)
                     ELSE ?3 - (?4 - seq) * period_s * 1000 END
                  WHERE node = ?1 AND boot = ?2 AND held = 1",
@@ -349,9 +390,61 @@ impl Writer<'_> {
                 boot,
                 fix.ts,
                 fix.seq,
-                fix.up_ms.map(|u| u as i64)
+                fix.up_ms.map(|u| u as i64),
+                release
             ])?;
         Ok(moved)
+    }
+
+    /// The fact that lets a boot's held reports go, when it has some.
+    fn release(
+        &mut self,
+        node: i64,
+        boot: u32,
+        received: i64,
+    ) -> Result<Option<i64>, StorageError> {
+        let held: bool = self
+            .tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM reports WHERE node = ?1 AND boot = ?2 AND held = 1)",
+            )?
+            .query_row(params![node, boot], |row| row.get(0))?;
+        if !held {
+            return Ok(None);
+        }
+        self.fact(node, "released", Some((boot, 0)), None, received)
+            .map(Some)
+    }
+
+    /// Lets go of the held reports whose boot's clock did not come within their hold
+    /// ([`crate::clock::HOLD_MS`]) at `now`: they keep the time they were stamped with.
+    /// Returns how many.
+    pub fn release_expired(&mut self, now: i64) -> Result<usize, StorageError> {
+        let due: Vec<(i64, u32)> = self
+            .tx
+            .prepare_cached(
+                "SELECT DISTINCT node, boot FROM reports
+                 WHERE held = 1 AND received + 2 * period_s * 1000 + ?1 <= ?2",
+            )?
+            .query_map(params![crate::clock::HOLD_MS, now], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut released = 0;
+        for (node, boot) in due {
+            let Some(release) = self.release(node, boot, now)? else {
+                continue;
+            };
+            released += self
+                .tx
+                .prepare_cached(
+                    "UPDATE reports SET held = 0, released = ?4
+                     WHERE node = ?1 AND boot = ?2 AND held = 1
+                        AND received + 2 * period_s * 1000 + ?3 <= ?5",
+                )?
+                .execute(params![node, boot, crate::clock::HOLD_MS, release, now])?;
+        }
+        Ok(released)
     }
 
     /// Moves a cursor with the rest of the transaction.

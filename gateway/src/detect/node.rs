@@ -1,0 +1,577 @@
+//! Each node's faults: offline, lamp fault, sensor fault, tamper, day-burner.
+//!
+//! A node's own windows follow its zone's grid and close when it reports past their end;
+//! the light and power rules learn each node's own lamp at each level from its history.
+
+use std::collections::BTreeMap;
+
+use parklight_protocol::alert::Severity;
+use parklight_protocol::telemetry::Fault;
+use serde::{Deserialize, Serialize};
+
+use super::model::Place;
+use super::{Fact, Kind, Output, Settings, Transition};
+use crate::store::ReportRow;
+
+/// An active condition: since when, how bad.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Active {
+    /// Event time it became active, Unix ms.
+    pub since: i64,
+    /// Its severity.
+    pub severity: Severity,
+}
+
+/// A running mean that forgets slowly: what a node usually reads or draws at a level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Learned {
+    /// Windows seen (capped).
+    pub windows: u32,
+    /// The mean.
+    pub mean: f64,
+}
+
+impl Learned {
+    const MEMORY: u32 = 20;
+
+    fn add(&mut self, value: f64) {
+        self.windows = (self.windows + 1).min(Self::MEMORY);
+        self.mean += (value - self.mean) / f64::from(self.windows);
+    }
+}
+
+/// What one of a node's windows held.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeWindow {
+    /// Its end, Unix ms.
+    pub end: i64,
+    /// Reports in it.
+    pub reports: u32,
+    /// Reports with a reading.
+    pub readings: u32,
+    /// Time-weighted sum of calibrated averages, and the weight.
+    pub lux_sum: f64,
+    /// Seconds of readings.
+    pub weight: f64,
+    /// The first reading (avg, min, max), and whether every reading equalled it.
+    pub first: Option<(f64, f64, f64)>,
+    /// Every reading was the first.
+    pub constant: bool,
+    /// Detections.
+    pub motion: u32,
+    /// Lowest and highest lamp level reported.
+    pub levels: Option<(u8, u8)>,
+    /// Sum and count of metered power.
+    pub power: (f64, u32),
+    /// Every report said it runs a config (`cfg` 0 is none; a config carries the
+    /// location the sun needs).
+    pub configured: bool,
+}
+
+/// A reading that has not moved: since when, and whether the lamp or the sun changed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Unmoved {
+    /// The reading (avg, min, max).
+    pub value: (f64, f64, f64),
+    /// Windows it lasted.
+    pub windows: u32,
+    /// The lamp level changed meanwhile.
+    pub level: u8,
+    /// The level changed.
+    pub level_changed: bool,
+    /// Lowest and highest sun altitude seen (below civil dusk counted as dusk), degrees.
+    pub sun: (f64, f64),
+}
+
+/// What the detectors remember of one node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Its newest report's `ts` and arrival.
+    pub last: Option<(i64, i64)>,
+    /// Its latest birth (boot, conn).
+    pub birth: Option<(u32, u32)>,
+    /// Not reporting, and known so (will, shutdown, silence, circuit off).
+    pub away: bool,
+    /// When it went away on its own clock, once it has reported (a will or a silence
+    /// before any report has no event time).
+    pub away_at: Option<i64>,
+    /// The boot of its newest report and when that boot began (estimated).
+    pub boot: Option<(u32, i64)>,
+    /// Faults the node itself reports (report flags, events).
+    pub reported: BTreeMap<Kind, bool>,
+    /// Faults the rules found.
+    pub found: BTreeMap<Kind, bool>,
+    /// The window being filled.
+    pub window: Option<NodeWindow>,
+    /// The previous window's lamp level, when it held one level.
+    pub previous_level: Option<u8>,
+    /// Consecutive windows per rule that saw the fault, and that saw none.
+    pub runs: BTreeMap<String, (u32, u32)>,
+    /// Its lamp's light and power per level.
+    pub light: BTreeMap<u8, Learned>,
+    /// Metered power per level.
+    pub power: BTreeMap<u8, Learned>,
+    /// A reading that has not moved.
+    pub unmoved: Option<Unmoved>,
+    /// Active conditions.
+    pub active: BTreeMap<Kind, Active>,
+}
+
+impl NodeState {
+    /// Whether it is known not to be reporting.
+    pub fn is_away(&self) -> bool {
+        self.away
+    }
+
+    /// Event time of its newest report.
+    pub fn last_ts(&self) -> Option<i64> {
+        self.last.map(|(ts, _)| ts)
+    }
+
+    /// Whether its readings are not to be trusted.
+    pub fn sensor_failed(&self) -> bool {
+        self.active.contains_key(&Kind::SensorFault)
+    }
+
+    /// The node's clock at wall time `received`: its newest report's `ts` plus the wall
+    /// time since that report arrived (a simulator running in the past is judged as a real
+    /// park would be).
+    fn event_time(&self, received: i64) -> i64 {
+        self.last
+            .map_or(received, |(ts, arrived)| ts + (received - arrived).max(0))
+    }
+
+    fn run(&mut self, rule: &str, seen: bool) -> (u32, u32) {
+        let run = self.runs.entry(rule.to_owned()).or_default();
+        *run = if seen { (run.0 + 1, 0) } else { (0, run.1 + 1) };
+        *run
+    }
+}
+
+/// The severity of each node condition: an outage or a lamp out leaves a path dark (high);
+/// an open enclosure is a safety risk (high); a failed sensor leaves it unwatched
+/// (medium); a day-burner wastes energy (low).
+fn severity(kind: Kind) -> Severity {
+    match kind {
+        Kind::NodeOffline | Kind::LampFault | Kind::Tamper => Severity::High,
+        Kind::SensorFault => Severity::Medium,
+        _ => Severity::Low,
+    }
+}
+
+/// Raises or clears `kind` on `node` at event time `ts`.
+fn set(
+    node: &mut NodeState,
+    place: &Place,
+    kind: Kind,
+    on: bool,
+    ts: i64,
+    detail: impl FnOnce() -> String,
+    out: &mut Vec<Output>,
+) {
+    let severity = severity(kind);
+    let change = match (on, node.active.get(&kind).copied()) {
+        (true, None) => {
+            node.active.insert(
+                kind,
+                Active {
+                    since: ts,
+                    severity,
+                },
+            );
+            Some((true, ts))
+        }
+        (false, Some(was)) => {
+            node.active.remove(&kind);
+            Some((false, was.since))
+        }
+        _ => None,
+    };
+    if let Some((active, since)) = change {
+        out.push(Output::Transition(Transition {
+            kind,
+            site: place.site.clone(),
+            zone: None,
+            node: Some(place.id.clone()),
+            active,
+            severity,
+            since,
+            ts,
+            detail: detail(),
+        }));
+    }
+}
+
+/// The fault each node-reported condition is.
+const REPORTED: [(Fault, Kind); 3] = [
+    (Fault::Lamp, Kind::LampFault),
+    (Fault::Sensor, Kind::SensorFault),
+    (Fault::Tamper, Kind::Tamper),
+];
+
+/// Raises or clears `kind` as the node reports it or a rule found it.
+fn settle(
+    node: &mut NodeState,
+    place: &Place,
+    kind: Kind,
+    ts: i64,
+    detail: impl FnOnce() -> String,
+    out: &mut Vec<Output>,
+) {
+    let flag = |map: &BTreeMap<Kind, bool>| map.get(&kind).copied().unwrap_or(false);
+    let on = flag(&node.reported) || flag(&node.found);
+    set(node, place, kind, on, ts, detail, out);
+}
+
+/// Whether a node on a `night` circuit is expected off at event time `now`: its newest
+/// report came within a margin of sunrise, and the next sunset (plus the margin) is
+/// still to come.
+pub fn expected_off(place: &Place, last_ts: Option<i64>, now: i64, settings: &Settings) -> bool {
+    use parklight_core::solar::{next_sunrise, next_sunset};
+    let Some(last) = last_ts.filter(|_| place.night_circuit) else {
+        return false;
+    };
+    let margin = settings.circuit_margin_ms;
+    let (lat, lon) = (place.sky.lat, place.sky.lon);
+    let sunrise = next_sunrise(last - margin, lat, lon);
+    sunrise <= last + margin && now < next_sunset(sunrise, lat, lon) + margin
+}
+
+/// Takes one fact about `node`; returns whether what its zone waits for moved (a report,
+/// or the node became known not to report).
+pub fn apply(
+    node: &mut NodeState,
+    place: &Place,
+    settings: &Settings,
+    fact: &Fact,
+    out: &mut Vec<Output>,
+) -> bool {
+    match fact {
+        Fact::Report { report, .. } => {
+            report_in(node, place, settings, report, out);
+            true
+        }
+        Fact::Online { boot, conn, .. } => {
+            node.birth = Some((*boot, *conn));
+            false
+        }
+        Fact::Offline {
+            boot,
+            conn,
+            lost,
+            received,
+            ..
+        } => {
+            if node.birth.is_some_and(|birth| birth != (*boot, *conn)) {
+                return false; // a stale will of an older connection
+            }
+            let now = node.event_time(*received);
+            let reason = if *lost {
+                "connection lost (will)"
+            } else {
+                "shut down cleanly"
+            };
+            went_away(node, place, settings, now, *lost, reason, out)
+        }
+        Fact::Silent { received, .. } => {
+            let now = node.event_time(*received);
+            went_away(
+                node,
+                place,
+                settings,
+                now,
+                true,
+                "silent for 3 intervals",
+                out,
+            )
+        }
+        Fact::Fault {
+            fault,
+            raised,
+            received,
+            ..
+        } => {
+            let now = node.event_time(*received);
+            let kind = REPORTED.iter().find(|(f, _)| f == fault).map(|(_, k)| *k);
+            if let Some(kind) = kind {
+                node.reported.insert(kind, *raised);
+                let what = if *raised { "raised" } else { "cleared" };
+                settle(
+                    node,
+                    place,
+                    kind,
+                    now,
+                    || format!("{} {what} by the node", fault.as_str()),
+                    out,
+                );
+            }
+            false
+        }
+    }
+}
+
+fn went_away(
+    node: &mut NodeState,
+    place: &Place,
+    settings: &Settings,
+    now: i64,
+    outage: bool,
+    reason: &str,
+    out: &mut Vec<Output>,
+) -> bool {
+    if node.is_away() {
+        return false;
+    }
+    node.away = true;
+    node.away_at = node.last.map(|_| now);
+    if outage && !expected_off(place, node.last_ts(), now, settings) {
+        set(
+            node,
+            place,
+            Kind::NodeOffline,
+            true,
+            now,
+            || reason.to_owned(),
+            out,
+        );
+    }
+    true
+}
+
+fn report_in(
+    node: &mut NodeState,
+    place: &Place,
+    settings: &Settings,
+    report: &ReportRow,
+    out: &mut Vec<Output>,
+) {
+    let ts = report.ts;
+    if node.last_ts().is_none_or(|last| ts >= last) {
+        node.last = Some((ts, report.received));
+    }
+    node.away = false;
+    node.away_at = None;
+    set(
+        node,
+        place,
+        Kind::NodeOffline,
+        false,
+        ts,
+        || "reporting again".into(),
+        out,
+    );
+    if node.boot.is_none_or(|(boot, _)| boot != report.boot) {
+        node.boot = Some((report.boot, ts - i64::from(report.period_s) * 1000));
+    }
+    for (fault, kind) in REPORTED {
+        let flagged = report.faults & (1 << fault as u8) != 0;
+        if node.reported.get(&kind) != Some(&flagged) {
+            node.reported.insert(kind, flagged);
+            settle(
+                node,
+                place,
+                kind,
+                ts,
+                || format!("{} flagged in its reports", fault.as_str()),
+                out,
+            );
+        }
+    }
+
+    let end = place.sky.window_end(ts, place.window_ms);
+    match &node.window {
+        Some(window) if end < window.end => return, // too late for the node's rules
+        Some(window) if end > window.end => {
+            let closed = node.window.take().unwrap_or_default();
+            judge_window(node, place, settings, &closed, out);
+        }
+        _ => {}
+    }
+    let window = node.window.get_or_insert_with(|| NodeWindow {
+        end,
+        constant: true,
+        configured: true,
+        ..NodeWindow::default()
+    });
+    window.reports += 1;
+    window.configured &= report.cfg.is_some_and(|cfg| cfg > 0);
+    window.motion += report.motion;
+    let level = report.lamp_level;
+    window.levels = Some(
+        window
+            .levels
+            .map_or((level, level), |(lo, hi)| (lo.min(level), hi.max(level))),
+    );
+    if let Some(power) = report.power_w {
+        window.power.0 += power;
+        window.power.1 += 1;
+    }
+    if let Some(lux) = report.lux {
+        let reading = (lux.avg, lux.min, lux.max);
+        window.readings += 1;
+        let seconds = f64::from(report.period_s.max(1));
+        window.lux_sum += lux.avg * place.calibration * seconds;
+        window.weight += seconds;
+        match window.first {
+            None => window.first = Some(reading),
+            Some(first) => window.constant &= first == reading,
+        }
+    }
+}
+
+/// The rules judged over a node's closed window.
+fn judge_window(
+    node: &mut NodeState,
+    place: &Place,
+    settings: &Settings,
+    window: &NodeWindow,
+    out: &mut Vec<Output>,
+) {
+    let k = settings.windows_to_change;
+    let start = window.end - place.window_ms;
+    let sun = place.sky.altitude(start + place.window_ms / 2);
+    let dark = sun < settings.dark_below_deg;
+    let stable = window
+        .levels
+        .filter(|(lo, hi)| lo == hi)
+        .map(|(level, _)| level);
+    let judged_level = stable
+        .filter(|level| *level >= 50 && dark && node.previous_level == Some(*level))
+        .filter(|_| window.motion == 0);
+    node.previous_level = stable;
+    let lamp_reported = node.reported.get(&Kind::LampFault) == Some(&true);
+
+    // Lamp: light against what this node's lamp gives at this level, power against what
+    // it usually draws.
+    let mut lamp_findings = Vec::new();
+    if let Some(level) = judged_level {
+        if window.readings > 0 && !node.sensor_failed() {
+            let lux = window.lux_sum / window.weight;
+            let learned = node.light.entry(level).or_default();
+            let out_of_light = learned.windows >= settings.learn_windows
+                && lux < settings.lamp_light_share * learned.mean;
+            if out_of_light {
+                lamp_findings.push(format!(
+                    "{lux:.1} lx at {level} %, where its lamp gives {:.1} lx",
+                    learned.mean
+                ));
+            } else if !lamp_reported {
+                learned.add(lux);
+            }
+            node.run("light", out_of_light);
+        }
+        if window.power.1 > 0 {
+            let watts = window.power.0 / f64::from(window.power.1);
+            let learned = node.power.entry(level).or_default();
+            let underpowered = learned.windows >= settings.learn_windows
+                && watts < settings.lamp_power_share * learned.mean;
+            if underpowered {
+                lamp_findings.push(format!(
+                    "{watts:.1} W at {level} %, where it usually draws {:.1} W",
+                    learned.mean
+                ));
+            } else if !lamp_reported {
+                learned.add(watts);
+            }
+            node.run("power", underpowered);
+        }
+    }
+    let run = |node: &NodeState, rule: &str| node.runs.get(rule).copied().unwrap_or_default();
+    let failing = ["light", "power"].iter().any(|r| run(node, r).0 >= k);
+    let healthy = ["light", "power"]
+        .iter()
+        .all(|r| run(node, r).0 == 0 && (run(node, r).1 >= k || !node.runs.contains_key(*r)));
+    if failing || healthy {
+        node.found.insert(Kind::LampFault, failing);
+        let detail = || {
+            if failing {
+                lamp_findings.join("; ")
+            } else {
+                "lit again".into()
+            }
+        };
+        settle(node, place, Kind::LampFault, window.end, detail, out);
+    }
+
+    // Sensor: no reading at all, or one that does not move while the lamp or the sun does.
+    let silent_sensor = window.reports > 0 && window.readings == 0;
+    let (nulls, _) = node.run("null", silent_sensor);
+    let stuck = stuck(node, window, sun, settings);
+    let failed = nulls >= k || stuck.is_some();
+    if failed || window.readings > 0 {
+        node.found.insert(Kind::SensorFault, failed);
+        let detail = || match stuck {
+            Some(stuck) => stuck,
+            None if failed => format!("no reading for {nulls} windows"),
+            None => "reading again".into(),
+        };
+        settle(node, place, Kind::SensorFault, window.end, detail, out);
+    }
+
+    // Day-burner: lit while the sun is up, once it runs a config with a location and
+    // its boot's grace has passed.
+    let booted = node.boot.map_or(i64::MAX, |(_, at)| at);
+    let burning = sun > settings.day_above_deg
+        && window.configured
+        && window.levels.is_some_and(|(_, hi)| hi > 0)
+        && start >= booted.saturating_add(settings.boot_grace_ms);
+    let (burns, calm) = node.run("day", burning);
+    if burns >= k {
+        let detail = || format!("lamp on with the sun {sun:.0}° up");
+        set(node, place, Kind::DayBurner, true, window.end, detail, out);
+    } else if calm >= k {
+        set(
+            node,
+            place,
+            Kind::DayBurner,
+            false,
+            window.end,
+            || "off by day".into(),
+            out,
+        );
+    }
+}
+
+/// Follows a reading that does not move; says why it is stuck once the lamp level or
+/// the sun changed under it for K windows.
+fn stuck(
+    node: &mut NodeState,
+    window: &NodeWindow,
+    sun: f64,
+    settings: &Settings,
+) -> Option<String> {
+    let value = window
+        .first
+        .filter(|_| window.constant && window.readings > 0);
+    let level = window.levels.map_or(0, |(lo, _)| lo);
+    let sun = sun.max(settings.dark_below_deg);
+    let Some(value) = value else {
+        node.unmoved = None;
+        return None;
+    };
+    let unmoved = match node.unmoved {
+        Some(mut run) if run.value == value => {
+            run.windows += 1;
+            run.level_changed |= run.level != level;
+            run.sun = (run.sun.0.min(sun), run.sun.1.max(sun));
+            run
+        }
+        _ => Unmoved {
+            value,
+            windows: 1,
+            level,
+            level_changed: false,
+            sun: (sun, sun),
+        },
+    };
+    node.unmoved = Some(unmoved);
+    let changed = unmoved.level_changed || unmoved.sun.1 - unmoved.sun.0 >= 1.0;
+    (changed && unmoved.windows > settings.windows_to_change).then(|| {
+        format!(
+            "reads {:.1} lx for {} windows while the {} changed",
+            value.0,
+            unmoved.windows,
+            if unmoved.level_changed { "lamp" } else { "sun" }
+        )
+    })
+}

@@ -1,0 +1,631 @@
+//! The detectors' side of the store: reports and facts read back in commit order (the
+//! journal), condition transitions, zone windows, and the detectors' snapshot.
+//!
+//! Reports are ordered by id. A fact row carries `after_report`, the highest report id
+//! when it was written in the same transaction, so it goes after that report and before
+//! the next: commit order without a journal row per report on the ingest path.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{REPORT_COLUMNS, StorageError, Store, report_from};
+use crate::detect::{Fact, Kind, Output, Status, Transition, ZoneWindow};
+use parklight_protocol::telemetry::Fault;
+
+/// Cursor of the detectors' output: reports and facts up to here are judged and stored.
+const OUTPUT_REPORT: &str = "detector.report";
+const OUTPUT_FACT: &str = "detector.fact";
+
+/// A place in the journal: every report up to `report` and fact up to `fact` is behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// Highest report id read.
+    pub report: i64,
+    /// Highest fact id read.
+    pub fact: i64,
+}
+
+/// One journal entry, and the position after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The position once this entry is read.
+    pub position: Position,
+    /// What happened.
+    pub fact: Fact,
+}
+
+/// A stored condition transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionRow {
+    /// Row id: the order transitions were recorded in.
+    pub id: i64,
+    /// The transition.
+    pub transition: Transition,
+    /// When it was recorded, Unix ms (wall clock).
+    pub recorded: i64,
+}
+
+struct FactRow {
+    id: i64,
+    after_report: i64,
+    node: String,
+    kind: String,
+    boot: Option<u32>,
+    conn: Option<u32>,
+    raised: Option<bool>,
+    received: i64,
+}
+
+/// A fault event's fact kind.
+pub fn fault_of(kind: &str) -> Option<Fault> {
+    Fault::ALL.into_iter().find(|f| f.as_str() == kind)
+}
+
+impl FactRow {
+    /// The facts the detectors see (a release: the reports it let go).
+    fn facts(self, store: &Store, out: &mut Vec<Fact>) -> Result<(), StorageError> {
+        let (node, received) = (self.node, self.received);
+        let (boot, conn) = (self.boot.unwrap_or(0), self.conn.unwrap_or(0));
+        match self.kind.as_str() {
+            "online" => out.push(Fact::Online {
+                node,
+                boot,
+                conn,
+                received,
+            }),
+            "lost" | "shutdown" => out.push(Fact::Offline {
+                lost: self.kind == "lost",
+                node,
+                boot,
+                conn,
+                received,
+            }),
+            "silent" => out.push(Fact::Silent { node, received }),
+            "released" => {
+                let mut statement = store.connection.prepare_cached(&format!(
+                    "SELECT {REPORT_COLUMNS} FROM reports r WHERE r.released = ?1 ORDER BY r.id"
+                ))?;
+                let rows = statement.query_map([self.id], |row| report_from(row, 0))?;
+                for report in rows {
+                    out.push(Fact::Report {
+                        node: node.clone(),
+                        report: report?,
+                    });
+                }
+            }
+            kind => {
+                if let Some(fault) = fault_of(kind) {
+                    out.push(Fact::Fault {
+                        node,
+                        fault,
+                        raised: self.raised.unwrap_or(false),
+                        received,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The journal after `from`, up to `until` when given: at most about `limit` reports
+    /// and the facts among them, in commit order, read from one snapshot of the file.
+    /// Returns the entries and the position after them. A held report is left out here:
+    /// it comes with the fact that lets it go.
+    pub fn journal_after(
+        &self,
+        from: Position,
+        limit: usize,
+        until: Option<Position>,
+    ) -> Result<(Vec<Entry>, Position), StorageError> {
+        let until = until.unwrap_or(Position {
+            report: i64::MAX,
+            fact: i64::MAX,
+        });
+        let tx = self.connection.unchecked_transaction()?;
+        let mut reports = Vec::new();
+        {
+            let mut statement = tx.prepare_cached(&format!(
+                "SELECT r.id, n.name, r.held OR r.released IS NOT NULL, {REPORT_COLUMNS}
+                 FROM reports r JOIN nodes n ON n.id = r.node
+                 WHERE r.id > ?1 AND r.id <= ?2 ORDER BY r.id LIMIT ?3"
+            ))?;
+            let rows =
+                statement.query_map(params![from.report, until.report, limit as i64], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, bool>(2)?,
+                        report_from(row, 3)?,
+                    ))
+                })?;
+            for row in rows {
+                reports.push(row?);
+            }
+        }
+        let newest: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM reports", [], |row| {
+            row.get(0)
+        })?;
+        let report_bound = if reports.len() == limit {
+            reports.last().map_or(from.report, |r| r.0)
+        } else {
+            newest.min(until.report).max(from.report)
+        };
+        let mut facts = Vec::new();
+        {
+            let mut statement = tx.prepare_cached(
+                "SELECT f.id, f.after_report, n.name, f.kind, f.boot, f.conn, f.raised, f.received
+                 FROM facts f JOIN nodes n ON n.id = f.node
+                 WHERE f.id > ?1 AND f.id <= ?2 AND f.after_report <= ?3 ORDER BY f.id",
+            )?;
+            let rows =
+                statement.query_map(params![from.fact, until.fact, report_bound], |row| {
+                    Ok(FactRow {
+                        id: row.get(0)?,
+                        after_report: row.get(1)?,
+                        node: row.get(2)?,
+                        kind: row.get(3)?,
+                        boot: row.get(4)?,
+                        conn: row.get(5)?,
+                        raised: row.get(6)?,
+                        received: row.get(7)?,
+                    })
+                })?;
+            for row in rows {
+                facts.push(row?);
+            }
+        }
+        let mut entries = Vec::new();
+        let mut position = from;
+        let mut facts = facts.into_iter().peekable();
+        let mut expanded = Vec::new();
+        for (id, node, held, report) in reports {
+            while let Some(fact) = facts.next_if(|f| f.after_report < id) {
+                position.fact = fact.id;
+                fact.facts(self, &mut expanded)?;
+                entries.extend(expanded.drain(..).map(|fact| Entry { position, fact }));
+            }
+            position.report = id;
+            if !held {
+                entries.push(Entry {
+                    position,
+                    fact: Fact::Report { node, report },
+                });
+            }
+        }
+        position.report = report_bound;
+        for fact in facts {
+            position.fact = fact.id;
+            fact.facts(self, &mut expanded)?;
+            entries.extend(expanded.drain(..).map(|fact| Entry { position, fact }));
+        }
+        tx.finish()?;
+        Ok((entries, position))
+    }
+
+    /// Stores what the detectors gave up to `position` in one transaction with the
+    /// position itself, so nothing is lost or stored twice.
+    pub fn record_detection(
+        &mut self,
+        outputs: &[Output],
+        position: Position,
+        recorded: i64,
+    ) -> Result<(), StorageError> {
+        let mut writer = self.write()?;
+        for output in outputs {
+            match output {
+                Output::Transition(t) => {
+                    writer
+                        .tx
+                        .prepare_cached(
+                            "INSERT INTO conditions (kind, site, zone, node, active, severity,
+                                since, ts, detail, recorded)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        )?
+                        .execute(params![
+                            t.kind.as_str(),
+                            t.site,
+                            t.zone,
+                            t.node,
+                            t.active,
+                            t.severity.as_str(),
+                            t.since,
+                            t.ts,
+                            t.detail,
+                            recorded
+                        ])?;
+                }
+                Output::Window(w) => {
+                    writer
+                        .tx
+                        .prepare_cached(
+                            "INSERT OR REPLACE INTO zone_windows (site, zone, end_ms, start_ms,
+                                status, lux_avg, lux_min, required_avg, required_min, detections,
+                                occupied_dark_minutes, detections_dark, valid_nodes, nodes, cause,
+                                revised)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                                ?15, ?16)",
+                        )?
+                        .execute(params![
+                            w.site,
+                            w.zone,
+                            w.end,
+                            w.start,
+                            w.status as i64,
+                            w.lux_avg,
+                            w.lux_min,
+                            w.required_avg,
+                            w.required_min,
+                            w.detections,
+                            w.occupied_dark_minutes,
+                            w.detections_dark,
+                            w.valid_nodes,
+                            w.nodes,
+                            w.cause,
+                            w.revised
+                        ])?;
+                }
+            }
+        }
+        writer.set_cursor(OUTPUT_REPORT, position.report)?;
+        writer.set_cursor(OUTPUT_FACT, position.fact)?;
+        writer.commit()
+    }
+
+    /// How far the detectors' output is stored.
+    pub fn detected(&self) -> Result<Position, StorageError> {
+        Ok(Position {
+            report: self.cursor(OUTPUT_REPORT)?,
+            fact: self.cursor(OUTPUT_FACT)?,
+        })
+    }
+
+    /// Keeps the detectors' state as of `position`.
+    pub fn save_detector_state(
+        &mut self,
+        position: Position,
+        state: &str,
+    ) -> Result<(), StorageError> {
+        let writer = self.write()?;
+        writer
+            .tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO detector_snapshots (id, report, fact, state)
+                 VALUES (1, ?1, ?2, ?3)",
+            )?
+            .execute(params![position.report, position.fact, state])?;
+        writer.commit()
+    }
+
+    /// The detectors' last kept state and its position.
+    pub fn detector_state(&self) -> Result<Option<(Position, String)>, StorageError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT report, fact, state FROM detector_snapshots WHERE id = 1",
+                [],
+                |row| {
+                    Ok((
+                        Position {
+                            report: row.get(0)?,
+                            fact: row.get(1)?,
+                        },
+                        row.get(2)?,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// Condition transitions recorded from `since` (event time, Unix ms) on, in order.
+    pub fn conditions_since(&self, since: i64) -> Result<Vec<ConditionRow>, StorageError> {
+        self.condition_rows("WHERE ts >= ?1 ORDER BY id", since)
+    }
+
+    /// The conditions active now: each key's latest transition, when it left it active.
+    pub fn active_conditions(&self) -> Result<Vec<ConditionRow>, StorageError> {
+        self.condition_rows(
+            "WHERE id IN (SELECT max(id) FROM conditions
+                GROUP BY kind, site, coalesce(zone, ''), coalesce(node, ''))
+             AND active = 1 AND ?1 = ?1 ORDER BY site, kind, zone, node",
+            0,
+        )
+    }
+
+    fn condition_rows(&self, filter: &str, value: i64) -> Result<Vec<ConditionRow>, StorageError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT id, kind, site, zone, node, active, severity, since, ts, detail, recorded
+             FROM conditions {filter}"
+        ))?;
+        let rows = statement.query_map([value], |row| {
+            let kind: String = row.get(1)?;
+            let severity: String = row.get(6)?;
+            Ok((
+                row.get(0)?,
+                kind,
+                severity,
+                Transition {
+                    kind: Kind::DarkZone,
+                    site: row.get(2)?,
+                    zone: row.get(3)?,
+                    node: row.get(4)?,
+                    active: row.get(5)?,
+                    severity: parklight_protocol::alert::Severity::Low,
+                    since: row.get(7)?,
+                    ts: row.get(8)?,
+                    detail: row.get(9)?,
+                },
+                row.get(10)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, severity, mut transition, recorded) = row?;
+            let (Some(kind), Some(severity)) = (Kind::parse(&kind), severity_of(&severity)) else {
+                continue; // written by a newer version
+            };
+            transition.kind = kind;
+            transition.severity = severity;
+            out.push(ConditionRow {
+                id,
+                transition,
+                recorded,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Each zone's latest judged window, of one site or all.
+    pub fn latest_windows(&self, site: Option<&str>) -> Result<Vec<ZoneWindow>, StorageError> {
+        self.window_rows(
+            "WHERE (site, zone, end_ms) IN (SELECT site, zone, max(end_ms) FROM zone_windows
+                GROUP BY site, zone) AND (?1 IS NULL OR site = ?1) ORDER BY site, zone",
+            site,
+            None,
+        )
+    }
+
+    /// A zone's windows ending in `(from, to]`, in time order.
+    pub fn zone_windows(
+        &self,
+        site: &str,
+        zone: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<ZoneWindow>, StorageError> {
+        self.window_rows(
+            "WHERE site = ?1 AND zone = ?2 AND end_ms > ?3 AND end_ms <= ?4 ORDER BY end_ms",
+            Some(site),
+            Some((zone, from, to)),
+        )
+    }
+
+    fn window_rows(
+        &self,
+        filter: &str,
+        site: Option<&str>,
+        span: Option<(&str, i64, i64)>,
+    ) -> Result<Vec<ZoneWindow>, StorageError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT site, zone, start_ms, end_ms, status, lux_avg, lux_min, required_avg,
+                required_min, detections, occupied_dark_minutes, detections_dark, valid_nodes,
+                nodes, cause, revised
+             FROM zone_windows {filter}"
+        ))?;
+        let read = |row: &rusqlite::Row<'_>| {
+            let status: i64 = row.get(4)?;
+            Ok(ZoneWindow {
+                site: row.get(0)?,
+                zone: row.get(1)?,
+                start: row.get(2)?,
+                end: row.get(3)?,
+                status: [
+                    Status::NotJudged,
+                    Status::Lit,
+                    Status::Unobserved,
+                    Status::Dark,
+                ]
+                .into_iter()
+                .find(|s| *s as i64 == status)
+                .unwrap_or(Status::NotJudged),
+                lux_avg: row.get(5)?,
+                lux_min: row.get(6)?,
+                required_avg: row.get(7)?,
+                required_min: row.get(8)?,
+                detections: row.get(9)?,
+                occupied_dark_minutes: row.get(10)?,
+                detections_dark: row.get(11)?,
+                valid_nodes: row.get(12)?,
+                nodes: row.get(13)?,
+                cause: row.get(14)?,
+                revised: row.get(15)?,
+            })
+        };
+        let rows = match span {
+            Some((zone, from, to)) => statement.query_map(params![site, zone, from, to], read)?,
+            None => statement.query_map(params![site], read)?,
+        };
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The severity spelled `text`.
+fn severity_of(text: &str) -> Option<parklight_protocol::alert::Severity> {
+    parklight_protocol::alert::Severity::ALL
+        .iter()
+        .copied()
+        .find(|s| s.as_str() == text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ClockFix;
+    use crate::store::Placement;
+    use crate::store::tests::report;
+
+    fn names(entries: &[Entry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| match &e.fact {
+                Fact::Report { report, .. } => format!("r{}", report.seq),
+                Fact::Online { .. } => "online".into(),
+                Fact::Offline { lost, .. } => if *lost { "lost" } else { "shutdown" }.into(),
+                Fact::Fault { fault, raised, .. } => format!("{}:{raised}", fault.as_str()),
+                Fact::Silent { .. } => "silent".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_journal_gives_reports_and_facts_in_commit_order_and_held_reports_at_their_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let mut writer = store.write().unwrap();
+        let node = writer.node("a", "p").unwrap();
+        writer
+            .report(node, &report(1, 1), Placement::default())
+            .unwrap();
+        writer.fact(node, "silent", None, None, 5).unwrap();
+        let held = Placement {
+            up_ms: Some(1000),
+            held: true,
+        };
+        writer.report(node, &report(1, 2), held).unwrap();
+        writer
+            .report(node, &report(1, 3), Placement::default())
+            .unwrap();
+        writer.commit().unwrap();
+        let mut writer = store.write().unwrap();
+        writer
+            .fact(node, "lamp_fault", None, Some(true), 6)
+            .unwrap();
+        let fix = ClockFix {
+            seq: 4,
+            ts: 1_764_093_900_000,
+            up_ms: Some(4000),
+        };
+        assert_eq!(writer.restamp(node, 1, fix).unwrap(), 1);
+        writer
+            .report(node, &report(1, 4), Placement::default())
+            .unwrap();
+        writer.commit().unwrap();
+
+        let (entries, end) = store.journal_after(Position::default(), 100, None).unwrap();
+        assert_eq!(
+            names(&entries),
+            ["r1", "silent", "r3", "lamp_fault:true", "r2", "r4"],
+            "r2 was held: it is judged where it was let go"
+        );
+        assert_eq!(end, Position { report: 4, fact: 3 });
+        // Read in small steps, the same order; positions only grow.
+        let mut position = Position::default();
+        let mut stepped = Vec::new();
+        loop {
+            let (some, next) = store.journal_after(position, 1, None).unwrap();
+            if next == position {
+                break;
+            }
+            assert!(
+                some.iter()
+                    .all(|e| e.position >= position && e.position <= next)
+            );
+            stepped.extend(some);
+            position = next;
+        }
+        assert_eq!(names(&stepped), names(&entries));
+        // Up to a bound: nothing past it.
+        let bound = entries[2].position;
+        let (upto, at) = store
+            .journal_after(Position::default(), 100, Some(bound))
+            .unwrap();
+        assert_eq!(names(&upto), ["r1", "silent", "r3"]);
+        assert_eq!(at, bound);
+    }
+
+    #[test]
+    fn transitions_and_windows_are_stored_with_the_cursor_and_read_back() {
+        use crate::detect::{Kind, Output, Status, Transition, ZoneWindow};
+        use parklight_protocol::alert::Severity;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let transition = |active, ts| Transition {
+            kind: Kind::DarkZone,
+            site: "p".into(),
+            zone: Some("path".into()),
+            node: None,
+            active,
+            severity: Severity::High,
+            since: 1000,
+            ts,
+            detail: "dark".into(),
+        };
+        let window = ZoneWindow {
+            site: "p".into(),
+            zone: "path".into(),
+            start: 0,
+            end: 300_000,
+            status: Status::Dark,
+            lux_avg: Some(2.5),
+            lux_min: None,
+            required_avg: 5.0,
+            required_min: 1.0,
+            detections: 3,
+            occupied_dark_minutes: 2,
+            detections_dark: 3,
+            valid_nodes: 1,
+            nodes: 2,
+            cause: Some("offline: b".into()),
+            revised: false,
+        };
+        let at = Position { report: 7, fact: 2 };
+        let outputs = [
+            Output::Transition(transition(true, 2000)),
+            Output::Window(window.clone()),
+        ];
+        store.record_detection(&outputs, at, 99).unwrap();
+        assert_eq!(store.detected().unwrap(), at);
+        assert_eq!(
+            store.active_conditions().unwrap()[0].transition,
+            transition(true, 2000)
+        );
+        assert_eq!(store.latest_windows(Some("p")).unwrap(), [window.clone()]);
+        assert_eq!(
+            store.zone_windows("p", "path", 0, 300_000).unwrap(),
+            [window]
+        );
+        store
+            .record_detection(&[Output::Transition(transition(false, 3000))], at, 100)
+            .unwrap();
+        assert!(store.active_conditions().unwrap().is_empty());
+        assert_eq!(store.conditions_since(2500).unwrap().len(), 1);
+        assert_eq!(store.conditions_since(0).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn retention_keeps_the_rows_after_the_detectors_kept_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let mut writer = store.write().unwrap();
+        let node = writer.node("a", "p").unwrap();
+        for seq in 1..=20 {
+            writer
+                .report(node, &report(1, seq), Placement::default())
+                .unwrap();
+        }
+        writer.commit().unwrap();
+        store
+            .save_detector_state(Position { report: 5, fact: 0 }, "{}")
+            .unwrap();
+        store.compact(i64::MAX, &|| false).unwrap();
+        store.retain(i64::MAX, None, &|| false).unwrap();
+        let (entries, _) = store
+            .journal_after(Position { report: 5, fact: 0 }, 100, None)
+            .unwrap();
+        assert_eq!(
+            entries.len(),
+            15,
+            "every report after the kept state is still there"
+        );
+    }
+}
