@@ -589,7 +589,10 @@ mod tests {
             store.active_conditions().unwrap()[0].transition,
             transition(true, 2000)
         );
-        assert_eq!(store.latest_windows(Some("p")).unwrap(), [window.clone()]);
+        assert_eq!(
+            store.latest_windows(Some("p")).unwrap(),
+            std::slice::from_ref(&window)
+        );
         assert_eq!(
             store.zone_windows("p", "path", 0, 300_000).unwrap(),
             [window]
