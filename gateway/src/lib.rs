@@ -7,6 +7,7 @@
 //!   [`clock`]: where reports without a valid clock go in time.
 //! - [`store`]: the embedded SQLite store; [`maintenance`]: compaction and retention.
 //! - [`writer`]: group commits, MQTT acks after commit, stored-acknowledgements to nodes.
+//! - [`desired`]: each node's config from its site file, published when it changes.
 //! - [`detect`]: the detectors, pure state machines from facts to conditions;
 //!   [`detection`]: the task that feeds them the journal and decides liveness.
 //! - [`http`]: `/metrics`; [`metrics`]: every metric name.
@@ -19,6 +20,7 @@
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod desired;
 pub mod detect;
 pub mod detection;
 pub mod http;
@@ -210,6 +212,24 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         }
         None => None,
     };
+    let publisher = tokio::spawn({
+        let guard = supervisor.guard("the config publisher");
+        let settings = desired::DesiredSettings {
+            store: config.storage.path.clone(),
+            dead_letters_max: config.storage.dead_letters_max,
+            prefix: config.mqtt.topic_prefix.clone(),
+            files: config.sites.iter().map(|s| s.file.clone()).collect(),
+            check_every: Duration::from_secs(5),
+        };
+        let published = desired::run(settings, sites.clone(), client.clone(), stop.clone());
+        let supervisor = supervisor.clone();
+        async move {
+            let _guard = guard;
+            if let Err(error) = published.await {
+                supervisor.fail("the config publisher", error);
+            }
+        }
+    });
     let housekeeping = tokio::spawn({
         let guard = supervisor.guard("housekeeping");
         let round = maintenance::run(
@@ -255,6 +275,7 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), housekeeping).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), publisher).await;
     let joined = tokio::task::spawn_blocking(move || detection.join());
     let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
     if let Some(forwarder) = forwarder {

@@ -35,7 +35,7 @@ enum Command {
     /// Print the newest rejected messages kept in the store.
     DeadLetters(DeadLetterArgs),
     /// Print every node the store knows: site, zone, last report, online, boot, lost,
-    /// running config.
+    /// running and desired config version.
     Nodes(NodesArgs),
     /// Print each zone's status now (with the figures of its last window) and every
     /// active condition.
@@ -211,15 +211,18 @@ fn open_store(path: &std::path::Path) -> anyhow::Result<parklight_gateway::store
 }
 
 fn nodes(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let summaries = open_store(path)?.node_summaries()?;
+    let store = open_store(path)?;
+    let summaries = store.node_summaries()?;
+    let desired = store.latest_configs()?;
     if !json {
         println!(
-            "{:<20} {:<16} {:<16} {:<24} {:<7} {:>6} {:>8} {:>4}",
-            "node", "site", "zone", "last report", "online", "boot", "lost", "cfg"
+            "{:<20} {:<16} {:<16} {:<24} {:<7} {:>6} {:>8} {:>4} {:>7}",
+            "node", "site", "zone", "last report", "online", "boot", "lost", "cfg", "desired"
         );
     }
     for node in summaries {
         let online = node.presence.map(|p| !p.offline);
+        let wanted = desired.get(&node.node).map(|(cfg, _, _)| *cfg);
         if json {
             let line = serde_json::json!({
                 "node": node.node,
@@ -230,12 +233,13 @@ fn nodes(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
                 "boot": node.presence.map(|p| p.boot),
                 "lost": node.lost,
                 "cfg": node.cfg,
+                "desired_cfg": wanted,
             });
             println!("{line}");
         } else {
             let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             println!(
-                "{:<20} {:<16} {:<16} {:<24} {:<7} {:>6} {:>8} {:>4}",
+                "{:<20} {:<16} {:<16} {:<24} {:<7} {:>6} {:>8} {:>4} {:>7}",
                 node.node,
                 or_dash(node.site),
                 or_dash(node.zone),
@@ -244,6 +248,7 @@ fn nodes(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
                 or_dash(node.presence.map(|p| p.boot.to_string())),
                 node.lost,
                 or_dash(node.cfg.map(|c| c.to_string())),
+                or_dash(wanted.map(|c| c.to_string())),
             );
         }
     }

@@ -450,14 +450,16 @@ fn parklight_nodes_shows_each_node_as_the_store_knows_it() {
         node("pole-017"),
         serde_json::json!({
             "node": "pole-017", "site": "remiseparken", "zone": zone, "online": true,
-            "boot": 7, "lost": 4, "cfg": 4, "last_report": "2025-11-25T18:00:00Z"
+            "boot": 7, "lost": 4, "cfg": 4, "last_report": "2025-11-25T18:00:00Z",
+            "desired_cfg": 1
         })
     );
     assert_eq!(
         node("pole-new"),
         serde_json::json!({
             "node": "pole-new", "site": "norrebroparken", "zone": null, "online": null,
-            "boot": null, "lost": 0, "cfg": null, "last_report": "2025-11-25T18:00:00Z"
+            "boot": null, "lost": 0, "cfg": null, "last_report": "2025-11-25T18:00:00Z",
+            "desired_cfg": null
         })
     );
     assert_eq!(node("pole-001")["last_report"], serde_json::Value::Null);
@@ -480,7 +482,8 @@ fn parklight_nodes_shows_each_node_as_the_store_knows_it() {
             "yes",
             "7",
             "4",
-            "4"
+            "4",
+            "1"
         ]
     );
 }

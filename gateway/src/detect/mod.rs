@@ -18,6 +18,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 
 use parklight_protocol::alert::Severity;
+use parklight_protocol::config::Profile;
 use parklight_protocol::telemetry::Fault;
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +216,15 @@ pub enum Fact {
         /// Arrival, Unix ms (wall clock).
         received: i64,
     },
+    /// The gateway published config version `cfg` to the node.
+    Config {
+        /// Node id.
+        node: String,
+        /// Its version.
+        cfg: u32,
+        /// The config message.
+        payload: String,
+    },
     /// The liveness monitor found the node silent for 3 intervals.
     Silent {
         /// Node id.
@@ -232,6 +242,7 @@ impl Fact {
             | Fact::Online { node, .. }
             | Fact::Offline { node, .. }
             | Fact::Fault { node, .. }
+            | Fact::Config { node, .. }
             | Fact::Silent { node, .. } => node,
         }
     }
@@ -296,13 +307,20 @@ pub struct State {
     pub nodes: HashMap<String, node::NodeState>,
     /// Per site, per zone.
     pub zones: BTreeMap<String, BTreeMap<String, zone::ZoneState>>,
+    /// The config messages published to each node, by version (the newest few).
+    pub configs: BTreeMap<String, BTreeMap<u32, String>>,
 }
+
+/// Config versions remembered per node: enough for replays of its buffered reports.
+const CONFIGS_KEPT: usize = 8;
 
 /// The detectors: the site model, the thresholds and the state.
 pub struct Detector {
     model: Model,
     settings: Settings,
     state: State,
+    /// Profiles of the configs in the state, decoded once.
+    profiles: HashMap<(String, u32), Profile>,
 }
 
 impl Detector {
@@ -312,6 +330,7 @@ impl Detector {
             model,
             settings,
             state,
+            profiles: HashMap::new(),
         }
     }
 
@@ -326,6 +345,13 @@ impl Detector {
         let Some(place) = self.model.node(fact.node()) else {
             return;
         };
+        if let Fact::Config { cfg, payload, .. } = fact {
+            let configs = self.state.configs.entry(place.id.clone()).or_default();
+            configs.insert(*cfg, payload.clone());
+            while configs.len() > CONFIGS_KEPT {
+                configs.pop_first();
+            }
+        }
         let node = self.state.nodes.entry(place.id.clone()).or_default();
         let moved = node::apply(node, place, &self.settings, fact, out);
         let Some(zone) = place
@@ -339,12 +365,43 @@ impl Detector {
         let zone_state = site_zones.entry(zone.id.clone()).or_default();
         let nodes = &self.state.nodes;
         if let Fact::Report { report, .. } = fact {
-            zone::add(zone_state, zone, place, nodes, report, out);
+            let profile =
+                running_profile(&mut self.profiles, &self.state.configs, place, report.cfg);
+            zone::add(zone_state, zone, place, profile, nodes, report, out);
         }
         if moved {
             zone::close(zone_state, zone, nodes, &self.settings, out);
         }
     }
+}
+
+/// No steps: a node without a config lights at full all night (its zone's own class).
+static NO_PROFILE: Profile = Profile::new();
+
+/// The profile a node runs with config version `cfg`: none without a config, the one
+/// published as that version, or (a version published before this store) the one the
+/// site file gives.
+fn running_profile<'p>(
+    cache: &'p mut HashMap<(String, u32), Profile>,
+    configs: &BTreeMap<String, BTreeMap<u32, String>>,
+    place: &'p model::Place,
+    cfg: Option<u32>,
+) -> &'p Profile {
+    use parklight_protocol::Message;
+    let Some(cfg) = cfg.filter(|c| *c > 0) else {
+        return &NO_PROFILE;
+    };
+    let key = (place.id.clone(), cfg);
+    if !cache.contains_key(&key) {
+        let published = configs.get(&place.id).and_then(|c| c.get(&cfg));
+        match published.and_then(|p| parklight_protocol::Config::decode(p.as_bytes()).ok()) {
+            Some(config) => {
+                cache.insert(key.clone(), config.profile.unwrap_or_default());
+            }
+            None => return &place.profile,
+        }
+    }
+    cache.get(&key).unwrap_or(&place.profile)
 }
 
 /// A dark zone's severity from the detections of its dark windows.

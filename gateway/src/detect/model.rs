@@ -164,17 +164,23 @@ impl Model {
     }
 }
 
-/// What a zone requires of a node's report covering `from` to `to` (Unix ms): the
+/// What a zone requires of a node's report covering `from` to `to` (Unix ms) while the
+/// node runs `profile`: the
 /// average the class in force asks, weighted by time over the span (a span that holds a
 /// profile step is held to each class for its share of the span), and the lowest minimum
 /// asked within the span. Outside the night the zone's own class is in force.
-pub fn required_over(zone: &Requirement, place: &Place, from: i64, to: i64) -> (f64, f64) {
+pub fn required_over(
+    zone: &Requirement,
+    place: &Place,
+    profile: &Profile,
+    from: i64,
+    to: i64,
+) -> (f64, f64) {
     let sky = &place.sky;
     let at = |t: i64| -> Requirement {
         match solar::night_at(t, sky.lat, sky.lon) {
             Some(night) => zone.in_force(
-                profile_step(&place.profile, &sky.tz, night, t)
-                    .and_then(|step| step.class.as_deref()),
+                profile_step(profile, &sky.tz, night, t).and_then(|step| step.class.as_deref()),
             ),
             None => zone.clone(),
         }

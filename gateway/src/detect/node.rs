@@ -255,6 +255,7 @@ pub fn apply(
             node.birth = Some((*boot, *conn));
             false
         }
+        Fact::Config { .. } => false,
         Fact::Offline {
             boot,
             conn,

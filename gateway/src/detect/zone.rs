@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use parklight_protocol::alert::Severity;
+use parklight_protocol::config::Profile;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Place, ZoneModel, required_over};
@@ -72,11 +73,12 @@ pub struct Runs {
     pub observed: u32,
 }
 
-/// Adds a report of `place` to its zone's window, or revises a judged window with it.
+/// Adds a report of `place`, which runs `profile`, to its zone's window, or revises a judged window with it.
 pub fn add(
     zone_state: &mut ZoneState,
     zone: &ZoneModel,
     place: &Place,
+    profile: &Profile,
     nodes: &HashMap<String, NodeState>,
     report: &ReportRow,
     out: &mut Vec<Output>,
@@ -101,7 +103,7 @@ pub fn add(
         let minute = |t: i64| ((t - start).clamp(0, zone.window_ms - 1) / 60_000) as u32;
         share.motion_minutes.extend(minute(from + 1)..=minute(to));
     }
-    let (required, required_min) = required_over(&zone.requirement, place, from, to);
+    let (required, required_min) = required_over(&zone.requirement, place, profile, from, to);
     share.required_sum += required * seconds;
     share.required_weight += seconds;
     share.required_min = Some(

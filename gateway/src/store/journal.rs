@@ -53,6 +53,7 @@ struct FactRow {
     conn: Option<u32>,
     raised: Option<bool>,
     received: i64,
+    config: Option<(u32, String)>,
 }
 
 /// A fault event's fact kind.
@@ -80,6 +81,11 @@ impl FactRow {
                 received,
             }),
             "silent" => out.push(Fact::Silent { node, received }),
+            "config" => {
+                if let Some((cfg, payload)) = self.config {
+                    out.push(Fact::Config { node, cfg, payload });
+                }
+            }
             "released" => {
                 let mut statement = store.connection.prepare_cached(&format!(
                     "SELECT {REPORT_COLUMNS} FROM reports r WHERE r.released = ?1 ORDER BY r.id"
@@ -154,7 +160,8 @@ impl Store {
         let mut facts = Vec::new();
         {
             let mut statement = tx.prepare_cached(
-                "SELECT f.id, f.after_report, n.name, f.kind, f.boot, f.conn, f.raised, f.received
+                "SELECT f.id, f.after_report, n.name, f.kind, f.boot, f.conn, f.raised, f.received,
+                    f.cfg, f.payload
                  FROM facts f JOIN nodes n ON n.id = f.node
                  WHERE f.id > ?1 AND f.id <= ?2 AND f.after_report <= ?3 ORDER BY f.id",
             )?;
@@ -169,6 +176,10 @@ impl Store {
                         conn: row.get(5)?,
                         raised: row.get(6)?,
                         received: row.get(7)?,
+                        config: match (row.get(8)?, row.get(9)?) {
+                            (Some(cfg), Some(payload)) => Some((cfg, payload)),
+                            _ => None,
+                        },
                     })
                 })?;
             for row in rows {
@@ -315,6 +326,20 @@ impl Store {
                 },
             )
             .optional()?)
+    }
+
+    /// Each node's latest published config: version, content and message.
+    pub fn latest_configs(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (u32, String, String)>, StorageError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT n.name, c.cfg, c.content, c.payload FROM configs c JOIN nodes n ON n.id = c.node
+             WHERE c.cfg = (SELECT max(cfg) FROM configs d WHERE d.node = c.node)",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Condition transitions recorded from `since` (event time, Unix ms) on, in order.
@@ -473,6 +498,7 @@ mod tests {
                 Fact::Offline { lost, .. } => if *lost { "lost" } else { "shutdown" }.into(),
                 Fact::Fault { fault, raised, .. } => format!("{}:{raised}", fault.as_str()),
                 Fact::Silent { .. } => "silent".into(),
+                Fact::Config { cfg, .. } => format!("config {cfg}"),
             })
             .collect()
     }

@@ -143,7 +143,7 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     ",
     // 5: detection. Facts other than reports (statuses, fault events, the release of held
-    // reports, liveness decisions), each placed after the highest report id at its insert
+    // reports, configs published, liveness decisions), each placed after the highest report id at its insert
     // so the detectors read reports and facts in commit order; condition transitions;
     // zone windows; the detectors' state and how far they have read.
     "
@@ -155,7 +155,9 @@ pub const MIGRATIONS: &[&str] = &[
         boot INTEGER,
         conn INTEGER,
         raised INTEGER,
-        received INTEGER NOT NULL
+        received INTEGER NOT NULL,
+        cfg INTEGER,
+        payload TEXT
     );
     -- The fact that let a held report go: it is judged there, not at its own place.
     ALTER TABLE reports ADD COLUMN released INTEGER;
@@ -192,6 +194,16 @@ pub const MIGRATIONS: &[&str] = &[
         cause TEXT,
         revised INTEGER NOT NULL,
         PRIMARY KEY (site, zone, end_ms)
+    ) WITHOUT ROWID;
+    -- Every config version published to a node: what (content, without id and version,
+    -- to compare) and the message itself.
+    CREATE TABLE configs (
+        node INTEGER NOT NULL REFERENCES nodes(id),
+        cfg INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        published INTEGER NOT NULL,
+        PRIMARY KEY (node, cfg)
     ) WITHOUT ROWID;
     CREATE TABLE detector_snapshots (
         id INTEGER PRIMARY KEY CHECK (id = 1),

@@ -157,10 +157,25 @@ impl Writer<'_> {
         raised: Option<bool>,
         received: i64,
     ) -> Result<i64, StorageError> {
+        self.fact_with(node, kind, connection, raised, received, None)
+    }
+
+    /// A fact, with a config version and message for a `config` fact.
+    fn fact_with(
+        &mut self,
+        node: i64,
+        kind: &str,
+        connection: Option<(u32, u32)>,
+        raised: Option<bool>,
+        received: i64,
+        config: Option<(u32, &str)>,
+    ) -> Result<i64, StorageError> {
         self.tx
             .prepare_cached(
-                "INSERT INTO facts (after_report, node, kind, boot, conn, raised, received)
-                 VALUES ((SELECT coalesce(max(id), 0) FROM reports), ?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO facts (after_report, node, kind, boot, conn, raised, received, cfg,
+                    payload)
+                 VALUES ((SELECT coalesce(max(id), 0) FROM reports), ?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                    ?8)",
             )?
             .execute(params![
                 node,
@@ -168,9 +183,31 @@ impl Writer<'_> {
                 connection.map(|c| c.0),
                 connection.map(|c| c.1),
                 raised,
-                received
+                received,
+                config.map(|c| c.0),
+                config.map(|c| c.1)
             ])?;
         Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Keeps a config version published to a node (`content`: what it says, to compare
+    /// with the next; `payload`: the message), and tells the detectors.
+    pub fn config(
+        &mut self,
+        node: i64,
+        cfg: u32,
+        content: &str,
+        payload: &str,
+        published: i64,
+    ) -> Result<(), StorageError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO configs (node, cfg, content, payload, published)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![node, cfg, content, payload, published])?;
+        self.fact_with(node, "config", None, None, published, Some((cfg, payload)))?;
+        Ok(())
     }
 
     /// Stores an event; false when it was stored before.

@@ -1,0 +1,186 @@
+//! Desired configuration (DESIGN.md "Desired state, reported state"): each node's config
+//! comes from its site file (profile, interval, motion boost, location with the site's
+//! POSIX TZ) and is published retained on its `config` topic when it differs from the
+//! last version published. Every published version is kept in the store, so a restart
+//! never goes back, and the detectors learn from it what each version asks of a zone.
+//!
+//! Site files are read again when they change on disk; a file that no longer checks is
+//! logged and the last good one stays in force.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use parklight_protocol::Message;
+use parklight_protocol::topic::{NodeTopic, node_topic};
+use parklight_site::Site;
+use rumqttc::{AsyncClient, QoS};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{StorageError, Store};
+
+/// What the publisher needs.
+#[derive(Debug, Clone)]
+pub struct DesiredSettings {
+    /// The store's folder.
+    pub store: PathBuf,
+    /// Dead letters kept (for opening the store).
+    pub dead_letters_max: usize,
+    /// Topic prefix.
+    pub prefix: String,
+    /// The site files, in the order of the sites.
+    pub files: Vec<PathBuf>,
+    /// How often the site files are looked at for changes.
+    pub check_every: Duration,
+}
+
+/// A config message to publish retained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    /// The node's `config` topic.
+    pub topic: String,
+    /// The message.
+    pub payload: String,
+}
+
+/// A config message as text.
+fn encode(config: &parklight_protocol::Config) -> String {
+    let mut buf = [0u8; 2048];
+    // A config of at most eight steps and a 64-byte time zone fits in far less.
+    let len = config.encode(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// Stores a new version for each node of `sites` whose desired config differs from the
+/// last one published (or that has none), numbered past both that one and the version
+/// the node last reported running; returns what to publish.
+pub fn plan(
+    store: &mut Store,
+    sites: &[Site],
+    prefix: &str,
+    now: i64,
+) -> Result<Vec<Publication>, StorageError> {
+    let latest = store.latest_configs()?;
+    let running: HashMap<String, u32> = store
+        .node_summaries()?
+        .into_iter()
+        .filter_map(|n| Some((n.node, n.cfg?)))
+        .collect();
+    let mut writer = store.write()?;
+    let mut publications = Vec::new();
+    for site in sites {
+        for node in &site.nodes {
+            let desired = site.desired(node);
+            let content = encode(&desired.config(0));
+            let last = latest.get(&node.id);
+            if last.is_some_and(|(_, published, _)| *published == content) {
+                continue;
+            }
+            let newest = last.map_or(0, |(cfg, _, _)| *cfg);
+            let cfg = newest.max(running.get(&node.id).copied().unwrap_or(0)) + 1;
+            let payload = encode(&desired.config(cfg));
+            let Ok(topic) = node_topic(prefix, &site.id, &node.id, NodeTopic::Config) else {
+                continue; // ids are checked with the site file: a topic always fits
+            };
+            let id = writer.node(&node.id, &site.id)?;
+            writer.config(id, cfg, &content, &payload, now)?;
+            publications.push(Publication {
+                topic: topic.as_str().to_owned(),
+                payload,
+            });
+        }
+    }
+    writer.commit()?;
+    Ok(publications)
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Publishes what [`plan`] finds at start, then again whenever a site file changes,
+/// until `stop`.
+pub async fn run(
+    settings: DesiredSettings,
+    mut sites: Vec<Site>,
+    client: AsyncClient,
+    stop: CancellationToken,
+) -> Result<(), StorageError> {
+    let mut seen: Vec<Option<SystemTime>> = settings.files.iter().map(modified).collect();
+    loop {
+        let (store_path, max, prefix) = (
+            settings.store.clone(),
+            settings.dead_letters_max,
+            settings.prefix.clone(),
+        );
+        let current = sites.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            let mut store = Store::open(&store_path, max)?;
+            plan(
+                &mut store,
+                &current,
+                &prefix,
+                jiff::Timestamp::now().as_millisecond(),
+            )
+        })
+        .await
+        .map_err(|e| StorageError::Corrupt(format!("config planning panicked: {e}")))?;
+        match planned {
+            Ok(publications) => {
+                for publication in publications {
+                    tracing::info!(topic = %publication.topic, "publishing config");
+                    if client
+                        .publish(
+                            publication.topic,
+                            QoS::AtLeastOnce,
+                            true,
+                            publication.payload,
+                        )
+                        .await
+                        .is_err()
+                    {
+                        return Ok(()); // the connection's task has ended: the gateway stops
+                    }
+                }
+            }
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "configs not planned; retrying");
+            }
+            Err(error) => return Err(error),
+        }
+        // Wait for a site file to change (a good one replaces its site).
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(settings.check_every) => {}
+                _ = stop.cancelled() => return Ok(()),
+            }
+            let mut changed = false;
+            for (i, file) in settings.files.iter().enumerate() {
+                let now = modified(file);
+                if now == seen[i] {
+                    continue;
+                }
+                seen[i] = now;
+                match Site::check_file(file) {
+                    Ok(checked) if checked.site.id == sites[i].id => {
+                        tracing::info!(file = %file.display(), "site file changed: configs follow now; zones, classes and nodes at the next start");
+                        sites[i] = checked.site;
+                        changed = true;
+                    }
+                    Ok(checked) => tracing::error!(
+                        file = %file.display(),
+                        "site file now names site {}, not {}: kept the last good one",
+                        checked.site.id,
+                        sites[i].id
+                    ),
+                    Err(error) => {
+                        tracing::error!(file = %file.display(), %error, "site file changed but does not check: kept the last good one")
+                    }
+                }
+            }
+            if changed {
+                break;
+            }
+        }
+    }
+}
