@@ -17,6 +17,9 @@ use parklight_tests::{one_at_a_time, wait_until};
 use rand::RngExt;
 
 const HOUR: i64 = 3_600_000;
+
+/// Each condition's changes (active, since), by kind, zone and node.
+type Changes = BTreeMap<(Kind, Option<String>, Option<String>), Vec<(bool, i64)>>;
 const SPEED: f64 = 1440.0;
 
 /// Last night at the site, from an hour before sunset to an hour after sunrise, ending
@@ -292,7 +295,7 @@ fn a_gateway_killed_at_random_moments_ends_with_the_conditions_of_an_undisturbed
     rough.settle();
     let disturbed = conditions(&rough.gateway.store());
 
-    let keyed = |list: &[Transition]| -> BTreeMap<(Kind, Option<String>, Option<String>), Vec<(bool, i64)>> {
+    let keyed = |list: &[Transition]| -> Changes {
         let mut map: BTreeMap<_, Vec<(bool, i64)>> = BTreeMap::new();
         for t in list {
             map.entry((t.kind, t.zone.clone(), t.node.clone()))
