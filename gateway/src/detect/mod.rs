@@ -319,8 +319,8 @@ pub struct Detector {
     model: Model,
     settings: Settings,
     state: State,
-    /// Profiles of the configs in the state, decoded once.
-    profiles: HashMap<(String, u32), Profile>,
+    /// Profiles of the configs in the state, decoded once, per node and version.
+    profiles: HashMap<String, BTreeMap<u32, Profile>>,
 }
 
 impl Detector {
@@ -346,32 +346,58 @@ impl Detector {
             return;
         };
         if let Fact::Config { cfg, payload, .. } = fact {
-            let configs = self.state.configs.entry(place.id.clone()).or_default();
+            let configs = entry(&mut self.state.configs, &place.id);
             configs.insert(*cfg, payload.clone());
             while configs.len() > CONFIGS_KEPT {
                 configs.pop_first();
             }
         }
-        let node = self.state.nodes.entry(place.id.clone()).or_default();
+        let node = entry(&mut self.state.nodes, &place.id);
         let moved = node::apply(node, place, &self.settings, fact, out);
-        let Some(zone) = place
-            .zone
-            .as_ref()
-            .and_then(|z| self.model.zone(&place.site, z))
-        else {
+        let Some(zone) = self.model.zone_of(place) else {
             return;
         };
-        let site_zones = self.state.zones.entry(zone.site.clone()).or_default();
-        let zone_state = site_zones.entry(zone.id.clone()).or_default();
+        let zone_state = entry(entry(&mut self.state.zones, &zone.site), &zone.id);
         let nodes = &self.state.nodes;
+        let mut could_close = moved;
         if let Fact::Report { report, .. } = fact {
             let profile =
                 running_profile(&mut self.profiles, &self.state.configs, place, report.cfg);
             zone::add(zone_state, zone, place, profile, nodes, report, out);
+            // Only a report past the next window's end can let it be judged.
+            could_close = zone_state.next_end.is_some_and(|end| report.ts >= end);
         }
-        if moved {
+        if could_close {
             zone::close(zone_state, zone, nodes, &self.settings, out);
         }
+    }
+}
+
+/// The value of `key` in `map`, made when missing (without copying the key to look).
+fn entry<'m, M: MapOf<V>, V: Default>(map: &'m mut M, key: &str) -> &'m mut V {
+    map.entry_of(key)
+}
+
+/// Maps keyed by a `String`, looked up by `&str`.
+trait MapOf<V> {
+    fn entry_of(&mut self, key: &str) -> &mut V;
+}
+
+impl<V: Default> MapOf<V> for HashMap<String, V> {
+    fn entry_of(&mut self, key: &str) -> &mut V {
+        if !self.contains_key(key) {
+            self.insert(key.to_owned(), V::default());
+        }
+        self.get_mut(key).expect("inserted above")
+    }
+}
+
+impl<V: Default> MapOf<V> for BTreeMap<String, V> {
+    fn entry_of(&mut self, key: &str) -> &mut V {
+        if !self.contains_key(key) {
+            self.insert(key.to_owned(), V::default());
+        }
+        self.get_mut(key).expect("inserted above")
     }
 }
 
@@ -382,7 +408,7 @@ static NO_PROFILE: Profile = Profile::new();
 /// published as that version, or (a version published before this store) the one the
 /// site file gives.
 fn running_profile<'p>(
-    cache: &'p mut HashMap<(String, u32), Profile>,
+    cache: &'p mut HashMap<String, BTreeMap<u32, Profile>>,
     configs: &BTreeMap<String, BTreeMap<u32, String>>,
     place: &'p model::Place,
     cfg: Option<u32>,
@@ -391,17 +417,17 @@ fn running_profile<'p>(
     let Some(cfg) = cfg.filter(|c| *c > 0) else {
         return &NO_PROFILE;
     };
-    let key = (place.id.clone(), cfg);
-    if !cache.contains_key(&key) {
-        let published = configs.get(&place.id).and_then(|c| c.get(&cfg));
-        match published.and_then(|p| parklight_protocol::Config::decode(p.as_bytes()).ok()) {
-            Some(config) => {
-                cache.insert(key.clone(), config.profile.unwrap_or_default());
-            }
-            None => return &place.profile,
-        }
+    let published = || {
+        let payload = configs.get(&place.id)?.get(&cfg)?;
+        parklight_protocol::Config::decode(payload.as_bytes()).ok()
+    };
+    match entry(cache, &place.id).entry(cfg) {
+        std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
+        std::collections::btree_map::Entry::Vacant(slot) => match published() {
+            Some(config) => slot.insert(config.profile.unwrap_or_default()),
+            None => &place.profile,
+        },
     }
-    cache.get(&key).unwrap_or(&place.profile)
 }
 
 /// A dark zone's severity from the detections of its dark windows.

@@ -379,7 +379,8 @@ fn report_in(
         }
     }
 
-    let end = place.sky.window_end(ts, place.window_ms);
+    let known = node.window.as_ref().map(|w| w.end);
+    let end = place.sky.window_end_near(ts, place.window_ms, known);
     match &node.window {
         Some(window) if end < window.end => return, // too late for the node's rules
         Some(window) if end > window.end => {

@@ -526,3 +526,88 @@ fn a_snapshot_of_the_state_carries_on_exactly_as_the_run_it_was_taken_from() {
     assert_eq!(out, all);
     assert_eq!(transitions(&all).len(), 2, "raised and cleared: {all:#?}");
 }
+
+#[test]
+fn a_will_left_from_before_any_report_does_not_move_the_zone_to_the_wall_clock() {
+    let mut d = detector();
+    let mut out = Vec::new();
+    // A retained shutdown of an earlier run, read at start: the wall clock is a year on.
+    let stale = Fact::Offline {
+        node: "b".into(),
+        boot: 1,
+        conn: 1,
+        lost: false,
+        received: NIGHT + 365 * 24 * 60 * MINUTE,
+    };
+    d.apply(&stale, &mut out);
+    out.extend(feed(&mut d, &["a", "b"], NIGHT, 10, healthy));
+    let judged = windows(&out, "path");
+    assert_eq!(judged.len(), 2, "{judged:#?}");
+    assert!(
+        judged
+            .iter()
+            .all(|w| w.valid_nodes == 2 && w.status == Status::Lit)
+    );
+}
+
+#[test]
+fn the_class_in_force_is_the_one_of_the_config_version_the_nodes_report_running() {
+    use parklight_protocol::Message;
+    let midnight = NIGHT + 60 * MINUTE;
+    let config = |cfg| {
+        let text = format!(
+            r#"{{"v":1,"id":"c-{cfg}","cfg":{cfg},"profile":[{{"at":"sunset","level":100}},{{"at":"00:00","level":30,"class":"P6"}}]}}"#
+        );
+        parklight_protocol::Config::decode(text.as_bytes()).expect("a valid config");
+        text
+    };
+    // 2.5 lx on the path after midnight: lit for P6 (2 lx), dark for P5 and P4.
+    let dim = |node: &str, _| (Some(if node == "a" { 5.0 } else { 2.5 }), 0, 30);
+    let run = |cfg: Option<u32>| {
+        let mut d = detector();
+        let mut out = Vec::new();
+        for node in ["a", "b"] {
+            let fact = Fact::Config {
+                node: node.into(),
+                cfg: 7,
+                payload: config(7),
+            };
+            d.apply(&fact, &mut out);
+        }
+        let mut out = Vec::new();
+        for minute in 1..=10 {
+            for node in ["a", "b"] {
+                let ts = midnight + minute * MINUTE;
+                let (lux, motion, level) = dim(node, ts);
+                let mut row = report(ts, lux, motion, level);
+                row.cfg = cfg;
+                d.apply(
+                    &Fact::Report {
+                        node: node.into(),
+                        report: row,
+                    },
+                    &mut out,
+                );
+            }
+        }
+        windows(&out, "path")
+            .iter()
+            .map(|w| (w.status, w.required_avg))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        run(Some(7)),
+        [(Status::Lit, 2.0); 2],
+        "running version 7: P6"
+    );
+    assert_eq!(
+        run(Some(1)),
+        [(Status::Dark, 3.0); 2],
+        "an unknown version: the site file's"
+    );
+    assert_eq!(
+        run(None),
+        [(Status::Dark, 5.0); 2],
+        "no config: full, the zone's own class"
+    );
+}

@@ -9,7 +9,7 @@ use parklight_protocol::alert::Severity;
 use parklight_protocol::config::Profile;
 use serde::{Deserialize, Serialize};
 
-use super::model::{Place, ZoneModel, required_over};
+use super::model::{ClassesInForce, Place, ZoneModel, required_over};
 use super::node::{Active, NodeState};
 use super::{Kind, Output, Settings, Status, Transition, ZoneWindow, dark_severity};
 use crate::store::ReportRow;
@@ -58,6 +58,9 @@ pub struct ZoneState {
     pub run_detections: u32,
     /// Active conditions.
     pub active: BTreeMap<Kind, Active>,
+    /// The classes in force now (derived, not kept).
+    #[serde(skip)]
+    pub classes: ClassesInForce,
 }
 
 /// Consecutive windows of each judgement.
@@ -83,7 +86,9 @@ pub fn add(
     report: &ReportRow,
     out: &mut Vec<Output>,
 ) {
-    let end = zone.sky.window_end(report.ts, zone.window_ms);
+    let end = zone
+        .sky
+        .window_end_near(report.ts, zone.window_ms, zone_state.next_end);
     let next = *zone_state.next_end.get_or_insert(end);
     let shares = if end >= next {
         zone_state.open.entry(end).or_default()
@@ -92,7 +97,12 @@ pub fn add(
     } else {
         return; // older than what is kept for revision
     };
-    let share = shares.entry(place.id.clone()).or_default();
+    if !shares.contains_key(&place.id) {
+        shares.insert(place.id.clone(), NodeShare::default());
+    }
+    let Some(share) = shares.get_mut(&place.id) else {
+        return;
+    };
     let to = report.ts;
     let from = to - i64::from(report.period_s.max(1)) * 1000;
     let seconds = (to - from) as f64 / 1000.0;
@@ -103,7 +113,14 @@ pub fn add(
         let minute = |t: i64| ((t - start).clamp(0, zone.window_ms - 1) / 60_000) as u32;
         share.motion_minutes.extend(minute(from + 1)..=minute(to));
     }
-    let (required, required_min) = required_over(&zone.requirement, place, profile, from, to);
+    let (required, required_min) = required_over(
+        &mut zone_state.classes,
+        &zone.requirement,
+        place,
+        profile,
+        from,
+        to,
+    );
     share.required_sum += required * seconds;
     share.required_weight += seconds;
     share.required_min = Some(

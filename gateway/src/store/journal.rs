@@ -131,16 +131,21 @@ impl Store {
         let tx = self.connection.unchecked_transaction()?;
         let mut reports = Vec::new();
         {
+            // Node names from one read of the nodes, not a lookup per report.
+            let names: std::collections::HashMap<i64, String> = tx
+                .prepare_cached("SELECT id, name FROM nodes")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
             let mut statement = tx.prepare_cached(&format!(
-                "SELECT r.id, n.name, r.held OR r.released IS NOT NULL, {REPORT_COLUMNS}
-                 FROM reports r JOIN nodes n ON n.id = r.node
-                 WHERE r.id > ?1 AND r.id <= ?2 ORDER BY r.id LIMIT ?3"
+                "SELECT r.id, r.node, r.held OR r.released IS NOT NULL, {REPORT_COLUMNS}
+                 FROM reports r WHERE r.id > ?1 AND r.id <= ?2 ORDER BY r.id LIMIT ?3"
             ))?;
             let rows =
                 statement.query_map(params![from.report, until.report, limit as i64], |row| {
+                    let node: i64 = row.get(1)?;
                     Ok((
                         row.get::<_, i64>(0)?,
-                        row.get::<_, String>(1)?,
+                        names.get(&node).cloned().unwrap_or_default(),
                         row.get::<_, bool>(2)?,
                         report_from(row, 3)?,
                     ))

@@ -1,6 +1,7 @@
 //! `cargo run --release -p parklight-tests --bin bench`: offered QoS 1 load from many
 //! node connections through a real Mosquitto into the real gateway. `bench store
-//! [REPORTS]` measures only the store's own ceiling (for `valgrind --tool=callgrind`).
+//! [REPORTS]` measures only the store's own ceiling (for `valgrind --tool=callgrind`);
+//! `bench detect [NODES]` the detectors' CPU per report, alone and reading the journal.
 //!
 //! Measures, in one run on this machine: the broker's own ceiling (a subscriber that only
 //! counts and acknowledges), the gateway's sustained reports/s with zero loss as a share
@@ -401,11 +402,116 @@ fn sustained(
     }
 }
 
+/// One night (sunset to sunrise at the synthetic site, 55° N) of one report a minute from
+/// each of `nodes` nodes of [`parklight_site::Site::synthetic`], through the detectors:
+/// CPU per report of the detectors alone, and of reading the journal from a store and
+/// judging it (what the detection task does). Prints both.
+fn detect_alone(nodes: usize) {
+    use parklight_gateway::detect::model::Model;
+    use parklight_gateway::detect::{Detector, Fact, Output, Settings, State};
+    use parklight_gateway::store::{Placement, Position, ReportRow, Store};
+    let site = parklight_site::Site::synthetic(nodes);
+    let night_start = parklight_core::solar::previous_sunset(
+        jiff::Timestamp::now().as_millisecond() - 86_400_000,
+        site.lat,
+        site.lon,
+    )
+    .expect("a sunset");
+    let minutes = 14 * 60;
+    let facts: Vec<Fact> = (0..minutes)
+        .flat_map(|minute| {
+            site.nodes
+                .iter()
+                .enumerate()
+                .map(move |(i, node)| Fact::Report {
+                    node: node.id.clone(),
+                    report: ReportRow {
+                        boot: 1,
+                        seq: minute as u32,
+                        ts: night_start + (minute + 1) * 60_000,
+                        clock_ok: true,
+                        received: night_start + (minute + 1) * 60_000 + 300,
+                        period_s: 60,
+                        lux: Some(parklight_protocol::Lux {
+                            avg: 24.0 + (i % 7) as f64,
+                            min: 20.0,
+                            max: 30.0 + (minute % 3) as f64,
+                        }),
+                        motion: ((i as i64 + minute) % 5 == 0) as u32,
+                        lamp_on: true,
+                        lamp_level: 100,
+                        power_w: Some(40.0),
+                        cfg: Some(1),
+                        faults: 0,
+                        temp_c: None,
+                        zone: node.zone.clone(),
+                    },
+                })
+        })
+        .collect();
+    let model = Model::of(std::slice::from_ref(&site));
+    let mut detector = Detector::new(model, Settings::default(), State::default());
+    let mut out: Vec<Output> = Vec::new();
+    let started = Instant::now();
+    for fact in &facts {
+        detector.apply(fact, &mut out);
+    }
+    let alone = started.elapsed().as_secs_f64() / facts.len() as f64 * 1e9;
+    let windows = out
+        .iter()
+        .filter(|o| matches!(o, Output::Window(_)))
+        .count();
+    println!(
+        "detectors alone:                  {alone:>9.0} ns/report  ({} reports of {nodes} nodes over a night, {windows} zone windows judged)",
+        facts.len()
+    );
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut store = Store::open(dir.path(), 1000).expect("store");
+    let mut writer = store.write().expect("transaction");
+    let ids: Vec<i64> = site
+        .nodes
+        .iter()
+        .map(|n| writer.node(&n.id, &site.id).expect("node"))
+        .collect();
+    for (i, fact) in facts.iter().enumerate() {
+        if let Fact::Report { report, .. } = fact {
+            writer
+                .report(ids[i % nodes], report, Placement::default())
+                .expect("report");
+        }
+    }
+    writer.commit().expect("commit");
+    let model = Model::of(std::slice::from_ref(&site));
+    let mut detector = Detector::new(model, Settings::default(), State::default());
+    let mut read = Position::default();
+    out.clear();
+    let started = Instant::now();
+    loop {
+        let (entries, position) = store.journal_after(read, 5000, None).expect("journal");
+        if position == read {
+            break;
+        }
+        for entry in &entries {
+            detector.apply(&entry.fact, &mut out);
+        }
+        read = position;
+    }
+    let with_store = started.elapsed().as_secs_f64() / facts.len() as f64 * 1e9;
+    println!(
+        "journal read and judged:          {with_store:>9.0} ns/report  (from the store, batches of 5000, in one thread)"
+    );
+}
+
 fn main() {
     // `bench store [REPORTS]`: only the store's own ceiling, e.g. under
     // `valgrind --tool=callgrind`, whose instruction counts do not depend on the noise.
     let mut args = std::env::args().skip(1);
-    if args.next().as_deref() == Some("store") {
+    let mode = args.next();
+    if mode.as_deref() == Some("detect") {
+        detect_alone(args.next().and_then(|n| n.parse().ok()).unwrap_or(1000));
+        return;
+    }
+    if mode.as_deref() == Some("store") {
         let reports = args
             .next()
             .and_then(|n| n.parse().ok())
