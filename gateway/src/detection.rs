@@ -16,7 +16,8 @@ use metrics::counter;
 use parklight_site::Site;
 use tokio_util::sync::CancellationToken;
 
-use crate::detect::model::Model;
+use crate::detect::model::{Model, Place};
+use crate::detect::node::NodeState;
 use crate::detect::{Detector, Output, Settings, State};
 use crate::metrics as m;
 use crate::store::{Position, StorageError, Store};
@@ -136,21 +137,15 @@ impl Running {
         Ok(())
     }
 
-    /// Stores a `silent` fact for each placed node that has not reported for
-    /// [`SILENT_INTERVALS`] intervals, once the start-up grace is over.
+    /// Stores a `silent` fact for each placed node not heard from (a report or a birth)
+    /// for [`SILENT_INTERVALS`] intervals, counted from the start at the earliest (the
+    /// start-up grace).
     fn liveness(&self, store: &mut Store, model: &Model, started: i64) -> Result<(), StorageError> {
         let now = wall_ms();
         let state = self.detector.state();
         let silent: Vec<_> = model
             .places()
-            .filter(|place| {
-                let limit = SILENT_INTERVALS * place.interval_ms;
-                let node = state.nodes.get(&place.id);
-                let heard = node
-                    .and_then(|n| n.last)
-                    .map_or(started, |(_, received)| received);
-                now - started >= limit && now - heard >= limit && !node.is_some_and(|n| n.is_away())
-            })
+            .filter(|place| is_silent(place, state.nodes.get(&place.id), now, started))
             .collect();
         if silent.is_empty() {
             return Ok(());
@@ -164,6 +159,21 @@ impl Running {
         counter!(m::NODES_SILENT).increment(silent.len() as u64);
         Ok(())
     }
+}
+
+/// Whether the liveness monitor calls `node` silent at wall time `now`: not heard from (a
+/// report or a birth) for [`SILENT_INTERVALS`] of the longer of the interval it should run
+/// and the one it says it runs (a node waits out its current window before it takes a new
+/// interval), counted from `started` at the earliest (the start-up grace), and not known
+/// to be away already.
+pub fn is_silent(place: &Place, node: Option<&NodeState>, now: i64, started: i64) -> bool {
+    let interval = node
+        .and_then(|n| n.interval_ms)
+        .map_or(place.interval_ms, |own| own.max(place.interval_ms));
+    let heard = node
+        .and_then(|n| n.heard)
+        .map_or(started, |h| h.max(started));
+    now - heard >= SILENT_INTERVALS * interval && !node.is_some_and(NodeState::is_away)
 }
 
 /// What the detectors give for the whole journal of `store`, judged from an empty state:
@@ -229,4 +239,51 @@ pub fn run(
         }
     }
     running.snapshot(&mut store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parklight_site::Site;
+
+    #[test]
+    fn silence_is_three_of_the_longer_interval_after_the_last_word_and_never_in_the_grace() {
+        let site = Site::remiseparken();
+        let model = Model::of(std::slice::from_ref(&site));
+        let place = model.node("pole-001").expect("placed");
+        assert_eq!(place.interval_ms, 60_000);
+        let started = 1_000_000;
+        // Never heard of: silent 3 intervals after the start, not before.
+        assert!(!is_silent(place, None, started + 179_999, started));
+        assert!(is_silent(place, None, started + 180_000, started));
+        // Heard before the start: the grace still counts from the start.
+        let mut node = NodeState {
+            heard: Some(started - 500_000),
+            ..NodeState::default()
+        };
+        assert!(!is_silent(place, Some(&node), started + 179_999, started));
+        // A birth saying it runs 5 minutes (its config not yet in force): 15 minutes.
+        node.heard = Some(started + 10_000);
+        node.interval_ms = Some(300_000);
+        assert!(!is_silent(
+            place,
+            Some(&node),
+            started + 10_000 + 899_999,
+            started
+        ));
+        assert!(is_silent(
+            place,
+            Some(&node),
+            started + 10_000 + 900_000,
+            started
+        ));
+        // Known to be away (a will, a shutdown, a silence already): not again.
+        node.away = true;
+        assert!(!is_silent(
+            place,
+            Some(&node),
+            started + 10_000_000,
+            started
+        ));
+    }
 }

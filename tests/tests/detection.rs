@@ -320,3 +320,69 @@ fn a_gateway_killed_at_random_moments_ends_with_the_conditions_of_an_undisturbed
         );
     }
 }
+
+/// A copy of Remiseparken whose nodes report every `interval_s` seconds.
+fn remiseparken_every(interval_s: u16, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(remiseparken_file()).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["site"]["interval_s"] = interval_s.into();
+    let path = dir.join("remiseparken-fast.geojson");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn a_node_cut_off_is_offline_within_three_intervals_and_nothing_else_is_raised() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let site_file = remiseparken_every(10, dir.path());
+    let mut park = Park::open(&site_file);
+    let url = park.broker.url();
+    let state = park.state.path().to_string_lossy().into_owned();
+    let site = site_file.to_string_lossy().into_owned();
+    let started = jiff::Timestamp::now().as_millisecond();
+    // Real time: pole-007 loses its network 30 s in, for 40 s.
+    let sim = Parklight::spawn(&[
+        "sim",
+        "--broker",
+        &url,
+        "--site",
+        &site,
+        "--state",
+        &state,
+        "--fresh",
+        "--speed",
+        "1",
+        "--duration-s",
+        "100",
+        "--drain-s",
+        "20",
+        "--faults",
+        "offline@pole-007=+30s/40s",
+    ]);
+    // Meanwhile the gateway restarts: the healthy nodes must not look silent to it.
+    std::thread::sleep(Duration::from_secs(12));
+    park.gateway.stop();
+    park.gateway.start();
+    let finished = sim.wait(Duration::from_secs(180));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    park.settle();
+    let store = park.gateway.store();
+    let rows = store.conditions_since(i64::MIN).unwrap();
+    let raised: Vec<_> = rows.iter().filter(|r| r.transition.active).collect();
+    assert_eq!(raised.len(), 1, "{rows:#?}\n{}", park.gateway.log());
+    let offline = &raised[0];
+    assert_eq!(offline.transition.kind, Kind::NodeOffline);
+    assert_eq!(offline.transition.node.as_deref(), Some("pole-007"));
+    let cut = started + 30_000;
+    assert!(
+        offline.recorded <= cut + 3 * 10_000 + 10_000,
+        "recorded {} ms after the cut",
+        offline.recorded - cut
+    );
+    assert!(
+        rows.iter()
+            .any(|r| !r.transition.active && r.transition.kind == Kind::NodeOffline),
+        "cleared once it reported again: {rows:#?}"
+    );
+}

@@ -189,6 +189,8 @@ pub enum Fact {
         boot: u32,
         /// Connection within the boot.
         conn: u32,
+        /// The report interval it runs, seconds.
+        interval_s: Option<u16>,
         /// Arrival, Unix ms (wall clock).
         received: i64,
     },

@@ -90,6 +90,10 @@ pub struct NodeState {
     pub last: Option<(i64, i64)>,
     /// Its latest birth (boot, conn).
     pub birth: Option<(u32, u32)>,
+    /// When the gateway last heard from it (a report or a birth), wall clock, Unix ms.
+    pub heard: Option<i64>,
+    /// The report interval it says it runs (its birth, its reports' period), ms.
+    pub interval_ms: Option<i64>,
     /// Not reporting, and known so (will, shutdown, silence, circuit off).
     pub away: bool,
     /// When it went away on its own clock, once it has reported (a will or a silence
@@ -251,8 +255,18 @@ pub fn apply(
             report_in(node, place, settings, report, out);
             true
         }
-        Fact::Online { boot, conn, .. } => {
+        Fact::Online {
+            boot,
+            conn,
+            interval_s,
+            received,
+            ..
+        } => {
             node.birth = Some((*boot, *conn));
+            node.heard = node.heard.max(Some(*received));
+            if let Some(interval) = interval_s {
+                node.interval_ms = Some(i64::from(*interval) * 1000);
+            }
             false
         }
         Fact::Config { .. } => false,
@@ -349,7 +363,9 @@ fn report_in(
     let ts = report.ts;
     if node.last_ts().is_none_or(|last| ts >= last) {
         node.last = Some((ts, report.received));
+        node.interval_ms = Some(i64::from(report.period_s) * 1000);
     }
+    node.heard = node.heard.max(Some(report.received));
     node.away = false;
     node.away_at = None;
     set(

@@ -338,6 +338,7 @@ fn a_will_of_the_current_connection_raises_node_offline_a_stale_one_does_not() {
         node: "b".into(),
         boot: 1,
         conn: 2,
+        interval_s: Some(60),
         received: NIGHT,
     };
     d.apply(&online, &mut out);

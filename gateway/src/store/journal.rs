@@ -53,7 +53,9 @@ struct FactRow {
     conn: Option<u32>,
     raised: Option<bool>,
     received: i64,
-    config: Option<(u32, String)>,
+    cfg: Option<u32>,
+    payload: Option<String>,
+    interval_s: Option<u16>,
 }
 
 /// A fault event's fact kind.
@@ -71,6 +73,7 @@ impl FactRow {
                 node,
                 boot,
                 conn,
+                interval_s: self.interval_s,
                 received,
             }),
             "lost" | "shutdown" => out.push(Fact::Offline {
@@ -82,7 +85,7 @@ impl FactRow {
             }),
             "silent" => out.push(Fact::Silent { node, received }),
             "config" => {
-                if let Some((cfg, payload)) = self.config {
+                if let (Some(cfg), Some(payload)) = (self.cfg, self.payload) {
                     out.push(Fact::Config { node, cfg, payload });
                 }
             }
@@ -166,7 +169,7 @@ impl Store {
         {
             let mut statement = tx.prepare_cached(
                 "SELECT f.id, f.after_report, n.name, f.kind, f.boot, f.conn, f.raised, f.received,
-                    f.cfg, f.payload
+                    f.cfg, f.payload, f.interval_s
                  FROM facts f JOIN nodes n ON n.id = f.node
                  WHERE f.id > ?1 AND f.id <= ?2 AND f.after_report <= ?3 ORDER BY f.id",
             )?;
@@ -181,10 +184,9 @@ impl Store {
                         conn: row.get(5)?,
                         raised: row.get(6)?,
                         received: row.get(7)?,
-                        config: match (row.get(8)?, row.get(9)?) {
-                            (Some(cfg), Some(payload)) => Some((cfg, payload)),
-                            _ => None,
-                        },
+                        cfg: row.get(8)?,
+                        payload: row.get(9)?,
+                        interval_s: row.get(10)?,
                     })
                 })?;
             for row in rows {

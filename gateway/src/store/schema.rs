@@ -157,7 +157,8 @@ pub const MIGRATIONS: &[&str] = &[
         raised INTEGER,
         received INTEGER NOT NULL,
         cfg INTEGER,
-        payload TEXT
+        payload TEXT,
+        interval_s INTEGER
     );
     -- The fact that let a held report go: it is judged there, not at its own place.
     ALTER TABLE reports ADD COLUMN released INTEGER;

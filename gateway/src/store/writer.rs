@@ -20,6 +20,15 @@ pub struct Placement {
     pub held: bool,
 }
 
+/// What some facts carry besides their kind: a config's version and message, a birth's
+/// running version and interval.
+#[derive(Debug, Clone, Copy, Default)]
+struct FactExtra<'a> {
+    cfg: Option<u32>,
+    payload: Option<&'a str>,
+    interval_s: Option<u16>,
+}
+
 /// One transaction of writes; nothing is durable until [`Writer::commit`].
 pub struct Writer<'s> {
     pub(super) tx: rusqlite::Transaction<'s>,
@@ -144,7 +153,15 @@ impl Writer<'_> {
                 retained
             ])?;
         let kind = reason.unwrap_or("online");
-        self.fact(node, kind, Some((boot, conn)), None, received)?;
+        let birth = match status {
+            Status::Online(b) => FactExtra {
+                cfg: b.cfg,
+                interval_s: b.interval_s,
+                payload: None,
+            },
+            Status::Offline(_) => FactExtra::default(),
+        };
+        self.fact_with(node, kind, Some((boot, conn)), None, received, birth)?;
         Ok(())
     }
 
@@ -157,7 +174,14 @@ impl Writer<'_> {
         raised: Option<bool>,
         received: i64,
     ) -> Result<i64, StorageError> {
-        self.fact_with(node, kind, connection, raised, received, None)
+        self.fact_with(
+            node,
+            kind,
+            connection,
+            raised,
+            received,
+            FactExtra::default(),
+        )
     }
 
     /// A fact, with a config version and message for a `config` fact.
@@ -168,14 +192,14 @@ impl Writer<'_> {
         connection: Option<(u32, u32)>,
         raised: Option<bool>,
         received: i64,
-        config: Option<(u32, &str)>,
+        extra: FactExtra<'_>,
     ) -> Result<i64, StorageError> {
         self.tx
             .prepare_cached(
                 "INSERT INTO facts (after_report, node, kind, boot, conn, raised, received, cfg,
-                    payload)
+                    payload, interval_s)
                  VALUES ((SELECT coalesce(max(id), 0) FROM reports), ?1, ?2, ?3, ?4, ?5, ?6, ?7,
-                    ?8)",
+                    ?8, ?9)",
             )?
             .execute(params![
                 node,
@@ -184,8 +208,9 @@ impl Writer<'_> {
                 connection.map(|c| c.1),
                 raised,
                 received,
-                config.map(|c| c.0),
-                config.map(|c| c.1)
+                extra.cfg,
+                extra.payload,
+                extra.interval_s
             ])?;
         Ok(self.tx.last_insert_rowid())
     }
@@ -206,7 +231,12 @@ impl Writer<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![node, cfg, content, payload, published])?;
-        self.fact_with(node, "config", None, None, published, Some((cfg, payload)))?;
+        let extra = FactExtra {
+            cfg: Some(cfg),
+            payload: Some(payload),
+            interval_s: None,
+        };
+        self.fact_with(node, "config", None, None, published, extra)?;
         Ok(())
     }
 
