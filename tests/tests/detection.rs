@@ -386,3 +386,98 @@ fn a_node_cut_off_is_offline_within_three_intervals_and_nothing_else_is_raised()
         "cleared once it reported again: {rows:#?}"
     );
 }
+
+#[test]
+fn failed_sensors_leave_a_zone_unobserved_and_a_temporary_zone_outside_its_dates_is_not_judged() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    // The lawn becomes a temporary installation whose dates begin next year.
+    let text = std::fs::read_to_string(remiseparken_file()).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let features = json["features"].as_array_mut().unwrap();
+    let lawn = features
+        .iter_mut()
+        .find(|f| f["properties"]["zone"] == "lawn")
+        .unwrap();
+    let next_year = jiff::Timestamp::now().as_millisecond() + 365 * 24 * HOUR;
+    lawn["properties"]["valid_from"] = jiff::Timestamp::from_millisecond(next_year)
+        .unwrap()
+        .to_string()
+        .into();
+    let site_file = dir.path().join("remiseparken-temporary-lawn.geojson");
+    std::fs::write(&site_file, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+
+    let mut park = Park::open(&site_file);
+    let site = park.site.clone();
+    let members = |zone: &str| -> Vec<String> {
+        site.nodes
+            .iter()
+            .filter(|n| n.zone.as_deref() == Some(zone))
+            .map(|n| n.id.clone())
+            .collect()
+    };
+    let (water, lawn, playground) = (
+        members("water-play"),
+        members("lawn"),
+        members("playground"),
+    );
+    assert_eq!(water.len(), 2);
+    let faults = format!(
+        "dead@{}=+5h,dead@{}=+5h,stuck@{}=+5h,lamp@{}=+5h",
+        water[0], water[1], playground[0], lawn[0]
+    );
+    let night = Night::last(&site);
+    park.night(&night, &faults);
+    let store = park.gateway.store();
+    let raised: Vec<Transition> = conditions(&store)
+        .into_iter()
+        .filter(|t| t.active)
+        .collect();
+    let on = |kind: Kind, node: &str| {
+        raised
+            .iter()
+            .any(|t| t.kind == kind && t.node.as_deref() == Some(node))
+    };
+    for node in [&water[0], &water[1], &playground[0]] {
+        assert!(on(Kind::SensorFault, node), "{node}: {raised:#?}");
+    }
+    assert!(on(Kind::LampFault, &lawn[0]), "{raised:#?}");
+    let zone_kinds = |zone: &str| -> Vec<Kind> {
+        raised
+            .iter()
+            .filter(|t| t.zone.as_deref() == Some(zone))
+            .map(|t| t.kind)
+            .collect()
+    };
+    assert_eq!(
+        zone_kinds("water-play"),
+        [Kind::ZoneUnobserved],
+        "{raised:#?}"
+    );
+    assert!(zone_kinds("lawn").is_empty(), "{raised:#?}");
+    assert!(
+        zone_kinds("playground").is_empty(),
+        "two of three sensors: {raised:#?}"
+    );
+    let windows = store
+        .zone_windows(&site.id, "water-play", night.start, night.end)
+        .unwrap();
+    let unobserved: Vec<_> = windows
+        .iter()
+        .filter(|w| w.status == Status::Unobserved)
+        .collect();
+    assert!(unobserved.len() > 10, "{windows:#?}");
+    assert!(
+        unobserved.iter().all(|w| w
+            .cause
+            .as_deref()
+            .is_some_and(|c| c.contains("failed sensors"))),
+        "{unobserved:#?}"
+    );
+    assert!(!windows.iter().any(|w| w.status == Status::Dark));
+    let lawn_windows = store
+        .zone_windows(&site.id, "lawn", night.start, night.end)
+        .unwrap();
+    assert!(!lawn_windows.is_empty());
+    assert!(lawn_windows.iter().all(|w| w.status == Status::NotJudged));
+}
