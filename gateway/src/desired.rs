@@ -51,14 +51,24 @@ fn encode(config: &parklight_protocol::Config) -> String {
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
+/// The lowest version a new config gets at `now` (Unix ms): seconds since 2020, so that a
+/// store started afresh never numbers a config as one a node already runs with other
+/// content (a node ignores a config of the version it runs).
+fn first_version(now: i64) -> u32 {
+    u32::try_from((now - 1_577_836_800_000).max(0) / 1000).unwrap_or(u32::MAX)
+}
+
 /// Stores a new version for each node of `sites` whose desired config differs from the
-/// last one published (or that has none), numbered past both that one and the version
-/// the node last reported running; returns what to publish.
+/// last one published (or that has none), numbered past that one, the version the node
+/// last reported running, and [`first_version`]; returns what to publish, with the
+/// unchanged latest versions too when `republish` (at start: a broker may have lost its
+/// retained messages, or the gateway stopped between storing and publishing).
 pub fn plan(
     store: &mut Store,
     sites: &[Site],
     prefix: &str,
     now: i64,
+    republish: bool,
 ) -> Result<Vec<Publication>, StorageError> {
     let latest = store.latest_configs()?;
     let running: HashMap<String, u32> = store
@@ -73,15 +83,24 @@ pub fn plan(
             let desired = site.desired(node);
             let content = encode(&desired.config(0));
             let last = latest.get(&node.id);
-            if last.is_some_and(|(_, published, _)| *published == content) {
-                continue;
-            }
-            let newest = last.map_or(0, |(cfg, _, _)| *cfg);
-            let cfg = newest.max(running.get(&node.id).copied().unwrap_or(0)) + 1;
-            let payload = encode(&desired.config(cfg));
             let Ok(topic) = node_topic(prefix, &site.id, &node.id, NodeTopic::Config) else {
                 continue; // ids are checked with the site file: a topic always fits
             };
+            if let Some((_, published, payload)) = last
+                && *published == content
+            {
+                if republish {
+                    publications.push(Publication {
+                        topic: topic.as_str().to_owned(),
+                        payload: payload.clone(),
+                    });
+                }
+                continue;
+            }
+            let newest = last.map_or(0, |(cfg, _, _)| *cfg);
+            let cfg = (newest.max(running.get(&node.id).copied().unwrap_or(0)) + 1)
+                .max(first_version(now));
+            let payload = encode(&desired.config(cfg));
             let id = writer.node(&node.id, &site.id)?;
             writer.config(id, cfg, &content, &payload, now)?;
             publications.push(Publication {
@@ -107,6 +126,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), StorageError> {
     let mut seen: Vec<Option<SystemTime>> = settings.files.iter().map(modified).collect();
+    let mut republish = true;
     loop {
         let (store_path, max, prefix) = (
             settings.store.clone(),
@@ -116,17 +136,14 @@ pub async fn run(
         let current = sites.clone();
         let planned = tokio::task::spawn_blocking(move || {
             let mut store = Store::open(&store_path, max)?;
-            plan(
-                &mut store,
-                &current,
-                &prefix,
-                jiff::Timestamp::now().as_millisecond(),
-            )
+            let now = jiff::Timestamp::now().as_millisecond();
+            plan(&mut store, &current, &prefix, now, republish)
         })
         .await
         .map_err(|e| StorageError::Corrupt(format!("config planning panicked: {e}")))?;
         match planned {
             Ok(publications) => {
+                republish = false;
                 for publication in publications {
                     tracing::info!(topic = %publication.topic, "publishing config");
                     if client

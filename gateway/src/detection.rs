@@ -164,16 +164,24 @@ impl Running {
 /// Whether the liveness monitor calls `node` silent at wall time `now`: not heard from (a
 /// report or a birth) for [`SILENT_INTERVALS`] of the longer of the interval it should run
 /// and the one it says it runs (a node waits out its current window before it takes a new
-/// interval), counted from `started` at the earliest (the start-up grace), and not known
-/// to be away already.
+/// interval), counted from `started` at the earliest (the start-up grace). A node known to
+/// be away is silent again only when its circuit was expected off and it is not back 3
+/// intervals after it should have been.
 pub fn is_silent(place: &Place, node: Option<&NodeState>, now: i64, started: i64) -> bool {
     let interval = node
         .and_then(|n| n.interval_ms)
         .map_or(place.interval_ms, |own| own.max(place.interval_ms));
+    let limit = SILENT_INTERVALS * interval;
+    if let Some(node) = node.filter(|n| n.is_away()) {
+        // Off with its circuit: silent once it is not back in time.
+        return node
+            .expected_back
+            .is_some_and(|back| node.event_time(now) >= back + limit);
+    }
     let heard = node
         .and_then(|n| n.heard)
         .map_or(started, |h| h.max(started));
-    now - heard >= SILENT_INTERVALS * interval && !node.is_some_and(NodeState::is_away)
+    now - heard >= limit
 }
 
 /// What the detectors give for the whole journal of `store`, judged from an empty state:
@@ -210,8 +218,15 @@ pub fn run(
     let model = Model::of(sites);
     let started = wall_ms();
     let mut running = Running::resume(&mut store, model.clone(), &settings.detectors)?;
+    // After a failed round the detectors' state may be ahead of what is stored: they
+    // start again from what is stored.
+    let mut stale = false;
     loop {
         let step = (|| -> Result<(), StorageError> {
+            if stale {
+                running = Running::resume(&mut store, model.clone(), &settings.detectors)?;
+                stale = false;
+            }
             while running.round(&mut store, settings.batch)? {}
             running.liveness(&mut store, &model, started)?;
             if running.snapshot_at.elapsed() >= settings.snapshot_every {
@@ -222,7 +237,8 @@ pub fn run(
         match step {
             Ok(()) => {}
             Err(error) if error.is_transient() => {
-                tracing::warn!(%error, "detection round failed; retrying");
+                tracing::warn!(%error, "detection round failed; retrying from what is stored");
+                stale = true;
             }
             Err(error) => return Err(error),
         }
@@ -237,6 +253,9 @@ pub fn run(
                 break;
             }
         }
+    }
+    if stale {
+        return Ok(()); // the kept state stays the last one that matches what is stored
     }
     running.snapshot(&mut store)
 }

@@ -304,6 +304,18 @@ fn a_gateway_killed_at_random_moments_ends_with_the_conditions_of_an_undisturbed
         }
         map
     };
+    let active = |park: &Park| -> Vec<(Kind, Option<String>, Option<String>)> {
+        let store = park.gateway.store();
+        let rows = store.active_conditions().unwrap();
+        rows.into_iter()
+            .map(|c| (c.transition.kind, c.transition.zone, c.transition.node))
+            .collect()
+    };
+    assert_eq!(
+        active(&calm),
+        active(&rough),
+        "the same conditions active at the end"
+    );
     let (calm_keys, rough_keys) = (keyed(&undisturbed), keyed(&disturbed));
     assert_eq!(
         calm_keys.keys().collect::<Vec<_>>(),

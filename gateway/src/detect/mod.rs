@@ -311,6 +311,20 @@ pub struct State {
     pub zones: BTreeMap<String, BTreeMap<String, zone::ZoneState>>,
     /// The config messages published to each node, by version (the newest few).
     pub configs: BTreeMap<String, BTreeMap<u32, String>>,
+    /// Reports left out for a time no clock can have (see [`is_plausible`]).
+    pub implausible: u64,
+}
+
+/// The earliest time a report can have: 2020-01-01 (PROTOCOL.md's clock rule).
+const EARLIEST_TS: i64 = 1_577_836_800_000;
+/// The furthest ahead of its arrival a report's time can be.
+const LATEST_AHEAD_MS: i64 = 3_600_000;
+
+/// Whether a stored report's time is one a clock can have: from 2020 on, and at most an
+/// hour ahead of its arrival. Others (a stamp placed from a hostile uptime, say) are left
+/// out of detection rather than moving a zone's windows years ahead.
+pub fn is_plausible(report: &ReportRow) -> bool {
+    (EARLIEST_TS..=report.received.saturating_add(LATEST_AHEAD_MS)).contains(&report.ts)
 }
 
 /// Config versions remembered per node: enough for replays of its buffered reports.
@@ -347,6 +361,12 @@ impl Detector {
         let Some(place) = self.model.node(fact.node()) else {
             return;
         };
+        if let Fact::Report { report, .. } = fact
+            && !is_plausible(report)
+        {
+            self.state.implausible += 1;
+            return;
+        }
         if let Fact::Config { cfg, payload, .. } = fact {
             let configs = entry(&mut self.state.configs, &place.id);
             configs.insert(*cfg, payload.clone());

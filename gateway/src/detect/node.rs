@@ -99,6 +99,8 @@ pub struct NodeState {
     /// When it went away on its own clock, once it has reported (a will or a silence
     /// before any report has no event time).
     pub away_at: Option<i64>,
+    /// Away with its circuit expected off: when (event time) it should be back.
+    pub expected_back: Option<i64>,
     /// The boot of its newest report and when that boot began (estimated).
     pub boot: Option<(u32, i64)>,
     /// Faults the node itself reports (report flags, events).
@@ -140,7 +142,7 @@ impl NodeState {
     /// The node's clock at wall time `received`: its newest report's `ts` plus the wall
     /// time since that report arrived (a simulator running in the past is judged as a real
     /// park would be).
-    fn event_time(&self, received: i64) -> i64 {
+    pub fn event_time(&self, received: i64) -> i64 {
         self.last
             .map_or(received, |(ts, arrived)| ts + (received - arrived).max(0))
     }
@@ -151,6 +153,13 @@ impl NodeState {
         *run
     }
 }
+
+/// A reading that does not move counts as stuck only above this: the night without a
+/// lamp reads less.
+const STUCK_ABOVE_LUX: f64 = 1.0;
+
+/// The most power a pole's lamp can draw, watts.
+const MAX_LAMP_W: f64 = 10_000.0;
 
 /// The severity of each node condition: an outage or a lamp out leaves a path dark (high);
 /// an open enclosure is a safety risk (high); a failed sensor leaves it unwatched
@@ -227,18 +236,28 @@ fn settle(
     set(node, place, kind, on, ts, detail, out);
 }
 
-/// Whether a node on a `night` circuit is expected off at event time `now`: its newest
-/// report came within a margin of sunrise, and the next sunset (plus the margin) is
-/// still to come.
-pub fn expected_off(place: &Place, last_ts: Option<i64>, now: i64, settings: &Settings) -> bool {
-    use parklight_core::solar::{next_sunrise, next_sunset};
-    let Some(last) = last_ts.filter(|_| place.night_circuit) else {
-        return false;
-    };
+/// Until when (event time) a node on a `night` circuit is expected off, if it is at
+/// `now`: its newest report came within a margin of sunrise, and the next sunset (plus the
+/// margin) is still to come. A node never heard from is expected off while the sun is up.
+pub fn expected_off_until(
+    place: &Place,
+    last_ts: Option<i64>,
+    now: i64,
+    settings: &Settings,
+) -> Option<i64> {
+    use parklight_core::solar::{SUNSET_ALTITUDE_DEG, next_sunrise, next_sunset};
+    if !place.night_circuit {
+        return None;
+    }
     let margin = settings.circuit_margin_ms;
     let (lat, lon) = (place.sky.lat, place.sky.lon);
+    let Some(last) = last_ts else {
+        let day = place.sky.altitude(now) > SUNSET_ALTITUDE_DEG;
+        return day.then(|| next_sunset(now, lat, lon) + margin);
+    };
     let sunrise = next_sunrise(last - margin, lat, lon);
-    sunrise <= last + margin && now < next_sunset(sunrise, lat, lon) + margin
+    let back = next_sunset(sunrise, lat, lon) + margin;
+    (sunrise <= last + margin && now < back).then_some(back)
 }
 
 /// Takes one fact about `node`; returns whether what its zone waits for moved (a report,
@@ -264,6 +283,10 @@ pub fn apply(
         } => {
             node.birth = Some((*boot, *conn));
             node.heard = node.heard.max(Some(*received));
+            // Connected again: its reports are to be waited for (and missed, if none come).
+            node.away = false;
+            node.away_at = None;
+            node.expected_back = None;
             if let Some(interval) = interval_s {
                 node.interval_ms = Some(i64::from(*interval) * 1000);
             }
@@ -335,11 +358,18 @@ fn went_away(
     out: &mut Vec<Output>,
 ) -> bool {
     if node.is_away() {
+        // Away with its circuit expected off: past the time it should be back, it is out.
+        if outage && node.expected_back.is_some_and(|back| now >= back) {
+            node.expected_back = None;
+            let reason = || "not back after its circuit's night began".to_owned();
+            set(node, place, Kind::NodeOffline, true, now, reason, out);
+        }
         return false;
     }
     node.away = true;
     node.away_at = node.last.map(|_| now);
-    if outage && !expected_off(place, node.last_ts(), now, settings) {
+    node.expected_back = expected_off_until(place, node.last_ts(), now, settings);
+    if outage && node.expected_back.is_none() {
         set(
             node,
             place,
@@ -420,7 +450,8 @@ fn report_in(
             .levels
             .map_or((level, level), |(lo, hi)| (lo.min(level), hi.max(level))),
     );
-    if let Some(power) = report.power_w {
+    // A meter reading beyond any lamp (or not a number) is left out.
+    if let Some(power) = report.power_w.filter(|w| (0.0..=MAX_LAMP_W).contains(w)) {
         window.power.0 += power;
         window.power.1 += 1;
     }
@@ -461,37 +492,46 @@ fn judge_window(
 
     // Lamp: light against what this node's lamp gives at this level, power against what
     // it usually draws.
+    // Only a lamp believed to work teaches what it gives; a level not yet learned is not
+    // judged (a lamp that failed before the dimming step must not teach the step).
+    let lamp_out = lamp_reported || node.active.contains_key(&Kind::LampFault);
     let mut lamp_findings = Vec::new();
     if let Some(level) = judged_level {
         if window.readings > 0 && !node.sensor_failed() {
             let lux = window.lux_sum / window.weight;
             let learned = node.light.entry(level).or_default();
-            let out_of_light = learned.windows >= settings.learn_windows
-                && lux < settings.lamp_light_share * learned.mean;
-            if out_of_light {
-                lamp_findings.push(format!(
-                    "{lux:.1} lx at {level} %, where its lamp gives {:.1} lx",
-                    learned.mean
-                ));
-            } else if !lamp_reported {
+            if learned.windows >= settings.learn_windows {
+                let out_of_light = lux < settings.lamp_light_share * learned.mean;
+                if out_of_light {
+                    lamp_findings.push(format!(
+                        "{lux:.1} lx at {level} %, where its lamp gives {:.1} lx",
+                        learned.mean
+                    ));
+                } else if !lamp_out {
+                    learned.add(lux);
+                }
+                node.run("light", out_of_light);
+            } else if !lamp_out {
                 learned.add(lux);
             }
-            node.run("light", out_of_light);
         }
         if window.power.1 > 0 {
             let watts = window.power.0 / f64::from(window.power.1);
             let learned = node.power.entry(level).or_default();
-            let underpowered = learned.windows >= settings.learn_windows
-                && watts < settings.lamp_power_share * learned.mean;
-            if underpowered {
-                lamp_findings.push(format!(
-                    "{watts:.1} W at {level} %, where it usually draws {:.1} W",
-                    learned.mean
-                ));
-            } else if !lamp_reported {
+            if learned.windows >= settings.learn_windows {
+                let underpowered = watts < settings.lamp_power_share * learned.mean;
+                if underpowered {
+                    lamp_findings.push(format!(
+                        "{watts:.1} W at {level} %, where it usually draws {:.1} W",
+                        learned.mean
+                    ));
+                } else if !lamp_out {
+                    learned.add(watts);
+                }
+                node.run("power", underpowered);
+            } else if !lamp_out {
                 learned.add(watts);
             }
-            node.run("power", underpowered);
         }
     }
     let run = |node: &NodeState, rule: &str| node.runs.get(rule).copied().unwrap_or_default();
@@ -513,10 +553,10 @@ fn judge_window(
 
     // Sensor: no reading at all, or one that does not move while the lamp or the sun does.
     let silent_sensor = window.reports > 0 && window.readings == 0;
-    let (nulls, _) = node.run("null", silent_sensor);
+    let (nulls, readings) = node.run("null", silent_sensor);
     let stuck = stuck(node, window, sun, settings);
     let failed = nulls >= k || stuck.is_some();
-    if failed || window.readings > 0 {
+    if failed || readings >= k {
         node.found.insert(Kind::SensorFault, failed);
         let detail = || match stuck {
             Some(stuck) => stuck,
@@ -558,9 +598,11 @@ fn stuck(
     sun: f64,
     settings: &Settings,
 ) -> Option<String> {
+    // A reading near nothing while the lamp changes is a lamp that does not light (the
+    // light rule's to judge), not a stuck sensor.
     let value = window
         .first
-        .filter(|_| window.constant && window.readings > 0);
+        .filter(|first| window.constant && window.readings > 0 && first.0 >= STUCK_ABOVE_LUX);
     let level = window.levels.map_or(0, |(lo, _)| lo);
     let sun = sun.max(settings.dark_below_deg);
     let Some(value) = value else {

@@ -409,6 +409,7 @@ fn a_late_report_revises_its_window_but_raises_nothing() {
     let revised = windows(&out, "path");
     assert_eq!(revised.len(), 1);
     assert!(revised[0].revised);
+    assert_eq!((revised[0].start, revised[0].end), (first.start, first.end));
     assert_eq!(revised[0].status, first.status);
     assert_eq!(revised[0].detections, first.detections + 4);
     assert!(revised[0].lux_avg < first.lux_avg);
@@ -611,4 +612,148 @@ fn the_class_in_force_is_the_one_of_the_config_version_the_nodes_report_running(
         [(Status::Dark, 5.0); 2],
         "no config: full, the zone's own class"
     );
+}
+
+fn one(d: &mut Detector, node: &str, report: ReportRow) -> Vec<Output> {
+    let mut out = Vec::new();
+    d.apply(
+        &Fact::Report {
+            node: node.into(),
+            report,
+        },
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn a_report_at_a_time_no_clock_can_have_is_left_out_and_the_night_goes_on() {
+    let mut d = detector();
+    feed(&mut d, &["a", "b"], NIGHT, 10, healthy);
+    for ts in [i64::MAX, i64::MIN + 1, -1, NIGHT + 400 * 24 * 60 * MINUTE] {
+        let mut hostile = report(ts, Some(7.0), 0, 100);
+        hostile.received = NIGHT + 10 * MINUTE;
+        assert!(one(&mut d, "b", hostile).is_empty(), "ts {ts}");
+    }
+    assert_eq!(d.state().implausible, 4);
+    let out = feed(&mut d, &["a", "b"], NIGHT + 10 * MINUTE, 10, healthy);
+    assert_eq!(windows(&out, "path").len(), 2, "the night is judged on");
+}
+
+#[test]
+fn a_node_on_a_night_circuit_not_back_after_dusk_is_offline_and_one_never_heard_of_is_not_by_day() {
+    let dawn = NIGHT + 9 * 3_600_000 + 30 * MINUTE;
+    let mut d = detector();
+    feed(&mut d, &["g"], dawn - MINUTE, 1, healthy);
+    let silent = |received| Fact::Silent {
+        node: "g".into(),
+        received,
+    };
+    let mut out = Vec::new();
+    d.apply(&silent(dawn + 3 * MINUTE), &mut out);
+    assert!(transitions(&out).is_empty(), "expected off by day");
+    let back = d.state().nodes["g"]
+        .expected_back
+        .expect("expected back at dusk");
+    d.apply(&silent(dawn + 4 * 3_600_000), &mut out);
+    assert!(transitions(&out).is_empty(), "still day");
+    d.apply(&silent(back - dawn + dawn + 10 * MINUTE), &mut out);
+    let raised = transitions(&out);
+    assert_eq!(raised.len(), 1, "not back after dusk: {out:#?}");
+    assert_eq!(
+        (raised[0].kind, raised[0].active),
+        (Kind::NodeOffline, true)
+    );
+
+    let mut d = detector();
+    let mut out = Vec::new();
+    d.apply(&silent(NOON), &mut out);
+    assert!(
+        transitions(&out).is_empty(),
+        "never heard of, by day: {out:#?}"
+    );
+}
+
+#[test]
+fn one_detection_in_a_dark_window_is_one_occupied_minute() {
+    let mut d = detector();
+    let out = feed(&mut d, &["a", "b"], NIGHT, 10, |node, ts| {
+        (
+            Some(3.0),
+            u32::from(node == "a" && ts == NIGHT + 3 * MINUTE),
+            100,
+        )
+    });
+    let first = windows(&out, "path")[0];
+    assert_eq!(
+        (first.status, first.occupied_dark_minutes),
+        (Status::Dark, 1)
+    );
+}
+
+#[test]
+fn a_sensor_that_reads_now_and_then_does_not_flap() {
+    let mut d = detector();
+    let now_and_then = |_: &str, ts: i64| {
+        let window = (ts - NIGHT - 1) / (5 * MINUTE);
+        (if window % 3 == 2 { Some(9.0) } else { None }, 0, 100)
+    };
+    let out = feed(&mut d, &["a"], NIGHT, 90, now_and_then);
+    let changes: Vec<bool> = transitions(&out)
+        .iter()
+        .filter(|t| t.kind == Kind::SensorFault)
+        .map(|t| t.active)
+        .collect();
+    assert_eq!(
+        changes,
+        [true],
+        "raised once, never cleared by single readings"
+    );
+}
+
+#[test]
+fn a_dead_lamp_through_the_dimming_step_is_a_lamp_fault_not_a_stuck_sensor() {
+    let mut d = detector();
+    let reading = |node: &str, ts: i64| {
+        let level = if ts > NIGHT + 60 * MINUTE { 50 } else { 100 };
+        if node == "b" && ts > NIGHT + 40 * MINUTE {
+            (Some(0.0), 0, level)
+        } else {
+            let full = if node == "a" { 12.0 } else { 7.0 };
+            (Some(full * f64::from(level) / 100.0 + 3.0), 0, level)
+        }
+    };
+    let out = feed(&mut d, &["a", "b"], NIGHT, 120, reading);
+    let kinds: Vec<(Kind, bool)> = transitions(&out)
+        .iter()
+        .filter(|t| t.node.as_deref() == Some("b"))
+        .map(|t| (t.kind, t.active))
+        .collect();
+    assert_eq!(kinds, [(Kind::LampFault, true)], "{out:#?}");
+}
+
+#[test]
+fn a_node_back_online_after_a_shutdown_is_waited_for_again() {
+    let mut d = detector();
+    feed(&mut d, &["a", "b"], NIGHT, 3, healthy);
+    let mut out = Vec::new();
+    let shutdown = Fact::Offline {
+        node: "b".into(),
+        boot: 1,
+        conn: 1,
+        lost: false,
+        received: NIGHT + 4 * MINUTE,
+    };
+    d.apply(&shutdown, &mut out);
+    assert!(d.state().nodes["b"].is_away());
+    let birth = Fact::Online {
+        node: "b".into(),
+        boot: 2,
+        conn: 1,
+        interval_s: Some(60),
+        received: NIGHT + 5 * MINUTE,
+    };
+    d.apply(&birth, &mut out);
+    assert!(!d.state().nodes["b"].is_away(), "its silence counts again");
+    assert!(transitions(&out).is_empty());
 }

@@ -111,7 +111,7 @@ pub fn add(
     if report.motion > 0 {
         let start = end - zone.window_ms;
         let minute = |t: i64| ((t - start).clamp(0, zone.window_ms - 1) / 60_000) as u32;
-        share.motion_minutes.extend(minute(from + 1)..=minute(to));
+        share.motion_minutes.extend(minute(from)..=minute(to - 1));
     }
     let (required, required_min) = required_over(
         &mut zone_state.classes,
@@ -142,6 +142,8 @@ pub fn add(
         let revised = figures(zone, shares, window.status, failed);
         *window = ZoneWindow {
             revised: true,
+            start: window.start,
+            end: window.end,
             cause: window.cause.clone(),
             ..revised
         };

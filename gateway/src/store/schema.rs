@@ -147,8 +147,9 @@ pub const MIGRATIONS: &[&str] = &[
     // so the detectors read reports and facts in commit order; condition transitions;
     // zone windows; the detectors' state and how far they have read.
     "
+    -- AUTOINCREMENT: an id is never used twice, also once retention emptied the table.
     CREATE TABLE facts (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         after_report INTEGER NOT NULL,
         node INTEGER NOT NULL REFERENCES nodes(id),
         kind TEXT NOT NULL,
