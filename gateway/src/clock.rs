@@ -111,9 +111,17 @@ impl BootClock {
                 fixes_stamped: first && (self.by_uptime.is_some() || self.by_seq.is_some()),
             };
         }
-        let stamped = match self.fix {
+        let placed = match self.fix {
             Some(fix) => fix.place(report.seq, report.up_ms, report.period_s),
             None => self.by_arrival(report, received),
+        };
+        // An uptime no boot can have places a report where no clock can be: it keeps its
+        // arrival instead.
+        let plausible = parklight_protocol::EARLIEST_VALID_TS..=received.saturating_add(skew_ms);
+        let stamped = if plausible.contains(&placed) {
+            placed
+        } else {
+            received
         };
         Stamp {
             ts: stamped,
@@ -181,10 +189,14 @@ mod tests {
         };
         let stamp = clock.stamp(report, 1_764_093_601_000, 300_000);
         assert_eq!((stamp.ts, stamp.clock_ok), (1_764_093_600_000, true));
-        // Too far ahead of its arrival: no valid clock; placed by the boot's fix.
-        let ahead = Timing { seq: 1, ..report };
+        // An hour ahead of its arrival: no valid clock; placed by the boot's fix.
+        let ahead = Timing {
+            seq: 1,
+            ts: 1_764_097_200_000,
+            ..report
+        };
         assert_eq!(
-            clock.stamp(ahead, 1_764_000_000_000, 300_000),
+            clock.stamp(ahead, 1_764_093_660_500, 300_000),
             stamped(1_764_093_660_000)
         );
     }
@@ -216,12 +228,10 @@ mod tests {
             up_ms: Some(u64::MAX),
         };
         assert_eq!(fix.place(1, Some(0), 60), ARRIVAL + i64::MIN);
+        // Placed that far back, a report keeps its arrival.
         let mut clock = BootClock::default();
         clock.stamp(clockless(1, Some(u64::MAX)), ARRIVAL, 0);
-        assert_eq!(
-            clock.stamp(clockless(0, Some(0)), ARRIVAL, 0).ts,
-            ARRIVAL + i64::MIN
-        );
+        assert_eq!(clock.stamp(clockless(0, Some(0)), ARRIVAL, 0).ts, ARRIVAL);
     }
 
     #[test]
@@ -274,5 +284,29 @@ mod tests {
         // A boot that always had a clock has nothing to place again.
         let mut always = BootClock::default();
         assert!(!always.stamp(live, ARRIVAL, 300_000).fixes_stamped);
+    }
+
+    #[test]
+    fn an_uptime_no_boot_can_have_keeps_the_arrival() {
+        let mut clock = BootClock::default();
+        let fix = Timing {
+            seq: 1,
+            ts: ARRIVAL as u64,
+            up_ms: Some(1000),
+            period_s: 60,
+        };
+        assert!(clock.stamp(fix, ARRIVAL, 300_000).clock_ok);
+        let later = ARRIVAL + 60_000;
+        for up_ms in [u64::MAX, 1000 + 400 * 86_400_000] {
+            let hostile = clock.stamp(clockless(2, Some(up_ms)), later, 300_000);
+            assert_eq!(hostile, stamped(later), "up_ms {up_ms}");
+        }
+        // Without a fix, an uptime far below the boot's highest goes back before 2020.
+        let mut clock = BootClock::default();
+        clock.stamp(clockless(1, Some(u64::MAX / 2)), ARRIVAL, 300_000);
+        assert_eq!(
+            clock.stamp(clockless(2, Some(0)), ARRIVAL, 300_000),
+            stamped(ARRIVAL)
+        );
     }
 }
