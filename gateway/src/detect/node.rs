@@ -500,37 +500,27 @@ fn judge_window(
         if window.readings > 0 && !node.sensor_failed() {
             let lux = window.lux_sum / window.weight;
             let learned = node.light.entry(level).or_default();
-            if learned.windows >= settings.learn_windows {
-                let out_of_light = lux < settings.lamp_light_share * learned.mean;
-                if out_of_light {
+            let share = settings.lamp_light_share;
+            if let Some((low, usual)) = against_learned(learned, lux, share, settings, lamp_out) {
+                if low {
                     lamp_findings.push(format!(
-                        "{lux:.1} lx at {level} %, where its lamp gives {:.1} lx",
-                        learned.mean
+                        "{lux:.1} lx at {level} %, where its lamp gives {usual:.1} lx"
                     ));
-                } else if !lamp_out {
-                    learned.add(lux);
                 }
-                node.run("light", out_of_light);
-            } else if !lamp_out {
-                learned.add(lux);
+                node.run("light", low);
             }
         }
         if window.power.1 > 0 {
             let watts = window.power.0 / f64::from(window.power.1);
             let learned = node.power.entry(level).or_default();
-            if learned.windows >= settings.learn_windows {
-                let underpowered = watts < settings.lamp_power_share * learned.mean;
-                if underpowered {
+            let share = settings.lamp_power_share;
+            if let Some((low, usual)) = against_learned(learned, watts, share, settings, lamp_out) {
+                if low {
                     lamp_findings.push(format!(
-                        "{watts:.1} W at {level} %, where it usually draws {:.1} W",
-                        learned.mean
+                        "{watts:.1} W at {level} %, where it usually draws {usual:.1} W"
                     ));
-                } else if !lamp_out {
-                    learned.add(watts);
                 }
-                node.run("power", underpowered);
-            } else if !lamp_out {
-                learned.add(watts);
+                node.run("power", low);
             }
         }
     }
@@ -588,6 +578,26 @@ fn judge_window(
             out,
         );
     }
+}
+
+/// Judges `value` against what `learned` says this lamp usually gives at a level: once
+/// learned, whether it is below `share` of it (and the usual value); `None` while still
+/// learning. Only a lamp believed to work (`lamp_out` false) teaches.
+fn against_learned(
+    learned: &mut Learned,
+    value: f64,
+    share: f64,
+    settings: &Settings,
+    lamp_out: bool,
+) -> Option<(bool, f64)> {
+    let judged = (learned.windows >= settings.learn_windows).then(|| {
+        let usual = learned.mean;
+        (value < share * usual, usual)
+    });
+    if !lamp_out && judged.is_none_or(|(low, _)| !low) {
+        learned.add(value);
+    }
+    judged
 }
 
 /// Follows a reading that does not move; says why it is stuck once the lamp level or
