@@ -144,7 +144,7 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
         prefix: parklight_protocol::DEFAULT_PREFIX.into(),
         interval_s: 60,
         ack_timeout: Duration::from_secs(60),
-        speed: options.speed,
+        speed: Some(options.speed),
         start: jiff::Timestamp::from_millisecond(start).ok(),
         duration: None,
         drain: Duration::from_secs(15),
@@ -152,6 +152,8 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
         state_dir: dir.join("nodes"),
         fresh: true,
         faults: options.faults.clone(),
+        scenario: None,
+        meters: true,
         progress: false,
     };
     let sim = tokio::spawn(parklight_sim::run(sim_options, stop.clone()));

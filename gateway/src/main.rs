@@ -139,13 +139,23 @@ struct SimArgs {
     /// Seconds (network time) before a node resends a report nobody acknowledged.
     #[arg(long, default_value_t = 60.0)]
     ack_timeout_s: f64,
-    /// Simulated seconds per real second, until simulated time reaches the present.
-    #[arg(long, default_value_t = 1.0)]
-    speed: f64,
-    /// Simulated start (RFC 3339); by default so that a run with --duration-s ends now.
+    /// Play a story: healthy-night, lamp-failure-in-busy-zone, node-offline, sensor-stuck,
+    /// sensor-dead, day-burner, flapping-lamp, power-cut, night-circuit. It brings its own
+    /// start, speed and length (the options below override them) and ends by now.
+    #[arg(long)]
+    scenario: Option<parklight_sim::Scenario>,
+    /// No node has a power meter (otherwise those the site file marks `metered` do).
+    #[arg(long)]
+    no_meters: bool,
+    /// Simulated seconds per real second, until simulated time reaches the present
+    /// [default: the scenario's, or 1].
+    #[arg(long)]
+    speed: Option<f64>,
+    /// Simulated start (RFC 3339) [default: the scenario's, or so that a run with
+    /// --duration-s ends now].
     #[arg(long)]
     start: Option<jiff::Timestamp>,
-    /// Seconds (wall clock) to produce reports; until Ctrl-C when absent.
+    /// Seconds (wall clock) to produce reports [default: the scenario's, or until Ctrl-C].
     #[arg(long)]
     duration_s: Option<f64>,
     /// Seconds to wait afterwards until every report is acknowledged.
@@ -160,8 +170,9 @@ struct SimArgs {
     /// Forget the nodes' earlier state (boot counters, buffered reports, configs).
     #[arg(long)]
     fresh: bool,
-    /// Faults: KIND=RATE per node per simulated hour, or KIND@NODE=+OFFSET[/DURATION];
-    /// kinds lamp, offline, stuck, dead, clock, reboot, power (power@SITE, per site).
+    /// Faults: KIND=RATE per node per simulated hour, or KIND@NODE=+OFFSET[/DURATION]
+    /// (simulated time; wall+OFFSET[/DURATION] for wall-clock time); kinds lamp,
+    /// offline, stuck, dead, clock, reboot, power (power@SITE, per site), relay.
     #[arg(long, default_value = "")]
     faults: String,
     /// Topic prefix.
@@ -476,6 +487,8 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
             .unwrap_or_else(parklight_sim::store::default_state_dir),
         fresh: args.fresh,
         faults: FaultPlan::parse(&args.faults)?,
+        scenario: args.scenario,
+        meters: !args.no_meters,
         progress: true,
     };
     let summary = parklight_sim::run(options, parklight_gateway::signals::shutdown_token()).await?;

@@ -1,15 +1,15 @@
 //! Detection end to end: a real Mosquitto, the real gateway and the real simulator playing
 //! whole nights fast; what the detectors stored, read back from the gateway's store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use parklight_core::solar::{next_sunrise, previous_sunset};
 use parklight_gateway::detect::{Kind, Output, Settings, Status, Transition};
 use parklight_gateway::store::Store;
 use parklight_protocol::alert::Severity;
-use parklight_site::Site;
+use parklight_sim::scenario::{Length, Story};
+use parklight_sim::{Scenario, Site};
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::gateway::{Gateway, remiseparken_file};
 use parklight_tests::process::Parklight;
@@ -17,41 +17,26 @@ use parklight_tests::{one_at_a_time, wait_until};
 use rand::RngExt;
 
 const HOUR: i64 = 3_600_000;
+const SEED: u64 = 11;
 
 /// Each condition's changes (active, since), by kind, zone and node.
 type Changes = BTreeMap<(Kind, Option<String>, Option<String>), Vec<(bool, i64)>>;
-const SPEED: f64 = 1440.0;
 
-/// Last night at the site, from an hour before sunset to an hour after sunrise, ending
-/// well before now (PROTOCOL.md's clock rule).
-struct Night {
-    start: i64,
-    end: i64,
+/// What `scenario` does on `site` with the tests' seed, and the simulated time it spans.
+fn story(scenario: Scenario, site: &Site, meters: bool) -> (Story, (i64, i64)) {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let story = scenario
+        .story(std::slice::from_ref(site), now, SEED, meters)
+        .unwrap();
+    let start = story.start_ms.unwrap_or(now);
+    let end = match story.length {
+        Length::Simulated(ms) => start + ms,
+        Length::Wall(wall) => start + (wall.as_secs_f64() * story.speed * 1000.0) as i64,
+    };
+    (story, (start, end.min(now)))
 }
 
-impl Night {
-    fn last(site: &Site) -> Night {
-        let now = jiff::Timestamp::now().as_millisecond();
-        let sunset = previous_sunset(now - 20 * HOUR, site.lat, site.lon).unwrap();
-        let sunrise = next_sunrise(sunset, site.lat, site.lon);
-        Night {
-            start: sunset - HOUR,
-            end: sunrise + HOUR,
-        }
-    }
-
-    fn start_text(&self) -> String {
-        jiff::Timestamp::from_millisecond(self.start)
-            .unwrap()
-            .to_string()
-    }
-
-    fn wall_seconds(&self) -> String {
-        format!("{:.0}", (self.end - self.start) as f64 / 1000.0 / SPEED)
-    }
-}
-
-/// The broker, the gateway (on `site_file`) and the simulator's state, for one night.
+/// The broker, the gateway (on `site_file`) and the simulator's state.
 struct Park {
     broker: Mosquitto,
     gateway: Gateway,
@@ -75,13 +60,13 @@ impl Park {
         }
     }
 
-    /// Starts the simulator over `night` with `faults`.
-    fn simulate(&self, night: &Night, faults: &str) -> Parklight {
+    /// Starts `parklight sim --scenario` with the tests' seed and `extra` options.
+    fn scenario(&self, scenario: Scenario, extra: &[&str]) -> Parklight {
         let url = self.broker.url();
         let state = self.state.path().to_string_lossy().into_owned();
         let site = self.site_file.to_string_lossy().into_owned();
-        let (start, wall) = (night.start_text(), night.wall_seconds());
-        Parklight::spawn(&[
+        let seed = SEED.to_string();
+        let mut args = vec![
             "sim",
             "--broker",
             &url,
@@ -90,19 +75,15 @@ impl Park {
             "--state",
             &state,
             "--fresh",
-            "--start",
-            &start,
-            "--speed",
-            "1440",
-            "--duration-s",
-            &wall,
+            "--scenario",
+            scenario.name(),
             "--drain-s",
             "30",
             "--seed",
-            "11",
-            "--faults",
-            faults,
-        ])
+            &seed,
+        ];
+        args.extend_from_slice(extra);
+        Parklight::spawn(&args)
     }
 
     /// Waits until the detectors have judged everything stored, then stops the gateway.
@@ -116,8 +97,11 @@ impl Park {
         self.gateway.stop();
     }
 
-    fn night(&mut self, night: &Night, faults: &str) {
-        let finished = self.simulate(night, faults).wait(Duration::from_secs(240));
+    /// Plays `scenario` to its end and lets the detectors catch up.
+    fn play(&mut self, scenario: Scenario, extra: &[&str]) {
+        let finished = self
+            .scenario(scenario, extra)
+            .wait(Duration::from_secs(300));
         assert!(finished.status.success(), "{}", finished.stderr);
         self.settle();
     }
@@ -132,19 +116,60 @@ fn conditions(store: &Store) -> Vec<Transition> {
         .collect()
 }
 
-/// A copy of Remiseparken whose site-wide dimming step is at `level` (it declares P4).
-fn remiseparken_dimmed_to(level: u8, dir: &Path) -> PathBuf {
+/// A copy of Remiseparken in `dir`, changed by `edit`.
+fn remiseparken_with(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
     let text = std::fs::read_to_string(remiseparken_file()).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let step = &mut json["site"]["profile"][1];
-    assert_eq!(step["class"], "P4", "the step after midnight declares P4");
-    step["level"] = level.into();
-    let path = dir.join("remiseparken-dim.geojson");
+    edit(&mut json);
+    let path = dir.join("remiseparken-copy.geojson");
     std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
     path
 }
 
-/// Zones of the site whose nodes follow the site-wide profile (no profile of their own).
+/// The nodes of `zone`.
+fn members(site: &Site, zone: &str) -> Vec<String> {
+    (site.nodes.iter())
+        .filter(|n| n.zone.as_deref() == Some(zone))
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+/// The zone of the first node a story breaks.
+fn zone_of(site: &Site, story: &Story) -> String {
+    site.node(&story.targets[0]).unwrap().zone.clone().unwrap()
+}
+
+/// Nodes with a condition of `kind` raised.
+fn raised_on(list: &[Transition], kind: Kind) -> BTreeSet<String> {
+    list.iter()
+        .filter(|t| t.kind == kind && t.active)
+        .filter_map(|t| t.node.clone())
+        .collect()
+}
+
+/// Zones with a condition of `kind` raised.
+fn zones_raised(list: &[Transition], kind: Kind) -> BTreeSet<String> {
+    list.iter()
+        .filter(|t| t.kind == kind && t.active)
+        .filter_map(|t| t.zone.clone())
+        .collect()
+}
+
+/// Whether every condition raised in `list` was cleared again.
+fn all_cleared(list: &[Transition]) -> bool {
+    let mut active = BTreeSet::new();
+    for t in list {
+        let key = (t.kind, t.zone.clone(), t.node.clone());
+        if t.active {
+            active.insert(key);
+        } else {
+            active.remove(&key);
+        }
+    }
+    active.is_empty()
+}
+
+/// Zones whose nodes follow the site-wide profile (no profile of their own).
 fn zones_on_site_profile(site: &Site) -> Vec<String> {
     site.zones
         .iter()
@@ -154,17 +179,17 @@ fn zones_on_site_profile(site: &Site) -> Vec<String> {
 }
 
 #[test]
-fn a_healthy_night_on_remiseparken_is_lit_in_every_window_and_raises_nothing() {
+fn healthy_night_on_remiseparken_is_lit_in_every_window_and_raises_nothing() {
     let _serial = one_at_a_time();
     let mut park = Park::open(&remiseparken_file());
-    let night = Night::last(&park.site);
-    park.night(&night, "");
+    let (_, night) = story(Scenario::HealthyNight, &park.site, true);
+    park.play(Scenario::HealthyNight, &["--speed", "2880"]);
     let store = park.gateway.store();
     let raised = conditions(&store);
     assert!(raised.is_empty(), "{raised:#?}");
     for zone in &park.site.zones {
         let windows = store
-            .zone_windows(&park.site.id, &zone.id, night.start, night.end)
+            .zone_windows(&park.site.id, &zone.id, night.0, night.1)
             .unwrap();
         let count = |status| windows.iter().filter(|w| w.status == status).count();
         assert_eq!(count(Status::Dark), 0, "{}: {windows:#?}", zone.id);
@@ -188,10 +213,14 @@ fn a_healthy_night_on_remiseparken_is_lit_in_every_window_and_raises_nothing() {
 fn a_dimming_step_too_low_for_its_class_raises_dark_zones_and_replays_the_same() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let site_file = remiseparken_dimmed_to(20, dir.path());
+    let site_file = remiseparken_with(dir.path(), |json| {
+        let step = &mut json["site"]["profile"][1];
+        assert_eq!(step["class"], "P4", "the step after midnight declares P4");
+        step["level"] = 20.into();
+    });
     let mut park = Park::open(&site_file);
-    let night = Night::last(&park.site);
-    park.night(&night, "");
+    let (_, night) = story(Scenario::HealthyNight, &park.site, true);
+    park.play(Scenario::HealthyNight, &["--speed", "2880"]);
     let store = park.gateway.store();
     let raised = conditions(&store);
     let dark: Vec<&Transition> = raised
@@ -199,11 +228,10 @@ fn a_dimming_step_too_low_for_its_class_raises_dark_zones_and_replays_the_same()
         .filter(|t| t.kind == Kind::DarkZone && t.active)
         .collect();
     let dimmed = zones_on_site_profile(&park.site);
-    let dark_zones: std::collections::BTreeSet<&str> =
-        dark.iter().filter_map(|t| t.zone.as_deref()).collect();
+    let dark_zones = zones_raised(&raised, Kind::DarkZone);
     assert!(!dark_zones.is_empty(), "{raised:#?}");
     assert!(
-        dark_zones.iter().all(|z| dimmed.iter().any(|d| d == z)),
+        dark_zones.iter().all(|z| dimmed.contains(z)),
         "only zones on the dimmed profile: {dark_zones:?}"
     );
     for t in &dark {
@@ -229,7 +257,7 @@ fn a_dimming_step_too_low_for_its_class_raises_dark_zones_and_replays_the_same()
         .iter()
         .flat_map(|z| {
             store
-                .zone_windows(&park.site.id, z, night.start, night.end)
+                .zone_windows(&park.site.id, z, night.0, night.1)
                 .unwrap()
         })
         .map(|w| w.occupied_dark_minutes)
@@ -250,41 +278,77 @@ fn a_dimming_step_too_low_for_its_class_raises_dark_zones_and_replays_the_same()
 }
 
 #[test]
-fn a_gateway_killed_at_random_moments_ends_with_the_conditions_of_an_undisturbed_run() {
+fn a_lamp_failure_in_the_busiest_zone_is_found_cleared_by_the_repair_with_or_without_meters_and_through_gateway_kills()
+ {
     let _serial = one_at_a_time();
     let site = Site::remiseparken();
-    let playground: Vec<String> = site
-        .nodes
-        .iter()
-        .filter(|n| n.zone.as_deref() == Some("playground"))
-        .map(|n| n.id.clone())
-        .collect();
-    let night = Night::last(&site);
-    // Every pole of the playground loses its lamp six hours into the night.
-    let faults: Vec<String> = playground.iter().map(|n| format!("lamp@{n}=+6h")).collect();
-    let faults = faults.join(",");
+    let (lamps, span) = story(Scenario::LampFailureInBusyZone, &site, true);
+    let failed: BTreeSet<String> = lamps.targets.iter().cloned().collect();
+    let busy = zone_of(&site, &lamps);
+    let window = i64::from(parklight_site::DEFAULT_WINDOW_S) * 1000;
+    let (broken, repaired) = (span.0 + 3 * HOUR, span.0 + 4 * HOUR);
+    // Slow enough to kill the gateway a few times while it plays.
+    let speed = ["--speed", "720"];
 
     let mut calm = Park::open(&remiseparken_file());
-    calm.night(&night, &faults);
-    let undisturbed = conditions(&calm.gateway.store());
-    let lamp_faults: Vec<&str> = undisturbed
-        .iter()
-        .filter(|t| t.kind == Kind::LampFault && t.active)
-        .filter_map(|t| t.node.as_deref())
+    calm.play(Scenario::LampFailureInBusyZone, &speed);
+    let store = calm.gateway.store();
+    let undisturbed = conditions(&store);
+    assert_eq!(
+        raised_on(&undisturbed, Kind::LampFault),
+        failed,
+        "{undisturbed:#?}"
+    );
+    let dark: Vec<&Transition> = (undisturbed.iter())
+        .filter(|t| t.kind == Kind::DarkZone)
         .collect();
-    assert_eq!(lamp_faults.len(), playground.len(), "{undisturbed:#?}");
+    assert!(
+        dark.iter()
+            .all(|t| t.zone.as_deref() == Some(busy.as_str())),
+        "{dark:#?}"
+    );
+    let first = dark.iter().find(|t| t.active).expect("a dark zone");
+    assert!(
+        first.severity >= Severity::High,
+        "people are there: {first:#?}"
+    );
+    assert!(
+        (broken - window..=broken + 3 * window).contains(&first.since),
+        "dark from the failure at {broken}: {first:#?}"
+    );
     assert!(
         undisturbed
             .iter()
-            .any(|t| t.kind == Kind::DarkZone && t.zone.as_deref() == Some("playground")),
+            .all(|t| t.kind == Kind::DarkZone || t.kind == Kind::LampFault),
         "{undisturbed:#?}"
     );
+    assert!(all_cleared(&undisturbed), "repaired: {undisturbed:#?}");
+    // The occupied-dark-minutes series covers the dark interval, within a window at each
+    // end, and nothing else.
+    let windows = store.zone_windows(&site.id, &busy, span.0, span.1).unwrap();
+    let occupied: Vec<_> = (windows.iter())
+        .filter(|w| w.occupied_dark_minutes > 0)
+        .collect();
+    assert!(!occupied.is_empty(), "{windows:#?}");
+    assert!(
+        occupied
+            .iter()
+            .all(|w| w.start >= broken - window && w.end <= repaired + window),
+        "{occupied:#?}"
+    );
+    assert!(
+        (windows.iter())
+            .filter(|w| w.start >= broken + window && w.end <= repaired - window)
+            .all(|w| w.status == Status::Dark && w.occupied_dark_minutes > 0),
+        "{windows:#?}"
+    );
 
+    // The same story with the gateway killed (SIGKILL) at random moments.
     let mut rough = Park::open(&remiseparken_file());
-    let sim = rough.simulate(&night, &faults);
+    let sim = rough.scenario(Scenario::LampFailureInBusyZone, &speed);
     let mut rng = rand::rng();
     for _ in 0..3 {
-        let pause = rng.random_range(3_000..12_000);
+        let pause = rng.random_range(2_000..7_000);
         eprintln!("killing the gateway after {pause} ms");
         std::thread::sleep(Duration::from_millis(pause));
         rough.gateway.kill();
@@ -294,7 +358,6 @@ fn a_gateway_killed_at_random_moments_ends_with_the_conditions_of_an_undisturbed
     assert!(finished.status.success(), "{}", finished.stderr);
     rough.settle();
     let disturbed = conditions(&rough.gateway.store());
-
     let keyed = |list: &[Transition]| -> Changes {
         let mut map: BTreeMap<_, Vec<(bool, i64)>> = BTreeMap::new();
         for t in list {
@@ -311,18 +374,13 @@ fn a_gateway_killed_at_random_moments_ends_with_the_conditions_of_an_undisturbed
             .map(|c| (c.transition.kind, c.transition.zone, c.transition.node))
             .collect()
     };
-    assert_eq!(
-        active(&calm),
-        active(&rough),
-        "the same conditions active at the end"
-    );
+    assert_eq!(active(&calm), active(&rough), "the same active at the end");
     let (calm_keys, rough_keys) = (keyed(&undisturbed), keyed(&disturbed));
     assert_eq!(
         calm_keys.keys().collect::<Vec<_>>(),
         rough_keys.keys().collect::<Vec<_>>(),
         "same conditions: {undisturbed:#?}\n{disturbed:#?}"
     );
-    let window = i64::from(parklight_site::DEFAULT_WINDOW_S) * 1000;
     for (key, calm_changes) in &calm_keys {
         let first = |changes: &[(bool, i64)]| changes.iter().find(|c| c.0).map(|c| c.1);
         let (a, b) = (first(calm_changes), first(&rough_keys[key]));
@@ -331,47 +389,36 @@ fn a_gateway_killed_at_random_moments_ends_with_the_conditions_of_an_undisturbed
             "{key:?}: since {a:?} and {b:?}"
         );
     }
-}
 
-/// A copy of Remiseparken whose nodes report every `interval_s` seconds.
-fn remiseparken_every(interval_s: u16, dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(remiseparken_file()).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    json["site"]["interval_s"] = interval_s.into();
-    let path = dir.join("remiseparken-fast.geojson");
-    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    path
+    // Without meters the nodes cannot tell: the lamps' light alone gives them away.
+    let mut bare = Park::open(&remiseparken_file());
+    bare.play(Scenario::LampFailureInBusyZone, &["--no-meters"]);
+    let unmetered = conditions(&bare.gateway.store());
+    assert_eq!(
+        raised_on(&unmetered, Kind::LampFault),
+        failed,
+        "{unmetered:#?}"
+    );
+    assert!(
+        (unmetered.iter())
+            .filter(|t| t.kind == Kind::LampFault && t.active)
+            .all(|t| t.detail.contains(" lx at 100 %")),
+        "from light: {unmetered:#?}"
+    );
+    assert!(all_cleared(&unmetered), "{unmetered:#?}");
 }
 
 #[test]
 fn a_node_cut_off_is_offline_within_three_intervals_and_nothing_else_is_raised() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let site_file = remiseparken_every(10, dir.path());
+    let site_file = remiseparken_with(dir.path(), |json| json["site"]["interval_s"] = 10.into());
     let mut park = Park::open(&site_file);
-    let url = park.broker.url();
-    let state = park.state.path().to_string_lossy().into_owned();
-    let site = site_file.to_string_lossy().into_owned();
+    let (offline, _) = story(Scenario::NodeOffline, &park.site, true);
+    let node = offline.targets[0].clone();
     let started = jiff::Timestamp::now().as_millisecond();
-    // Real time: pole-007 loses its network 30 s in, for 40 s.
-    let sim = Parklight::spawn(&[
-        "sim",
-        "--broker",
-        &url,
-        "--site",
-        &site,
-        "--state",
-        &state,
-        "--fresh",
-        "--speed",
-        "1",
-        "--duration-s",
-        "100",
-        "--drain-s",
-        "20",
-        "--faults",
-        "offline@pole-007=+30s/40s",
-    ]);
+    // At real speed, the node loses its network 30 s in, for 60 s, its socket half-open.
+    let sim = park.scenario(Scenario::NodeOffline, &["--duration-s", "100"]);
     // Meanwhile the gateway restarts: the healthy nodes must not look silent to it.
     std::thread::sleep(Duration::from_secs(12));
     park.gateway.stop();
@@ -382,15 +429,16 @@ fn a_node_cut_off_is_offline_within_three_intervals_and_nothing_else_is_raised()
     let store = park.gateway.store();
     let rows = store.conditions_since(i64::MIN).unwrap();
     let raised: Vec<_> = rows.iter().filter(|r| r.transition.active).collect();
+    // The clean stop at the end (`reason: shutdown`) raised nothing either.
     assert_eq!(raised.len(), 1, "{rows:#?}\n{}", park.gateway.log());
-    let offline = &raised[0];
-    assert_eq!(offline.transition.kind, Kind::NodeOffline);
-    assert_eq!(offline.transition.node.as_deref(), Some("pole-007"));
+    let found = &raised[0];
+    assert_eq!(found.transition.kind, Kind::NodeOffline);
+    assert_eq!(found.transition.node.as_deref(), Some(node.as_str()));
     let cut = started + 30_000;
     assert!(
-        offline.recorded <= cut + 3 * 10_000 + 10_000,
+        found.recorded <= cut + 3 * 10_000 + 10_000,
         "recorded {} ms after the cut",
-        offline.recorded - cut
+        found.recorded - cut
     );
     assert!(
         rows.iter()
@@ -399,97 +447,192 @@ fn a_node_cut_off_is_offline_within_three_intervals_and_nothing_else_is_raised()
     );
 }
 
-#[test]
-fn failed_sensors_leave_a_zone_unobserved_and_a_temporary_zone_outside_its_dates_is_not_judged() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    // The lawn becomes a temporary installation whose dates begin next year.
-    let text = std::fs::read_to_string(remiseparken_file()).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let features = json["features"].as_array_mut().unwrap();
-    let lawn = features
-        .iter_mut()
-        .find(|f| f["properties"]["zone"] == "lawn")
-        .unwrap();
-    let next_year = jiff::Timestamp::now().as_millisecond() + 365 * 24 * HOUR;
-    lawn["properties"]["valid_from"] = jiff::Timestamp::from_millisecond(next_year)
-        .unwrap()
-        .to_string()
-        .into();
-    let site_file = dir.path().join("remiseparken-temporary-lawn.geojson");
-    std::fs::write(&site_file, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-
-    let mut park = Park::open(&site_file);
-    let site = park.site.clone();
-    let members = |zone: &str| -> Vec<String> {
-        site.nodes
-            .iter()
-            .filter(|n| n.zone.as_deref() == Some(zone))
-            .map(|n| n.id.clone())
-            .collect()
-    };
-    let (water, lawn, playground) = (
-        members("water-play"),
-        members("lawn"),
-        members("playground"),
-    );
-    assert_eq!(water.len(), 2);
-    let faults = format!(
-        "dead@{}=+5h,dead@{}=+5h,stuck@{}=+5h,lamp@{}=+5h",
-        water[0], water[1], playground[0], lawn[0]
-    );
-    let night = Night::last(&site);
-    park.night(&night, &faults);
+/// Plays a sensor scenario; returns the park, the broken zone and the conditions.
+fn failed_sensors(
+    scenario: Scenario,
+    site_file: &Path,
+    extra: &[&str],
+) -> (Park, String, Vec<Transition>) {
+    let mut park = Park::open(site_file);
+    let (sensors, span) = story(scenario, &park.site, true);
+    let zone = zone_of(&park.site, &sensors);
+    assert_eq!(members(&park.site, &zone), sensors.targets);
+    park.play(scenario, extra);
     let store = park.gateway.store();
-    let raised: Vec<Transition> = conditions(&store)
-        .into_iter()
-        .filter(|t| t.active)
-        .collect();
-    let on = |kind: Kind, node: &str| {
-        raised
-            .iter()
-            .any(|t| t.kind == kind && t.node.as_deref() == Some(node))
-    };
-    for node in [&water[0], &water[1], &playground[0]] {
-        assert!(on(Kind::SensorFault, node), "{node}: {raised:#?}");
-    }
-    assert!(on(Kind::LampFault, &lawn[0]), "{raised:#?}");
-    let zone_kinds = |zone: &str| -> Vec<Kind> {
-        raised
-            .iter()
-            .filter(|t| t.zone.as_deref() == Some(zone))
-            .map(|t| t.kind)
-            .collect()
-    };
-    assert_eq!(
-        zone_kinds("water-play"),
-        [Kind::ZoneUnobserved],
-        "{raised:#?}"
-    );
-    assert!(zone_kinds("lawn").is_empty(), "{raised:#?}");
+    let list = conditions(&store);
+    let failed: BTreeSet<String> = sensors.targets.iter().cloned().collect();
+    assert_eq!(raised_on(&list, Kind::SensorFault), failed, "{list:#?}");
     assert!(
-        zone_kinds("playground").is_empty(),
-        "two of three sensors: {raised:#?}"
+        zones_raised(&list, Kind::ZoneUnobserved).contains(&zone),
+        "{list:#?}"
     );
+    assert!(zones_raised(&list, Kind::DarkZone).is_empty(), "{list:#?}");
     let windows = store
-        .zone_windows(&site.id, "water-play", night.start, night.end)
+        .zone_windows(&park.site.id, &zone, span.0, span.1)
         .unwrap();
-    let unobserved: Vec<_> = windows
-        .iter()
+    let unobserved: Vec<_> = (windows.iter())
         .filter(|w| w.status == Status::Unobserved)
         .collect();
     assert!(unobserved.len() > 10, "{windows:#?}");
     assert!(
-        unobserved.iter().all(|w| w
+        (unobserved.iter()).all(|w| w
             .cause
             .as_deref()
             .is_some_and(|c| c.contains("failed sensors"))),
         "{unobserved:#?}"
     );
     assert!(!windows.iter().any(|w| w.status == Status::Dark));
-    let lawn_windows = store
-        .zone_windows(&site.id, "lawn", night.start, night.end)
+    (park, zone, list)
+}
+
+#[test]
+fn stuck_sensors_are_sensor_faults_and_leave_their_zone_unobserved_with_the_cause() {
+    let _serial = one_at_a_time();
+    failed_sensors(Scenario::SensorStuck, &remiseparken_file(), &[]);
+}
+
+#[test]
+fn dead_sensors_leave_their_zone_unobserved_and_a_temporary_zone_outside_its_dates_is_not_judged() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    // The lawn becomes a temporary installation whose dates begin next year.
+    let next_year = jiff::Timestamp::now().as_millisecond() + 365 * 24 * HOUR;
+    let site_file = remiseparken_with(dir.path(), |json| {
+        let features = json["features"].as_array_mut().unwrap();
+        let lawn = (features.iter_mut())
+            .find(|f| f["properties"]["zone"] == "lawn")
+            .unwrap();
+        lawn["properties"]["valid_from"] = jiff::Timestamp::from_millisecond(next_year)
+            .unwrap()
+            .to_string()
+            .into();
+    });
+    let lawn = members(&Site::load(&site_file).unwrap(), "lawn");
+    let lamp = format!("lamp@{}=+2h", lawn[0]);
+    let (park, _, list) = failed_sensors(Scenario::SensorDead, &site_file, &["--faults", &lamp]);
+    assert!(
+        raised_on(&list, Kind::LampFault).contains(&lawn[0]),
+        "{list:#?}"
+    );
+    assert!(
+        !list
+            .iter()
+            .any(|t| t.zone.as_deref() == Some("lawn") && t.node.is_none()),
+        "node conditions only: {list:#?}"
+    );
+    let windows = (park.gateway.store())
+        .zone_windows(&park.site.id, "lawn", i64::MIN, i64::MAX)
         .unwrap();
-    assert!(!lawn_windows.is_empty());
-    assert!(lawn_windows.iter().all(|w| w.status == Status::NotJudged));
+    assert!(!windows.is_empty());
+    assert!(windows.iter().all(|w| w.status == Status::NotJudged));
+}
+
+#[test]
+fn a_lamp_whose_relay_sticks_is_a_day_burner_by_its_power() {
+    let _serial = one_at_a_time();
+    let mut park = Park::open(&remiseparken_file());
+    let (burner, _) = story(Scenario::DayBurner, &park.site, true);
+    park.play(Scenario::DayBurner, &[]);
+    let list = conditions(&park.gateway.store());
+    let raised: Vec<_> = list.iter().filter(|t| t.active).collect();
+    assert_eq!(raised.len(), 1, "{list:#?}");
+    assert_eq!(raised[0].kind, Kind::DayBurner);
+    assert_eq!(raised[0].node.as_ref(), Some(&burner.targets[0]));
+    assert!(raised[0].detail.contains(" W with the sun"), "{raised:#?}");
+}
+
+#[test]
+fn a_flapping_lamp_raises_and_clears_its_lamp_fault_on_that_node_alone() {
+    let _serial = one_at_a_time();
+    let mut park = Park::open(&remiseparken_file());
+    let (flapping, _) = story(Scenario::FlappingLamp, &park.site, true);
+    park.play(Scenario::FlappingLamp, &[]);
+    let list = conditions(&park.gateway.store());
+    let on_nodes: BTreeSet<_> = list.iter().filter_map(|t| t.node.clone()).collect();
+    assert_eq!(
+        on_nodes,
+        BTreeSet::from([flapping.targets[0].clone()]),
+        "{list:#?}"
+    );
+    let lamp: Vec<_> = (list.iter())
+        .filter(|t| t.kind == Kind::LampFault)
+        .collect();
+    let raised = lamp.iter().filter(|t| t.active).count();
+    assert!(raised >= 3, "it came and went: {lamp:#?}");
+    assert_eq!(lamp.len(), 2 * raised, "each cleared: {lamp:#?}");
+}
+
+#[test]
+fn a_power_cut_takes_every_node_offline_and_its_windows_say_power_loss() {
+    let _serial = one_at_a_time();
+    let mut park = Park::open(&remiseparken_file());
+    let (_, span) = story(Scenario::PowerCut, &park.site, true);
+    park.play(Scenario::PowerCut, &[]);
+    let store = park.gateway.store();
+    let list = conditions(&store);
+    let every: BTreeSet<String> = park.site.nodes.iter().map(|n| n.id.clone()).collect();
+    assert_eq!(raised_on(&list, Kind::NodeOffline), every, "{list:#?}");
+    assert!(all_cleared(&list), "power came back: {list:#?}");
+    assert!(
+        (list.iter()).all(|t| matches!(t.kind, Kind::NodeOffline | Kind::ZoneUnobserved)),
+        "{list:#?}"
+    );
+    // 20 s to 80 s of wall time at 60 times: the cut's simulated hour.
+    let (cut, back) = (span.0 + 20 * 60_000, span.0 + 80 * 60_000);
+    let window = i64::from(parklight_site::DEFAULT_WINDOW_S) * 1000;
+    for zone in &park.site.zones {
+        let windows = store
+            .zone_windows(&park.site.id, &zone.id, cut, back)
+            .unwrap();
+        let during: Vec<_> = (windows.iter())
+            .filter(|w| w.start >= cut + 2 * window && w.end <= back - 2 * window)
+            .collect();
+        assert!(during.len() >= 6, "{}: {windows:#?}", zone.id);
+        assert!(
+            during.iter().all(|w| w.status == Status::Unobserved
+                && w.cause
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("power loss"))),
+            "{}: {during:#?}",
+            zone.id
+        );
+    }
+}
+
+#[test]
+fn a_night_circuit_switched_off_at_dawn_raises_nothing() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    // The entrances hang on a feeder switched on at dusk and off at dawn.
+    let site_file = remiseparken_with(dir.path(), |json| {
+        for feature in json["features"].as_array_mut().unwrap() {
+            let zone = feature["properties"]["zone"].as_str().unwrap_or_default();
+            if feature["properties"]["node"].is_string() && zone.starts_with("entrance") {
+                feature["properties"]["circuit"] =
+                    serde_json::json!({"id": "entrance-feeder", "powered": "night"});
+            }
+        }
+    });
+    let mut park = Park::open(&site_file);
+    let (_, night) = story(Scenario::NightCircuit, &park.site, true);
+    park.play(Scenario::NightCircuit, &["--speed", "2880"]);
+    let store = park.gateway.store();
+    let list = conditions(&store);
+    assert!(list.is_empty(), "{list:#?}");
+    // The feeder did switch: the entrances reported only between sunset and sunrise.
+    let sunrise = parklight_core::solar::next_sunrise(night.0 + HOUR, park.site.lat, park.site.lon);
+    let sunset = night.0 + HOUR;
+    let reports = store.reports_after(0, 1_000_000).unwrap();
+    for node in ["pole-038", "pole-039", "pole-040"] {
+        let times: Vec<i64> = (reports.iter())
+            .filter(|r| r.node == node)
+            .map(|r| r.report.ts)
+            .collect();
+        let (first, last) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
+        assert!(
+            first >= sunset && last <= sunrise + 5 * 60_000,
+            "{node}: {first} {last}"
+        );
+        assert!(last >= sunrise - 30 * 60_000, "{node} lit until dawn");
+    }
 }

@@ -1,4 +1,6 @@
 //! Faults to inject, at rates or scripted: `lamp=0.01,offline=0.005,offline@pole-007=+30m/10m`.
+//! A scripted fault is timed in simulated time (`+30m/10m`) or, for what liveness depends
+//! on, in wall-clock time from the start (`wall+40s/90s`), which works at any speed.
 
 use std::fmt;
 use std::time::Duration;
@@ -20,11 +22,13 @@ pub enum FaultKind {
     Reboot,
     /// The whole site loses power for a while (rates are per site).
     Power,
+    /// The lamp's relay sticks closed: it burns at full whatever the node commands.
+    Relay,
 }
 
 impl FaultKind {
     /// Every kind, with its name in fault specs.
-    pub const ALL: [(FaultKind, &'static str); 7] = [
+    pub const ALL: [(FaultKind, &'static str); 8] = [
         (FaultKind::Lamp, "lamp"),
         (FaultKind::Offline, "offline"),
         (FaultKind::Stuck, "stuck"),
@@ -32,6 +36,7 @@ impl FaultKind {
         (FaultKind::Clock, "clock"),
         (FaultKind::Reboot, "reboot"),
         (FaultKind::Power, "power"),
+        (FaultKind::Relay, "relay"),
     ];
 
     /// The name in fault specs.
@@ -50,16 +55,28 @@ impl FaultKind {
     }
 }
 
-/// A fault at a set simulated time after the start.
+/// Which clock times a scripted fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// Simulated time, which runs `--speed` times faster.
+    Simulated,
+    /// Wall-clock time, as a gateway's liveness checks see it.
+    Wall,
+}
+
+/// A fault at a set time after the start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scripted {
     /// What happens.
     pub kind: FaultKind,
     /// The node id (the site id for `power`).
     pub target: String,
-    /// Simulated time after the start.
+    /// The clock of `after` and `lasting`.
+    pub timing: Timing,
+    /// Time after the start.
     pub after: Duration,
-    /// How long an outage lasts (offline, power); a default when not given.
+    /// How long it lasts: an outage (offline, power; a default when not given) or a
+    /// failed part until its repair (lamp, stuck, dead, relay; for good when not given).
     pub lasting: Option<Duration>,
 }
 
@@ -75,7 +92,7 @@ pub struct FaultPlan {
 /// A fault spec that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "fault spec {item:?}: {reason} (expected KIND=RATE or KIND@TARGET=+OFFSET[/DURATION], KIND one of {kinds})"
+    "fault spec {item:?}: {reason} (expected KIND=RATE or KIND@TARGET=[wall]+OFFSET[/DURATION], KIND one of {kinds})"
 )]
 pub struct FaultSpecError {
     item: String,
@@ -118,9 +135,13 @@ impl FaultPlan {
                     if target.is_empty() {
                         return Err(fail("missing target"));
                     }
-                    let offset = value
+                    let (timing, offset) = match value.strip_prefix("wall") {
+                        Some(wall) => (Timing::Wall, wall),
+                        None => (Timing::Simulated, value),
+                    };
+                    let offset = offset
                         .strip_prefix('+')
-                        .ok_or_else(|| fail("the time is +OFFSET"))?;
+                        .ok_or_else(|| fail("the time is +OFFSET or wall+OFFSET"))?;
                     let (after, lasting) = match offset.split_once('/') {
                         Some((after, lasting)) => (after, Some(lasting)),
                         None => (offset, None),
@@ -132,6 +153,7 @@ impl FaultPlan {
                     plan.scripted.push(Scripted {
                         kind,
                         target: target.to_owned(),
+                        timing,
                         after: duration(after)?,
                         lasting: lasting.map(duration).transpose()?,
                     });
@@ -158,7 +180,7 @@ mod tests {
     #[test]
     fn rates_and_scripts() {
         let plan = FaultPlan::parse(
-            "lamp=0.01, offline=0.005,offline@pole-007=+30m/10m,power@remiseparken=+2h",
+            "lamp=0.01, offline=0.005,offline@pole-007=+30m/10m,power@remiseparken=+2h,relay@p=wall+40s",
         )
         .unwrap();
         assert_eq!(plan.rate(FaultKind::Lamp), 0.01);
@@ -168,11 +190,18 @@ mod tests {
             Scripted {
                 kind: FaultKind::Offline,
                 target: "pole-007".into(),
+                timing: Timing::Simulated,
                 after: Duration::from_secs(1800),
                 lasting: Some(Duration::from_secs(600)),
             }
         );
         assert_eq!(plan.scripted[1].lasting, None);
+        let relay = &plan.scripted[2];
+        assert_eq!(relay.kind, FaultKind::Relay);
+        assert_eq!(
+            (relay.timing, relay.after),
+            (Timing::Wall, Duration::from_secs(40))
+        );
     }
 
     #[test]
@@ -185,6 +214,7 @@ mod tests {
             "offline@=+1m",
             "offline@n=30m",
             "offline@n=+soon",
+            "offline@n=wall30s",
         ] {
             let err = FaultPlan::parse(bad).unwrap_err().to_string();
             assert!(err.contains(&format!("{bad:?}")), "{err}");

@@ -3,7 +3,8 @@
 //!
 //! - [`physics`]: sun, twilight, moon and clouds; lamps and their spill; sensor noise.
 //! - [`people`]: foot traffic as a Poisson process following the hour of day.
-//! - [`faults`]: faults at rates or scripted.
+//! - [`faults`]: faults at rates or scripted; [`scenario`]: whole stories with their
+//!   faults, start and speed.
 //! - [`store`]: each node's non-volatile memory as a file.
 //! - [`link`]: one node's MQTT connection; [`mqtt`]: broker options and TLS.
 //! - [`world`]: all nodes stepped in lock-step through simulated time.
@@ -17,6 +18,7 @@ pub mod link;
 pub mod mqtt;
 pub mod people;
 pub mod physics;
+pub mod scenario;
 pub mod store;
 pub mod world;
 
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::FaultPlan;
 pub use parklight_site::Site;
+pub use scenario::Scenario;
 pub use world::Totals;
 
 /// Reports a virtual node holds unacknowledged: over four hours at one a minute.
@@ -58,12 +61,13 @@ pub struct SimOptions {
     pub interval_s: u16,
     /// Resend a report not acknowledged this long after its last send (network time).
     pub ack_timeout: Duration,
-    /// Simulated seconds per real second until simulated time reaches the present.
-    pub speed: f64,
-    /// Simulated start; by default `duration × speed` before now, so a run ends at the
-    /// present, or now.
+    /// Simulated seconds per real second until simulated time reaches the present; the
+    /// scenario's, or 1, when `None`.
+    pub speed: Option<f64>,
+    /// Simulated start; by default the scenario's, or `duration × speed` before now, so
+    /// a run ends at the present, or now.
     pub start: Option<jiff::Timestamp>,
-    /// Wall-clock time to produce reports; until stopped when `None`.
+    /// Wall-clock time to produce reports; the scenario's, or until stopped, when `None`.
     pub duration: Option<Duration>,
     /// After producing, how long to wait for acknowledgements.
     pub drain: Duration,
@@ -73,8 +77,12 @@ pub struct SimOptions {
     pub state_dir: PathBuf,
     /// Forget earlier state first.
     pub fresh: bool,
-    /// Faults to inject.
+    /// Faults to inject (besides the scenario's).
     pub faults: FaultPlan,
+    /// A story to play.
+    pub scenario: Option<Scenario>,
+    /// Nodes the site file says are metered report power (false: no node has a meter).
+    pub meters: bool,
     /// Show progress (a live line on a terminal, log lines otherwise).
     pub progress: bool,
 }
@@ -154,29 +162,78 @@ fn load_sites(choice: &SiteChoice) -> Result<Vec<Site>, SimError> {
     Ok(sites)
 }
 
-/// The start time: given, or `duration × speed` before now so the run ends at the present.
-pub fn start_time(options: &SimOptions) -> Result<i64, SimError> {
-    let now = jiff::Timestamp::now().as_millisecond();
-    let start = match (options.start, options.duration) {
-        (Some(start), _) => start.as_millisecond(),
-        (None, Some(duration)) => now - (duration.as_secs_f64() * options.speed * 1000.0) as i64,
-        (None, None) => now,
-    };
-    if start > now {
-        return Err(SimError::Options(
-            "--start is in the future: simulated time never runs ahead of the clock".into(),
-        ));
+/// When and how fast a run goes, and what breaks: the options over the scenario's.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Simulated start, Unix ms.
+    pub start_ms: i64,
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    /// Wall-clock time to produce reports; until stopped when `None`.
+    pub duration: Option<Duration>,
+    /// Every fault: the scenario's, then the options'.
+    pub faults: FaultPlan,
+}
+
+impl Plan {
+    /// The plan of `options` on `sites` at `now_ms`: given times win over the scenario's;
+    /// without either, the run ends at the present (`duration × speed` after its start).
+    pub fn of(options: &SimOptions, sites: &[Site], now_ms: i64) -> Result<Plan, SimError> {
+        let story = options
+            .scenario
+            .map(|s| s.story(sites, now_ms, options.seed, options.meters))
+            .transpose()?;
+        let speed = (options.speed)
+            .or(story.as_ref().map(|s| s.speed))
+            .unwrap_or(1.0);
+        if !(speed.is_finite() && speed > 0.0) {
+            return Err(SimError::Options(format!(
+                "--speed {speed} must be above 0"
+            )));
+        }
+        let duration = options.duration.or_else(|| {
+            story.as_ref().map(|s| match s.length {
+                scenario::Length::Wall(wall) => wall,
+                scenario::Length::Simulated(ms) => {
+                    Duration::from_secs_f64(ms as f64 / 1000.0 / speed)
+                }
+            })
+        });
+        let start_ms = match (
+            options.start,
+            story.as_ref().and_then(|s| s.start_ms),
+            duration,
+        ) {
+            (Some(start), _, _) => start.as_millisecond(),
+            (None, Some(start), _) => start,
+            (None, None, Some(duration)) => {
+                now_ms - (duration.as_secs_f64() * speed * 1000.0) as i64
+            }
+            (None, None, None) => now_ms,
+        };
+        if start_ms > now_ms {
+            return Err(SimError::Options(
+                "--start is in the future: simulated time never runs ahead of the clock".into(),
+            ));
+        }
+        let mut faults = story.map(|s| {
+            tracing::info!(scenario = %options.scenario.map_or("", Scenario::name), "{}", s.plot);
+            s.faults
+        }).unwrap_or_default();
+        faults.rates.extend(options.faults.rates.iter().copied());
+        faults
+            .scripted
+            .extend(options.faults.scripted.iter().cloned());
+        Ok(Plan {
+            start_ms,
+            speed,
+            duration,
+            faults,
+        })
     }
-    Ok(start)
 }
 
 fn check(options: &SimOptions) -> Result<(), SimError> {
-    if !(options.speed.is_finite() && options.speed > 0.0) {
-        return Err(SimError::Options(format!(
-            "--speed {} must be above 0",
-            options.speed
-        )));
-    }
     if !(1..=3600).contains(&options.interval_s) {
         return Err(SimError::Options(format!(
             "--interval-s {} must be 1 to 3600",
@@ -238,7 +295,8 @@ impl Progress {
 pub async fn run(options: SimOptions, stop: CancellationToken) -> Result<Summary, SimError> {
     check(&options)?;
     let sites = load_sites(&options.sites)?;
-    let start_ms = start_time(&options)?;
+    let plan = Plan::of(&options, &sites, jiff::Timestamp::now().as_millisecond())?;
+    let start_ms = plan.start_ms;
     if options.fresh {
         for site in &sites {
             let dir = options.state_dir.join(&site.id);
@@ -265,17 +323,18 @@ pub async fn run(options: SimOptions, stop: CancellationToken) -> Result<Summary
         ack_timeout: options.ack_timeout,
         seed: options.seed,
         state_dir: options.state_dir.clone(),
-        faults: options.faults.clone(),
+        faults: plan.faults.clone(),
+        meters: options.meters,
     };
     let mut world = world::World::new(config, sites, start_ms, events_tx)?;
-    let clock = SimClock::new(start_ms, options.speed);
+    let clock = SimClock::new(start_ms, plan.speed);
     let mut progress = Progress::new(options.progress);
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut flushed = std::time::Instant::now();
-    let produce_until = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let produce_until = plan.duration.map(|d| tokio::time::Instant::now() + d);
     let never = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400);
-    tracing::info!(start = %jiff::Timestamp::from_millisecond(start_ms).unwrap_or_default(), speed = options.speed, "simulation started");
+    tracing::info!(start = %jiff::Timestamp::from_millisecond(start_ms).unwrap_or_default(), speed = plan.speed, "simulation started");
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,

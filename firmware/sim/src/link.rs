@@ -7,6 +7,11 @@ use rand::RngExt;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a lost connection's socket is held open unread: past the broker's keep-alive
+/// timeout (1.5 times the node's 30 s), so the broker, not a FIN, ends it.
+const HALF_OPEN: Duration = Duration::from_secs(120);
 
 /// What a connection reports to the world.
 #[derive(Debug)]
@@ -34,6 +39,7 @@ pub struct Link {
     client: AsyncClient,
     task: JoinHandle<()>,
     will: watch::Sender<LastWill>,
+    lost: CancellationToken,
     /// Distinguishes this link's events from those of a link that was cut.
     pub generation: u64,
 }
@@ -50,7 +56,8 @@ impl Link {
         options.set_last_will(will.clone());
         let (client, eventloop) = AsyncClient::new(options, 64);
         let (will_tx, will_rx) = watch::channel(will);
-        let task = tokio::spawn(drive(eventloop, will_rx, move |event| {
+        let lost = CancellationToken::new();
+        let task = tokio::spawn(drive(eventloop, will_rx, lost.clone(), move |event| {
             // The world may be gone at shutdown: nothing to tell then.
             let _ = events.send((index, generation, event));
         }));
@@ -58,6 +65,7 @@ impl Link {
             client,
             task,
             will: will_tx,
+            lost,
             generation,
         }
     }
@@ -85,10 +93,11 @@ impl Link {
         self.will.send_replace(will);
     }
 
-    /// Drops the connection without a DISCONNECT, as a power cut or a broken network
-    /// would: the broker publishes the last will.
-    pub fn cut(self) {
-        self.task.abort();
+    /// Loses the connection as a power cut or a broken network does: no DISCONNECT and
+    /// no FIN; the socket stays half-open until the broker's keep-alive runs out and it
+    /// publishes the last will.
+    pub fn lose(self) {
+        self.lost.cancel();
     }
 
     /// Disconnects cleanly after what is queued, waiting up to `timeout`.
@@ -105,13 +114,24 @@ impl Link {
 async fn drive(
     mut eventloop: EventLoop,
     will: watch::Receiver<LastWill>,
+    lost: CancellationToken,
     tell: impl Fn(LinkEvent),
 ) {
     let mut connected = false;
     let mut closing = false;
     let mut backoff = Duration::from_millis(250);
     loop {
-        match eventloop.poll().await {
+        let polled = tokio::select! {
+            biased;
+            _ = lost.cancelled() => {
+                // Neither read nor closed: the broker sees silence, as from a dead node.
+                tokio::time::sleep(HALF_OPEN).await;
+                drop(eventloop);
+                return;
+            }
+            polled = eventloop.poll() => polled,
+        };
+        match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected = true;
                 backoff = Duration::from_millis(250);
@@ -133,7 +153,10 @@ async fn drive(
                 }
                 tracing::debug!(%error, "connection failed; retrying");
                 let jitter = rand::rng().random_range(0.5..1.5);
-                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                tokio::select! {
+                    _ = lost.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 eventloop.mqtt_options.set_last_will(will.borrow().clone());
             }

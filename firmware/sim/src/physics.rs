@@ -77,14 +77,15 @@ pub const SPILL_SHARE: f64 = 0.15;
 /// Beyond this distance a neighbour's lamp adds nothing.
 pub const SPILL_RANGE_M: f64 = 35.0;
 
-/// Rated power of a simulated lamp at full level, in watts.
+/// Rated power of a simulated lamp at full level, in watts, where the site file gives none.
 pub const LAMP_WATTS: f64 = 40.0;
 
-/// What a lamp's power meter reads: its driver's standby draw, plus the LEDs if it works.
-pub fn lamp_power(level: u8, working: bool) -> f64 {
+/// What the power meter of a lamp rated `rated_w` reads: its driver's standby draw, plus
+/// the LEDs if it works.
+pub fn lamp_power(level: u8, working: bool, rated_w: f64) -> f64 {
     let standby = 0.2;
     if working {
-        standby + LAMP_WATTS * f64::from(parklight_core::lamp::luminance(f32::from(level)))
+        standby + rated_w * f64::from(parklight_core::lamp::luminance(f32::from(level)))
     } else {
         standby
     }

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rumqttc::{LastWill, MqttOptions, QoS};
 use tokio::sync::mpsc;
 
-use crate::faults::{FaultKind, FaultPlan};
+use crate::faults::{FaultKind, FaultPlan, Scripted, Timing};
 use crate::link::{Link, LinkEvent, Tagged};
 use crate::physics::{self, Clouds};
 use crate::store::NodeFile;
@@ -30,10 +30,34 @@ enum Sensor {
     Dead,
 }
 
-/// Why and until when a node is without power.
+/// When something ends: at a simulated time, or after wall-clock time (outages that
+/// liveness must see at any speed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Until {
+    Simulated(i64),
+    Wall(Instant),
+}
+
+impl Until {
+    fn after(timing: Timing, sim_ms: i64, lasting: Duration) -> Until {
+        match timing {
+            Timing::Simulated => Until::Simulated(sim_ms + lasting.as_millis() as i64),
+            Timing::Wall => Until::Wall(Instant::now() + lasting),
+        }
+    }
+
+    fn passed(self, sim_ms: i64) -> bool {
+        match self {
+            Until::Simulated(at) => sim_ms >= at,
+            Until::Wall(at) => Instant::now() >= at,
+        }
+    }
+}
+
+/// Why and until when a node is without power (also while its site or circuit is).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Down {
-    until_ms: i64,
+    until: Option<Until>,
     power_loss: bool,
     keeps_clock: bool,
 }
@@ -61,10 +85,14 @@ struct VirtualNode {
     level: u8,
     lamp_full_lux: f64,
     lamp_works: bool,
+    relay_stuck: bool,
+    metered: bool,
+    rated_w: f64,
+    night_circuit: bool,
     sensor: Sensor,
     last_reading: f64,
     neighbours: Vec<(usize, f64)>,
-    offline_until_ms: Option<i64>,
+    offline_until: Option<Until>,
     down: Option<Down>,
     earlier_boots: Counts,
 }
@@ -131,6 +159,25 @@ impl VirtualNode {
         }
     }
 
+    /// The level the lamp burns at: what the node commands, full with a stuck relay,
+    /// nothing without power.
+    fn lit_level(&self) -> u8 {
+        match (&self.node, self.relay_stuck) {
+            (None, _) => 0,
+            (Some(_), true) => 100,
+            (Some(_), false) => self.level,
+        }
+    }
+
+    /// Light the lamp puts on its own sensor.
+    fn own_lux(&self) -> f64 {
+        if self.lamp_works {
+            physics::lamp_lux(self.lamp_full_lux, self.lit_level())
+        } else {
+            0.0
+        }
+    }
+
     fn will(&self) -> Option<LastWill> {
         let (topic, payload) = self.node.as_ref()?.will();
         Some(LastWill::new(
@@ -147,7 +194,7 @@ struct SiteState {
     tz: jiff::tz::TimeZone,
     clouds: Clouds,
     rng: ChaCha8Rng,
-    power_back_ms: Option<i64>,
+    power_back: Option<Until>,
 }
 
 /// What the world needs to know to run.
@@ -166,6 +213,8 @@ pub struct WorldConfig {
     pub state_dir: PathBuf,
     /// Faults to inject.
     pub faults: FaultPlan,
+    /// Nodes the site file says are metered report their lamp's power.
+    pub meters: bool,
 }
 
 /// Counters for the display and the summary.
@@ -197,6 +246,10 @@ pub struct World {
     stepped_to_ms: i64,
     started: Instant,
     acks_seen: bool,
+    /// Scripted faults on the wall clock not yet applied.
+    wall_faults: Vec<Scripted>,
+    /// Failed parts and when they are repaired.
+    repairs: Vec<(usize, FaultKind, Until)>,
 }
 
 fn fnv64(text: &str) -> u64 {
@@ -254,12 +307,16 @@ impl World {
                     // Each lamp lights its zone to 1.4 to 2.4 times the class average.
                     lamp_full_lux: required * rng.random_range(1.4..2.4),
                     lamp_works: true,
+                    relay_stuck: false,
+                    metered: placement.metered && config.meters,
+                    rated_w: placement.rated_w.unwrap_or(physics::LAMP_WATTS),
+                    night_circuit: placement.circuit.powered == parklight_site::Powered::Night,
                     sensor: Sensor::Working,
                     last_reading: 0.0,
                     neighbours: Vec::new(),
-                    offline_until_ms: None,
+                    offline_until: None,
                     down: Some(Down {
-                        until_ms: start_ms,
+                        until: None,
                         power_loss: false,
                         keeps_clock: true,
                     }),
@@ -272,7 +329,7 @@ impl World {
                 tz,
                 clouds,
                 rng,
-                power_back_ms: None,
+                power_back: None,
             });
         }
         for i in 0..nodes.len() {
@@ -286,6 +343,10 @@ impl World {
                 .collect();
         }
         let connected = vec![false; nodes.len()];
+        let wall_faults = (config.faults.scripted.iter())
+            .filter(|s| s.timing == Timing::Wall)
+            .cloned()
+            .collect();
         Ok(World {
             config,
             sites: site_states,
@@ -297,6 +358,8 @@ impl World {
             stepped_to_ms: start_ms - STEP_MS,
             started: Instant::now(),
             acks_seen: false,
+            wall_faults,
+            repairs: Vec::new(),
         })
     }
 
@@ -329,6 +392,7 @@ impl World {
     /// Steps simulated time up to `target_ms`, then lets nodes with unacknowledged
     /// reports resend on the network clock.
     pub fn advance(&mut self, target_ms: i64) {
+        self.wall_clock_faults();
         while self.stepped_to_ms + STEP_MS <= target_ms {
             self.step(self.stepped_to_ms + STEP_MS);
         }
@@ -365,39 +429,40 @@ impl World {
                 .map(|ts| state.tz.to_datetime(ts))
                 .map(|dt| (dt.hour() as u8, dt.minute() as u8))
                 .unwrap_or((12, 0));
-            sky.push((physics::sky_lux(altitude, cloud, moon), local));
+            let night = altitude < parklight_core::solar::SUNSET_ALTITUDE_DEG;
+            sky.push((physics::sky_lux(altitude, cloud, moon), local, night));
         }
         self.site_power(t);
-        let lamps: Vec<f64> = self
-            .nodes
-            .iter()
-            .map(|n| {
-                if n.lamp_works {
-                    physics::lamp_lux(n.lamp_full_lux, n.level)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        self.repair(t);
+        let lamps: Vec<f64> = self.nodes.iter().map(VirtualNode::own_lux).collect();
         for i in 0..self.nodes.len() {
             let spill: f64 = self.nodes[i]
                 .neighbours
                 .iter()
                 .map(|(j, share)| lamps[*j] * share)
                 .sum();
-            let (sky_lux, local) = sky[self.nodes[i].site];
+            let (sky_lux, local, night) = sky[self.nodes[i].site];
+            let powered = self.sites[self.nodes[i].site].power_back.is_none()
+                && (night || !self.nodes[i].night_circuit);
+            if self.nodes[i].node.is_some() && !powered {
+                let down = Down {
+                    until: None,
+                    power_loss: true,
+                    keeps_clock: true,
+                };
+                self.power_off(i, down);
+            }
+            if let Some(down) = self.nodes[i].down {
+                if !powered || down.until.is_some_and(|until| !until.passed(t)) {
+                    continue;
+                }
+                self.boot(i, t, down);
+            }
             self.step_node(i, t, sky_lux + spill, local);
         }
     }
 
     fn step_node(&mut self, i: usize, t: i64, ambient_lux: f64, (hour, minute): (u8, u8)) {
-        if let Some(down) = self.nodes[i].down {
-            let site_powered = self.sites[self.nodes[i].site].power_back_ms.is_none();
-            if t < down.until_ms || !site_powered {
-                return;
-            }
-            self.boot(i, t, down);
-        }
         self.rate_faults(i, t);
         if self.nodes[i].node.is_none() {
             return;
@@ -405,8 +470,8 @@ impl World {
         let net_ms = self.net_ms();
         if self.nodes[i].link.is_none()
             && self.nodes[i]
-                .offline_until_ms
-                .is_none_or(|until| t >= until)
+                .offline_until
+                .is_none_or(|until| until.passed(t))
         {
             self.connect(i);
         }
@@ -427,11 +492,7 @@ impl World {
             );
         }
         // Light: the sky and the neighbours, plus this lamp, through the sensor.
-        let own = if node.lamp_works {
-            physics::lamp_lux(node.lamp_full_lux, node.level)
-        } else {
-            0.0
-        };
+        let own = node.own_lux();
         let reading = match node.sensor {
             Sensor::Working => {
                 let lux = physics::sensor_reading(ambient_lux + own, &mut node.rng);
@@ -443,8 +504,10 @@ impl World {
         };
         let now = node.now(t, net_ms);
         node.feed(now, Input::Lux(reading));
-        let watts = physics::lamp_power(node.level, node.lamp_works);
-        node.feed(now, Input::Power(watts));
+        if node.metered {
+            let watts = physics::lamp_power(node.lit_level(), node.lamp_works, node.rated_w);
+            node.feed(now, Input::Power(watts));
+        }
     }
 
     fn boot(&mut self, i: usize, t: i64, down: Down) {
@@ -494,7 +557,7 @@ impl World {
         };
         self.next_generation += 1;
         let link = Link::open(options, will, i, self.next_generation, self.events.clone());
-        self.nodes[i].offline_until_ms = None;
+        self.nodes[i].offline_until = None;
         self.nodes[i].link = Some(link);
     }
 
@@ -507,10 +570,10 @@ impl World {
         Ok(options)
     }
 
-    /// Cuts a node's connection without a clean disconnect.
+    /// Loses a node's connection without a clean disconnect: the socket is left half-open.
     fn cut(&mut self, i: usize) {
         if let Some(link) = self.nodes[i].link.take() {
-            link.cut();
+            link.lose();
         }
         if std::mem::take(&mut self.connected[i]) {
             let now = self.nodes[i].now(self.stepped_to_ms, self.net_ms());
@@ -518,7 +581,7 @@ impl World {
         }
     }
 
-    /// Switches a node off until `down.until_ms`, keeping what its flash holds.
+    /// Switches a node off until `down.until`, keeping what its flash holds.
     fn power_off(&mut self, i: usize, down: Down) {
         self.cut(i);
         let node = &mut self.nodes[i];
@@ -530,66 +593,86 @@ impl World {
         node.down = Some(down);
     }
 
-    fn apply_fault(&mut self, i: usize, kind: FaultKind, t: i64, lasting: Option<Duration>) {
-        let lasting_ms = |rng: &mut ChaCha8Rng, default_min: std::ops::Range<i64>| {
-            lasting.map_or_else(
-                || rng.random_range(default_min) * 60_000,
-                |d| d.as_millis() as i64,
-            )
+    /// Breaks what `kind` says at simulated time `t`; `lasting` ends an outage (a random
+    /// few minutes when not given) or repairs a failed part (never when not given).
+    fn apply_fault(&mut self, i: usize, kind: FaultKind, t: i64, lasting: Option<Until>) {
+        let outage = |rng: &mut ChaCha8Rng, default_min: std::ops::Range<i64>| {
+            lasting.unwrap_or_else(|| Until::Simulated(t + rng.random_range(default_min) * 60_000))
         };
         tracing::info!(node = %self.nodes[i].identity.node, fault = kind.name(), "fault");
+        let node = &mut self.nodes[i];
         match kind {
-            FaultKind::Lamp => self.nodes[i].lamp_works = false,
-            FaultKind::Stuck => self.nodes[i].sensor = Sensor::Stuck(self.nodes[i].last_reading),
-            FaultKind::Dead => self.nodes[i].sensor = Sensor::Dead,
+            FaultKind::Lamp => node.lamp_works = false,
+            FaultKind::Relay => node.relay_stuck = true,
+            FaultKind::Stuck => node.sensor = Sensor::Stuck(node.last_reading),
+            FaultKind::Dead => node.sensor = Sensor::Dead,
             FaultKind::Offline => {
-                let until = t + lasting_ms(&mut self.nodes[i].rng, 2..10);
+                let until = outage(&mut node.rng, 2..10);
                 self.cut(i);
-                self.nodes[i].offline_until_ms = Some(until);
+                self.nodes[i].offline_until = Some(until);
             }
             FaultKind::Reboot | FaultKind::Clock => {
                 let down = Down {
-                    until_ms: t + 20_000,
+                    until: Some(Until::Simulated(t + 20_000)),
                     power_loss: false,
                     keeps_clock: kind == FaultKind::Reboot,
                 };
                 self.power_off(i, down);
             }
             FaultKind::Power => {
-                let site = self.nodes[i].site;
-                let until = t + lasting_ms(&mut self.sites[site].rng, 5..20);
+                let site = node.site;
+                let until = outage(&mut self.sites[site].rng, 5..20);
                 self.cut_site_power(site, until);
             }
         }
+        if let (
+            Some(until),
+            FaultKind::Lamp | FaultKind::Relay | FaultKind::Stuck | FaultKind::Dead,
+        ) = (lasting, kind)
+        {
+            self.repairs.push((i, kind, until));
+        }
     }
 
-    fn cut_site_power(&mut self, site: usize, until_ms: i64) {
-        tracing::info!(site = %self.sites[site].site.id, "power cut");
-        self.sites[site].power_back_ms = Some(until_ms);
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].site == site && self.nodes[i].node.is_some() {
-                let down = Down {
-                    until_ms,
-                    power_loss: true,
-                    keeps_clock: true,
-                };
-                self.power_off(i, down);
+    /// Repairs the failed parts that are due.
+    fn repair(&mut self, t: i64) {
+        let nodes = &mut self.nodes;
+        self.repairs.retain(|&(i, kind, until)| {
+            if !until.passed(t) {
+                return true;
             }
-        }
+            tracing::info!(node = %nodes[i].identity.node, fault = kind.name(), "repaired");
+            match kind {
+                FaultKind::Lamp => nodes[i].lamp_works = true,
+                FaultKind::Relay => nodes[i].relay_stuck = false,
+                _ => nodes[i].sensor = Sensor::Working,
+            }
+            false
+        });
+    }
+
+    /// Cuts a site's power; its nodes go down at the next step and boot once it is back.
+    fn cut_site_power(&mut self, site: usize, until: Until) {
+        tracing::info!(site = %self.sites[site].site.id, "power cut");
+        self.sites[site].power_back = Some(until);
     }
 
     fn site_power(&mut self, t: i64) {
         let probability = self.config.faults.rate(FaultKind::Power) * STEP_MS as f64 / 3_600_000.0;
         for site in 0..self.sites.len() {
-            if self.sites[site].power_back_ms.is_some_and(|back| t >= back) {
-                self.sites[site].power_back_ms = None;
+            if self.sites[site]
+                .power_back
+                .is_some_and(|back| back.passed(t))
+            {
+                tracing::info!(site = %self.sites[site].site.id, "power back");
+                self.sites[site].power_back = None;
             }
             if probability > 0.0
-                && self.sites[site].power_back_ms.is_none()
+                && self.sites[site].power_back.is_none()
                 && self.sites[site].rng.random_bool(probability.min(1.0))
             {
-                let until = t + self.sites[site].rng.random_range(5..20) * 60_000;
-                self.cut_site_power(site, until);
+                let minutes = self.sites[site].rng.random_range(5..20);
+                self.cut_site_power(site, Until::Simulated(t + minutes * 60_000));
             }
         }
     }
@@ -607,18 +690,34 @@ impl World {
         }
     }
 
+    /// Applies the scripted faults on the simulated clock that fall in the step.
     fn scripted_faults(&mut self, after_ms: i64, until_ms: i64) {
         let due: Vec<_> = self
             .config
             .faults
             .scripted
             .iter()
+            .filter(|s| s.timing == Timing::Simulated)
             .filter(|s| {
                 let at = self.start_ms + s.after.as_millis() as i64;
                 after_ms < at && at <= until_ms
             })
             .cloned()
             .collect();
+        self.apply_scripted(due, until_ms);
+    }
+
+    /// Applies the scripted faults on the wall clock that are due.
+    fn wall_clock_faults(&mut self) {
+        let elapsed = self.started.elapsed();
+        let (due, later) = std::mem::take(&mut self.wall_faults)
+            .into_iter()
+            .partition(|s| s.after <= elapsed);
+        self.wall_faults = later;
+        self.apply_scripted(due, self.stepped_to_ms);
+    }
+
+    fn apply_scripted(&mut self, due: Vec<Scripted>, t: i64) {
         for fault in due {
             let target = if fault.kind == FaultKind::Power {
                 self.nodes
@@ -630,7 +729,10 @@ impl World {
                     .position(|n| n.identity.node.as_str() == fault.target)
             };
             match target {
-                Some(i) => self.apply_fault(i, fault.kind, until_ms, fault.lasting),
+                Some(i) => {
+                    let lasting = fault.lasting.map(|d| Until::after(fault.timing, t, d));
+                    self.apply_fault(i, fault.kind, t, lasting);
+                }
                 None => {
                     tracing::warn!(target = %fault.target, fault = fault.kind.name(), "scripted fault for an unknown node or site")
                 }

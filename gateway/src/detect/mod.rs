@@ -227,6 +227,13 @@ pub enum Fact {
         /// The config message.
         payload: String,
     },
+    /// The node booted after losing power (its `power_loss` event).
+    PowerLoss {
+        /// Node id.
+        node: String,
+        /// The boot that followed the loss.
+        boot: u32,
+    },
     /// The liveness monitor found the node silent for 3 intervals.
     Silent {
         /// Node id.
@@ -245,6 +252,7 @@ impl Fact {
             | Fact::Offline { node, .. }
             | Fact::Fault { node, .. }
             | Fact::Config { node, .. }
+            | Fact::PowerLoss { node, .. }
             | Fact::Silent { node, .. } => node,
         }
     }
@@ -274,6 +282,9 @@ pub struct Settings {
     pub lamp_light_share: f64,
     /// Share of a lamp's usual power below which it counts as not lit.
     pub lamp_power_share: f64,
+    /// Share of a lamp's rated power (or the most it usually draws) above which it counts
+    /// as on, whatever level it reports (a relay stuck closed burns by day).
+    pub lamp_on_power_share: f64,
     /// Windows a node's light or power must be seen at a level before it is judged there.
     pub learn_windows: u32,
     /// Judged windows kept for revision by late reports, ms.
@@ -295,6 +306,7 @@ impl Default for Settings {
             circuit_margin_ms: 30 * 60_000,
             lamp_light_share: 0.25,
             lamp_power_share: 0.5,
+            lamp_on_power_share: 0.1,
             learn_windows: 3,
             revise_horizon_ms: 6 * 3_600_000,
             open_window_max_ms: 24 * 3_600_000,

@@ -57,6 +57,8 @@ pub struct Place {
     pub calibration: f64,
     /// On a circuit powered only at night.
     pub night_circuit: bool,
+    /// Its lamp's rated power, watts, where the site file says.
+    pub rated_w: Option<f64>,
     /// Report interval it should run, ms.
     pub interval_ms: i64,
     /// The profile it should run.
@@ -150,6 +152,7 @@ impl Model {
                         zone_index,
                         calibration: node.calibration,
                         night_circuit: node.circuit.powered == Powered::Night,
+                        rated_w: node.rated_w,
                         interval_ms: i64::from(desired.interval_s) * 1000,
                         profile: desired.profile,
                         window_ms: i64::from(

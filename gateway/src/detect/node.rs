@@ -119,6 +119,9 @@ pub struct NodeState {
     pub power: BTreeMap<u8, Learned>,
     /// A reading that has not moved.
     pub unmoved: Option<Unmoved>,
+    /// The latest boot that followed a power loss.
+    #[serde(default)]
+    pub power_loss_boot: Option<u32>,
     /// Active conditions.
     pub active: BTreeMap<Kind, Active>,
 }
@@ -134,7 +137,17 @@ impl NodeState {
         self.last.map(|(ts, _)| ts)
     }
 
-    /// Whether its readings are not to be trusted.
+    /// Whether it was without power at `unix_ms` (event time), as far as it told: its
+    /// newest boot followed a power loss and began after then, or it has not reported
+    /// since that boot.
+    pub fn without_power_at(&self, unix_ms: i64) -> bool {
+        self.power_loss_boot.is_some_and(|lost| match self.boot {
+            Some((boot, began)) => boot < lost || (boot == lost && began >= unix_ms),
+            None => true,
+        })
+    }
+
+    /// Whether its light sensor is known to have failed.
     pub fn sensor_failed(&self) -> bool {
         self.active.contains_key(&Kind::SensorFault)
     }
@@ -293,6 +306,10 @@ pub fn apply(
             false
         }
         Fact::Config { .. } => false,
+        Fact::PowerLoss { boot, .. } => {
+            node.power_loss_boot = Some(*boot);
+            false
+        }
         Fact::Offline {
             boot,
             conn,
@@ -484,9 +501,10 @@ fn judge_window(
         .levels
         .filter(|(lo, hi)| lo == hi)
         .map(|(level, _)| level);
+    // A detection may boost the lamp between reports, mixing levels, except at full.
     let judged_level = stable
         .filter(|level| *level >= 50 && dark && node.previous_level == Some(*level))
-        .filter(|_| window.motion == 0);
+        .filter(|level| window.motion == 0 || *level == 100);
     node.previous_level = stable;
     let lamp_reported = node.reported.get(&Kind::LampFault) == Some(&true);
 
@@ -556,16 +574,31 @@ fn judge_window(
         settle(node, place, Kind::SensorFault, window.end, detail, out);
     }
 
-    // Day-burner: lit while the sun is up, once it runs a config with a location and
-    // its boot's grace has passed.
+    // Day-burner: lit while the sun is up (by the level it reports, or by the power it
+    // draws), once it runs a config with a location and its boot's grace has passed.
     let booted = node.boot.map_or(i64::MAX, |(_, at)| at);
+    let full_power = place.rated_w.or_else(|| {
+        let usual = node
+            .power
+            .values()
+            .filter(|l| l.windows >= settings.learn_windows);
+        usual.map(|l| l.mean).reduce(f64::max)
+    });
+    let drawn = (window.power.1 > 0).then(|| window.power.0 / f64::from(window.power.1));
+    let drawing = drawn
+        .zip(full_power)
+        .filter(|(watts, full)| *watts > settings.lamp_on_power_share * full)
+        .map(|(watts, _)| watts);
     let burning = sun > settings.day_above_deg
         && window.configured
-        && window.levels.is_some_and(|(_, hi)| hi > 0)
+        && (window.levels.is_some_and(|(_, hi)| hi > 0) || drawing.is_some())
         && start >= booted.saturating_add(settings.boot_grace_ms);
     let (burns, calm) = node.run("day", burning);
     if burns >= k {
-        let detail = || format!("lamp on with the sun {sun:.0}° up");
+        let detail = || match drawing {
+            Some(watts) => format!("lamp drawing {watts:.1} W with the sun {sun:.0}° up"),
+            None => format!("lamp on with the sun {sun:.0}° up"),
+        };
         set(node, place, Kind::DayBurner, true, window.end, detail, out);
     } else if calm >= k {
         set(

@@ -757,3 +757,96 @@ fn a_node_back_online_after_a_shutdown_is_waited_for_again() {
     assert!(!d.state().nodes["b"].is_away(), "its silence counts again");
     assert!(transitions(&out).is_empty());
 }
+
+#[test]
+fn a_lamp_out_at_full_level_is_found_while_people_pass_but_not_where_a_boost_mixes_levels() {
+    // b's lamp goes out while people pass: at full level a boost changes nothing.
+    let busy_and_out = |level: u8| {
+        move |node: &str, ts: i64| {
+            let out = ts > NIGHT + 30 * MINUTE && node == "b";
+            let lux = if out {
+                0.1
+            } else {
+                healthy(node, ts).0.unwrap()
+            };
+            (Some(lux), 2, level)
+        }
+    };
+    let lamp_faults = |out: &[Output]| {
+        transitions(out)
+            .into_iter()
+            .filter(|t| t.kind == Kind::LampFault && t.active)
+            .count()
+    };
+    let mut d = detector();
+    let out = feed(&mut d, &["a", "b"], NIGHT, 50, busy_and_out(100));
+    assert_eq!(lamp_faults(&out), 1, "{out:#?}");
+    // Dimmed to 80 %, a detection may have boosted the lamp between two reports.
+    let mut d = detector();
+    let out = feed(&mut d, &["a", "b"], NIGHT, 50, busy_and_out(80));
+    assert_eq!(lamp_faults(&out), 0, "{out:#?}");
+}
+
+#[test]
+fn a_lamp_drawing_power_by_day_is_a_day_burner_whatever_level_it_reports() {
+    let day = |watts: f64| {
+        let mut d = detector();
+        let mut out = Vec::new();
+        for minute in 1..=30 {
+            let mut r = report(NOON + minute * MINUTE, Some(5000.0), 0, 0);
+            r.power_w = Some(watts);
+            out.extend(one(&mut d, "b", r));
+        }
+        transitions(&out)
+            .into_iter()
+            .filter(|t| t.kind == Kind::DayBurner && t.active)
+            .map(|t| t.detail.clone())
+            .collect::<Vec<_>>()
+    };
+    // A relay stuck closed: the node commands 0 %, its 40 W lamp draws 40 W.
+    let stuck = day(40.0);
+    assert_eq!(stuck.len(), 1, "{stuck:?}");
+    assert!(stuck[0].contains("40.0 W"), "{stuck:?}");
+    assert!(day(0.2).is_empty(), "a driver's standby draw is off");
+}
+
+#[test]
+fn windows_a_power_cut_left_unobserved_say_so() {
+    let mut d = detector();
+    feed(&mut d, &["a", "b"], NIGHT, 10, healthy);
+    let mut out = Vec::new();
+    for node in ["a", "b"] {
+        let will = Fact::Offline {
+            node: node.into(),
+            boot: 1,
+            conn: 1,
+            lost: true,
+            received: NIGHT + 10 * MINUTE + 30_000,
+        };
+        d.apply(&will, &mut out);
+    }
+    // Power returns 30 minutes later: each node boots, tells, and reports again.
+    for node in ["a", "b"] {
+        let lost = Fact::PowerLoss {
+            node: node.into(),
+            boot: 2,
+        };
+        d.apply(&lost, &mut out);
+    }
+    for minute in 41..=50 {
+        for node in ["a", "b"] {
+            let mut r = report(NIGHT + minute * MINUTE, healthy(node, 0).0, 0, 100);
+            r.boot = 2;
+            out.extend(one(&mut d, node, r));
+        }
+    }
+    let cut: Vec<_> = windows(&out, "path")
+        .into_iter()
+        .filter(|w| w.start >= NIGHT + 15 * MINUTE && w.end <= NIGHT + 40 * MINUTE)
+        .collect();
+    assert_eq!(cut.len(), 5, "{out:#?}");
+    for window in cut {
+        assert_eq!(window.status, Status::Unobserved);
+        assert_eq!(window.cause.as_deref(), Some("power loss: a, b"));
+    }
+}

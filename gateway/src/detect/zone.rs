@@ -239,8 +239,14 @@ pub fn close(
 }
 
 /// Why nodes of a zone gave no valid reading.
-fn cause(zone: &ZoneModel, shares: &Shares, nodes: &HashMap<String, NodeState>) -> Option<String> {
+fn cause(
+    zone: &ZoneModel,
+    shares: &Shares,
+    nodes: &HashMap<String, NodeState>,
+    start: i64,
+) -> Option<String> {
     let mut offline = Vec::new();
+    let mut unpowered = Vec::new();
     let mut sensors = Vec::new();
     for member in &zone.members {
         let state = nodes.get(member);
@@ -250,11 +256,16 @@ fn cause(zone: &ZoneModel, shares: &Shares, nodes: &HashMap<String, NodeState>) 
             {
                 sensors.push(member.as_str());
             }
+        } else if state.is_some_and(|s| s.without_power_at(start)) {
+            unpowered.push(member.as_str());
         } else {
             offline.push(member.as_str());
         }
     }
     let mut parts = Vec::new();
+    if !unpowered.is_empty() {
+        parts.push(format!("power loss: {}", unpowered.join(", ")));
+    }
     if !offline.is_empty() {
         parts.push(format!("offline: {}", offline.join(", ")));
     }
@@ -318,7 +329,7 @@ fn judge(
         cause: if status == Status::NotJudged {
             None
         } else {
-            cause(zone, &shares, nodes)
+            cause(zone, &shares, nodes, start)
         },
         ..recomputed
     };

@@ -84,6 +84,7 @@ impl FactRow {
                 received,
             }),
             "silent" => out.push(Fact::Silent { node, received }),
+            "power_loss" => out.push(Fact::PowerLoss { node, boot }),
             "config" => {
                 if let (Some(cfg), Some(payload)) = (self.cfg, self.payload) {
                     out.push(Fact::Config { node, cfg, payload });
@@ -505,6 +506,7 @@ mod tests {
                 Fact::Offline { lost, .. } => if *lost { "lost" } else { "shutdown" }.into(),
                 Fact::Fault { fault, raised, .. } => format!("{}:{raised}", fault.as_str()),
                 Fact::Silent { .. } => "silent".into(),
+                Fact::PowerLoss { .. } => "power_loss".into(),
                 Fact::Config { cfg, .. } => format!("config {cfg}"),
             })
             .collect()

@@ -275,6 +275,9 @@ impl Writer<'_> {
             let raised = *state == FaultState::Raised;
             self.fact(node, event.kind.as_str(), None, Some(raised), received)?;
         }
+        if (inserted, &event.kind) == (1, &EventKind::PowerLoss) {
+            self.fact(node, "power_loss", Some((event.boot, 0)), None, received)?;
+        }
         Ok(inserted == 1)
     }
 
