@@ -6,7 +6,9 @@
 //!
 //! Liveness is decided here too, on the wall clock: a node placed in a site that has not
 //! reported for 3 intervals (after a start-up grace of 3 intervals) gets a `silent`
-//! fact, stored in commit order like any other, so a replay sees the same decision.
+//! fact, and one online for 3 intervals after a config was published for it without
+//! running it a `config_late` fact, stored in commit order like any other, so a replay
+//! sees the same decisions.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -138,8 +140,8 @@ impl Running {
     }
 
     /// Stores a `silent` fact for each placed node not heard from (a report or a birth)
-    /// for [`SILENT_INTERVALS`] intervals, counted from the start at the earliest (the
-    /// start-up grace).
+    /// for [`SILENT_INTERVALS`] intervals, and a `config_late` fact for each late to run
+    /// its config; both counted from the start at the earliest (the start-up grace).
     fn liveness(&self, store: &mut Store, model: &Model, started: i64) -> Result<(), StorageError> {
         let now = wall_ms();
         let state = self.detector.state();
@@ -147,13 +149,24 @@ impl Running {
             .places()
             .filter(|place| is_silent(place, state.nodes.get(&place.id), now, started))
             .collect();
-        if silent.is_empty() {
+        let late: Vec<_> = model
+            .places()
+            .filter_map(|place| {
+                let cfg = config_late(place, state.nodes.get(&place.id), now, started)?;
+                Some((place, cfg))
+            })
+            .collect();
+        if silent.is_empty() && late.is_empty() {
             return Ok(());
         }
         let mut writer = store.write()?;
         for place in &silent {
             let node = writer.node(&place.id, &place.site)?;
             writer.fact(node, "silent", None, None, now)?;
+        }
+        for (place, cfg) in &late {
+            let node = writer.node(&place.id, &place.site)?;
+            writer.config_late(node, *cfg, now)?;
         }
         writer.commit()?;
         counter!(m::NODES_SILENT).increment(silent.len() as u64);
@@ -182,6 +195,25 @@ pub fn is_silent(place: &Place, node: Option<&NodeState>, now: i64, started: i64
         .and_then(|n| n.heard)
         .map_or(started, |h| h.max(started));
     now - heard >= limit
+}
+
+/// The config version `node` is late to run at wall time `now`, if it is: online (a
+/// birth, not away) for [`SILENT_INTERVALS`] intervals since the version was published
+/// (or since its birth, or the start, whichever came last) and not running it, as its
+/// birth, newest report or answer says. Decided once per version.
+pub fn config_late(place: &Place, node: Option<&NodeState>, now: i64, started: i64) -> Option<u32> {
+    let node = node.filter(|n| n.birth.is_some() && !n.is_away())?;
+    let (cfg, published) = node.desired_cfg?;
+    if node.running_cfg == Some(cfg) || node.config_late == Some(cfg) {
+        return None;
+    }
+    let interval = node
+        .interval_ms
+        .map_or(place.interval_ms, |own| own.max(place.interval_ms));
+    let from = published
+        .max(node.online_since.unwrap_or(published))
+        .max(started);
+    (now - from >= SILENT_INTERVALS * interval).then_some(cfg)
 }
 
 /// What the detectors give for the whole journal of `store`, judged from an empty state:
@@ -304,5 +336,52 @@ mod tests {
             started + 10_000_000,
             started
         ));
+    }
+
+    #[test]
+    fn a_config_is_late_three_intervals_after_publishing_or_birth_once_per_version() {
+        let site = Site::remiseparken();
+        let model = Model::of(std::slice::from_ref(&site));
+        let place = model.node("pole-001").expect("placed");
+        let started = 1_000_000;
+        let published = started + 60_000;
+        let mut node = NodeState {
+            birth: Some((1, 1)),
+            online_since: Some(started - 10_000),
+            running_cfg: Some(4),
+            desired_cfg: Some((5, published)),
+            ..NodeState::default()
+        };
+        assert_eq!(
+            config_late(place, Some(&node), published + 179_999, started),
+            None
+        );
+        assert_eq!(
+            config_late(place, Some(&node), published + 180_000, started),
+            Some(5)
+        );
+        // Born after the publishing: counted from the birth.
+        node.online_since = Some(published + 100_000);
+        assert_eq!(
+            config_late(place, Some(&node), published + 200_000, started),
+            None
+        );
+        // Running it, away, or decided already: nothing.
+        for change in [
+            |n: &mut NodeState| n.running_cfg = Some(5),
+            |n: &mut NodeState| n.away = true,
+            |n: &mut NodeState| n.config_late = Some(5),
+        ] {
+            let mut other = node.clone();
+            change(&mut other);
+            assert_eq!(
+                config_late(place, Some(&other), published + 10_000_000, started),
+                None
+            );
+        }
+        assert_eq!(
+            config_late(place, Some(&node), published + 10_000_000, started),
+            Some(5)
+        );
     }
 }

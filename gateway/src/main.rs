@@ -37,6 +37,9 @@ enum Command {
     /// Print every node the store knows: site, zone, last report, online, boot, lost,
     /// running and desired config version.
     Nodes(NodesArgs),
+    /// Tell the gateway about work on one node.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Print each zone's status now (with the figures of its last window) and every
     /// active condition.
     Status(StatusArgs),
@@ -84,6 +87,19 @@ struct DeadLetterArgs {
     /// How many to print, newest first.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// The node's lamp or controller was swapped: forget what its lamp taught the
+    /// detectors (its light and power per level); they learn the new one afresh.
+    Replaced {
+        /// The node id.
+        node: String,
+        /// The configuration file (for the store's path and the sites).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +235,27 @@ fn open_store(path: &std::path::Path) -> anyhow::Result<parklight_gateway::store
         &loaded.config.storage.path,
         loaded.config.storage.dead_letters_max,
     )?)
+}
+
+/// Records that `node` was replaced, for the detectors to forget its lamp.
+fn replaced(node: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = Config::load(path, &environment_overrides())?;
+    let site = (loaded.sites.iter())
+        .find(|s| s.node(node).is_some())
+        .ok_or_else(|| anyhow::anyhow!("node {node} is in none of the site files"))?;
+    let mut store = parklight_gateway::store::Store::open(
+        &loaded.config.storage.path,
+        loaded.config.storage.dead_letters_max,
+    )?;
+    let mut writer = store.write()?;
+    let id = writer.node(node, &site.id)?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    writer.fact(id, "replaced", None, None, now)?;
+    writer.commit()?;
+    println!(
+        "{node}: what its lamp gave and drew is forgotten; it is learned again from its next dark windows"
+    );
+    Ok(())
 }
 
 fn nodes(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
@@ -515,6 +552,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => demo(args).await,
         Command::DeadLetters(args) => dead_letters(&args.config, args.limit),
         Command::Nodes(args) => nodes(&args.config, args.json),
+        Command::Node(NodeCommand::Replaced { node, config }) => replaced(&node, &config),
         Command::Check(args) => check(&args.config),
         Command::Status(args) => status(args),
         Command::Conditions(args) => conditions(args),

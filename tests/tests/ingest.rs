@@ -492,4 +492,32 @@ fn parklight_nodes_shows_each_node_as_the_store_knows_it() {
             desired.to_string().as_str()
         ]
     );
+
+    // A swapped lamp: the detectors are told to learn it afresh; a node no site file
+    // places is refused.
+    let config = config.to_str().unwrap();
+    let replaced = Parklight::spawn(&["node", "replaced", "pole-017", "--config", config])
+        .wait(Duration::from_secs(30));
+    assert!(replaced.status.success(), "{}", replaced.stderr);
+    let store = gateway.store();
+    let (journal, _) = store
+        .journal_after(parklight_gateway::store::Position::default(), 10_000, None)
+        .unwrap();
+    assert!(
+        journal.iter().any(|entry| matches!(
+            &entry.fact,
+            parklight_gateway::detect::Fact::Replaced { node } if node == "pole-017"
+        )),
+        "the replacement is a fact in the journal"
+    );
+    let stray = Parklight::spawn(&["node", "replaced", "pole-new", "--config", config])
+        .wait(Duration::from_secs(30));
+    assert!(!stray.status.success());
+    assert!(
+        stray
+            .stderr
+            .contains("pole-new is in none of the site files"),
+        "{}",
+        stray.stderr
+    );
 }

@@ -43,11 +43,13 @@ pub enum Kind {
     Tamper,
     /// A lamp on in daylight.
     DayBurner,
+    /// A node does not run the config published for it.
+    ConfigNotApplied,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::DarkZone,
         Kind::ZoneUnobserved,
         Kind::NodeOffline,
@@ -55,6 +57,7 @@ impl Kind {
         Kind::SensorFault,
         Kind::Tamper,
         Kind::DayBurner,
+        Kind::ConfigNotApplied,
     ];
 
     /// The kind as stored and printed.
@@ -67,6 +70,7 @@ impl Kind {
             Kind::SensorFault => "sensor_fault",
             Kind::Tamper => "tamper",
             Kind::DayBurner => "day_burner",
+            Kind::ConfigNotApplied => "config_not_applied",
         }
     }
 
@@ -191,6 +195,8 @@ pub enum Fact {
         conn: u32,
         /// The report interval it runs, seconds.
         interval_s: Option<u16>,
+        /// The config version it runs (`None` before any).
+        cfg: Option<u32>,
         /// Arrival, Unix ms (wall clock).
         received: i64,
     },
@@ -226,6 +232,31 @@ pub enum Fact {
         cfg: u32,
         /// The config message.
         payload: String,
+        /// When it was published, Unix ms (wall clock).
+        received: i64,
+    },
+    /// A node's answer to a config: applied, or refused with a reason.
+    ConfigAnswer {
+        /// Node id.
+        node: String,
+        /// The config's version.
+        cfg: u32,
+        /// Applied (true) or refused.
+        applied: bool,
+        /// Why it was refused, as the node says.
+        detail: String,
+        /// Arrival, Unix ms (wall clock).
+        received: i64,
+    },
+    /// The liveness monitor found the node online for 3 intervals after `cfg` was
+    /// published without running it.
+    ConfigLate {
+        /// Node id.
+        node: String,
+        /// The config version it does not run.
+        cfg: u32,
+        /// When it decided, Unix ms (wall clock).
+        received: i64,
     },
     /// The node booted after losing power (its `power_loss` event).
     PowerLoss {
@@ -233,6 +264,11 @@ pub enum Fact {
         node: String,
         /// The boot that followed the loss.
         boot: u32,
+    },
+    /// The node's lamp or controller was swapped (`parklight node replaced`).
+    Replaced {
+        /// Node id.
+        node: String,
     },
     /// The liveness monitor found the node silent for 3 intervals.
     Silent {
@@ -253,6 +289,9 @@ impl Fact {
             | Fact::Fault { node, .. }
             | Fact::Config { node, .. }
             | Fact::PowerLoss { node, .. }
+            | Fact::Replaced { node }
+            | Fact::ConfigAnswer { node, .. }
+            | Fact::ConfigLate { node, .. }
             | Fact::Silent { node, .. } => node,
         }
     }

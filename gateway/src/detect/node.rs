@@ -122,6 +122,18 @@ pub struct NodeState {
     /// The latest boot that followed a power loss.
     #[serde(default)]
     pub power_loss_boot: Option<u32>,
+    /// The config version it runs, by its birth, its newest report or its answer.
+    #[serde(default)]
+    pub running_cfg: Option<u32>,
+    /// The config version last published for it, and when (wall clock, Unix ms).
+    #[serde(default)]
+    pub desired_cfg: Option<(u32, i64)>,
+    /// When its current connection's birth arrived (wall clock, Unix ms).
+    #[serde(default)]
+    pub online_since: Option<i64>,
+    /// The version the liveness monitor found it late to apply.
+    #[serde(default)]
+    pub config_late: Option<u32>,
     /// Active conditions.
     pub active: BTreeMap<Kind, Active>,
 }
@@ -180,7 +192,7 @@ const MAX_LAMP_W: f64 = 10_000.0;
 fn severity(kind: Kind) -> Severity {
     match kind {
         Kind::NodeOffline | Kind::LampFault | Kind::Tamper => Severity::High,
-        Kind::SensorFault => Severity::Medium,
+        Kind::SensorFault | Kind::ConfigNotApplied => Severity::Medium,
         _ => Severity::Low,
     }
 }
@@ -225,6 +237,15 @@ fn set(
             ts,
             detail: detail(),
         }));
+    }
+}
+
+/// Clears `config_not_applied` once the node runs the version published for it.
+fn config_applied(node: &mut NodeState, place: &Place, ts: i64, out: &mut Vec<Output>) {
+    let desired = node.desired_cfg.map(|(cfg, _)| cfg);
+    if desired.is_some() && node.running_cfg == desired {
+        let detail = || format!("runs config {}", desired.unwrap_or_default());
+        set(node, place, Kind::ConfigNotApplied, false, ts, detail, out);
     }
 }
 
@@ -291,11 +312,15 @@ pub fn apply(
             boot,
             conn,
             interval_s,
+            cfg,
             received,
             ..
         } => {
             node.birth = Some((*boot, *conn));
             node.heard = node.heard.max(Some(*received));
+            node.online_since = Some(*received);
+            node.running_cfg = *cfg;
+            config_applied(node, place, node.event_time(*received), out);
             // Connected again: its reports are to be waited for (and missed, if none come).
             node.away = false;
             node.away_at = None;
@@ -305,7 +330,49 @@ pub fn apply(
             }
             false
         }
-        Fact::Config { .. } => false,
+        Fact::Config { cfg, received, .. } => {
+            node.desired_cfg = Some((*cfg, *received));
+            node.config_late = None;
+            false
+        }
+        Fact::ConfigAnswer {
+            cfg,
+            applied,
+            detail,
+            received,
+            ..
+        } => {
+            let now = node.event_time(*received);
+            if node.desired_cfg.map(|(desired, _)| desired) == Some(*cfg) {
+                if *applied {
+                    node.running_cfg = Some(*cfg);
+                    config_applied(node, place, now, out);
+                } else {
+                    let detail = || format!("config {cfg} refused: {detail}");
+                    set(node, place, Kind::ConfigNotApplied, true, now, detail, out);
+                }
+            }
+            false
+        }
+        Fact::ConfigLate { cfg, received, .. } => {
+            node.config_late = Some(*cfg);
+            let now = node.event_time(*received);
+            let desired = node.desired_cfg.map(|(desired, _)| desired);
+            if desired == Some(*cfg) && node.running_cfg != Some(*cfg) {
+                let running = node.running_cfg.map_or("none".into(), |r| r.to_string());
+                let detail = || format!("runs config {running}, not {cfg} published for it");
+                set(node, place, Kind::ConfigNotApplied, true, now, detail, out);
+            }
+            false
+        }
+        Fact::Replaced { .. } => {
+            // A new lamp: what the old one gave and drew says nothing about it.
+            node.light.clear();
+            node.power.clear();
+            node.runs
+                .retain(|rule, _| rule != "light" && rule != "power");
+            false
+        }
         Fact::PowerLoss { boot, .. } => {
             node.power_loss_boot = Some(*boot);
             false
@@ -411,6 +478,9 @@ fn report_in(
     if node.last_ts().is_none_or(|last| ts >= last) {
         node.last = Some((ts, report.received));
         node.interval_ms = Some(i64::from(report.period_s) * 1000);
+        // Only the newest report tells what it runs: replayed ones carry old versions.
+        node.running_cfg = report.cfg;
+        config_applied(node, place, ts, out);
     }
     node.heard = node.heard.max(Some(report.received));
     node.away = false;

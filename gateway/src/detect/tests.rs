@@ -339,6 +339,7 @@ fn a_will_of_the_current_connection_raises_node_offline_a_stale_one_does_not() {
         boot: 1,
         conn: 2,
         interval_s: Some(60),
+        cfg: Some(1),
         received: NIGHT,
     };
     d.apply(&online, &mut out);
@@ -573,6 +574,7 @@ fn the_class_in_force_is_the_one_of_the_config_version_the_nodes_report_running(
                 node: node.into(),
                 cfg: 7,
                 payload: config(7),
+                received: midnight,
             };
             d.apply(&fact, &mut out);
         }
@@ -751,6 +753,7 @@ fn a_node_back_online_after_a_shutdown_is_waited_for_again() {
         boot: 2,
         conn: 1,
         interval_s: Some(60),
+        cfg: Some(1),
         received: NIGHT + 5 * MINUTE,
     };
     d.apply(&birth, &mut out);
@@ -849,4 +852,105 @@ fn windows_a_power_cut_left_unobserved_say_so() {
         assert_eq!(window.status, Status::Unobserved);
         assert_eq!(window.cause.as_deref(), Some("power loss: a, b"));
     }
+}
+
+#[test]
+fn a_config_refused_or_not_run_in_time_is_not_applied_until_the_node_runs_it() {
+    let mut d = detector();
+    let mut out = Vec::new();
+    let published = Fact::Config {
+        node: "a".into(),
+        cfg: 9,
+        payload: String::new(),
+        received: NIGHT,
+    };
+    d.apply(&published, &mut out);
+    // Replayed reports of an older version, and the liveness monitor's finding.
+    feed(&mut d, &["a"], NIGHT, 3, healthy);
+    let late = Fact::ConfigLate {
+        node: "a".into(),
+        cfg: 9,
+        received: NIGHT + 4 * MINUTE,
+    };
+    d.apply(&late, &mut out);
+    let raised = transitions(&out);
+    assert_eq!(raised.len(), 1, "{out:#?}");
+    assert_eq!(
+        (raised[0].kind, raised[0].active),
+        (Kind::ConfigNotApplied, true)
+    );
+    assert_eq!(raised[0].detail, "runs config 1, not 9 published for it");
+    // Its newest report runs it: cleared.
+    let mut out = Vec::new();
+    let mut row = report(NIGHT + 5 * MINUTE, Some(12.0), 0, 100);
+    row.cfg = Some(9);
+    out.extend(one(&mut d, "a", row));
+    let cleared = transitions(&out);
+    assert_eq!(
+        (cleared[0].kind, cleared[0].active),
+        (Kind::ConfigNotApplied, false)
+    );
+    // A refusal of the next version raises at once; one of an older version does not.
+    let mut out = Vec::new();
+    let answer = |cfg: u32| Fact::ConfigAnswer {
+        node: "a".into(),
+        cfg,
+        applied: false,
+        detail: "profile has 9 steps".into(),
+        received: NIGHT + 6 * MINUTE,
+    };
+    d.apply(
+        &Fact::Config {
+            node: "a".into(),
+            cfg: 10,
+            payload: String::new(),
+            received: NIGHT + 6 * MINUTE,
+        },
+        &mut out,
+    );
+    d.apply(&answer(8), &mut out);
+    assert!(transitions(&out).is_empty());
+    d.apply(&answer(10), &mut out);
+    let refused = transitions(&out);
+    assert_eq!(refused[0].detail, "config 10 refused: profile has 9 steps");
+    // A birth running it clears it.
+    let mut out = Vec::new();
+    let birth = Fact::Online {
+        node: "a".into(),
+        boot: 2,
+        conn: 1,
+        interval_s: Some(60),
+        cfg: Some(10),
+        received: NIGHT + 7 * MINUTE,
+    };
+    d.apply(&birth, &mut out);
+    assert!(!transitions(&out)[0].active);
+}
+
+#[test]
+fn a_replaced_lamp_is_learned_afresh_not_judged_against_the_old_one() {
+    let run = |replaced: bool| {
+        let mut d = detector();
+        let bright = |node: &str, ts| match node {
+            "b" => (Some(40.0), 0, 100),
+            _ => healthy(node, ts),
+        };
+        feed(&mut d, &["a", "b"], NIGHT, 30, bright);
+        let mut out = Vec::new();
+        if replaced {
+            d.apply(&Fact::Replaced { node: "b".into() }, &mut out);
+        }
+        // The new lamp gives a fifth of the old one's light: plenty for the path.
+        let dimmer = |node: &str, ts| match node {
+            "b" => (Some(8.0), 0, 100),
+            _ => healthy(node, ts),
+        };
+        out.extend(feed(&mut d, &["a", "b"], NIGHT + 30 * MINUTE, 30, dimmer));
+        transitions(&out)
+            .iter()
+            .filter(|t| t.kind == Kind::LampFault && t.active)
+            .count()
+    };
+    assert_eq!(run(false), 1, "against the old lamp it looks out");
+    assert_eq!(run(true), 0);
 }

@@ -73,6 +73,7 @@ impl FactRow {
                 node,
                 boot,
                 conn,
+                cfg: self.cfg,
                 interval_s: self.interval_s,
                 received,
             }),
@@ -85,9 +86,35 @@ impl FactRow {
             }),
             "silent" => out.push(Fact::Silent { node, received }),
             "power_loss" => out.push(Fact::PowerLoss { node, boot }),
+            "replaced" => out.push(Fact::Replaced { node }),
+            "command_applied" | "command_rejected" => {
+                if let Some(cfg) = self.cfg {
+                    out.push(Fact::ConfigAnswer {
+                        applied: self.kind == "command_applied",
+                        node,
+                        cfg,
+                        detail: self.payload.unwrap_or_default(),
+                        received,
+                    });
+                }
+            }
+            "config_late" => {
+                if let Some(cfg) = self.cfg {
+                    out.push(Fact::ConfigLate {
+                        node,
+                        cfg,
+                        received,
+                    });
+                }
+            }
             "config" => {
                 if let (Some(cfg), Some(payload)) = (self.cfg, self.payload) {
-                    out.push(Fact::Config { node, cfg, payload });
+                    out.push(Fact::Config {
+                        node,
+                        cfg,
+                        payload,
+                        received,
+                    });
                 }
             }
             "released" => {
@@ -507,6 +534,9 @@ mod tests {
                 Fact::Fault { fault, raised, .. } => format!("{}:{raised}", fault.as_str()),
                 Fact::Silent { .. } => "silent".into(),
                 Fact::PowerLoss { .. } => "power_loss".into(),
+                Fact::Replaced { .. } => "replaced".into(),
+                Fact::ConfigAnswer { applied, .. } => format!("applied:{applied}"),
+                Fact::ConfigLate { cfg, .. } => format!("late {cfg}"),
                 Fact::Config { cfg, .. } => format!("config {cfg}"),
             })
             .collect()

@@ -184,6 +184,15 @@ impl Writer<'_> {
         )
     }
 
+    /// Records the liveness monitor's finding that `node` is late to apply config `cfg`.
+    pub fn config_late(&mut self, node: i64, cfg: u32, received: i64) -> Result<i64, StorageError> {
+        let extra = FactExtra {
+            cfg: Some(cfg),
+            ..FactExtra::default()
+        };
+        self.fact_with(node, "config_late", None, None, received, extra)
+    }
+
     /// A fact, with a config version and message for a `config` fact.
     fn fact_with(
         &mut self,
@@ -277,6 +286,20 @@ impl Writer<'_> {
         }
         if (inserted, &event.kind) == (1, &EventKind::PowerLoss) {
             self.fact(node, "power_loss", Some((event.boot, 0)), None, received)?;
+        }
+        // The answer to a config the gateway published (its id is `c-{cfg}`).
+        if let (1, EventKind::CommandApplied { id } | EventKind::CommandRejected { id }) =
+            (inserted, &event.kind)
+            && let Some(cfg) = (id.as_deref())
+                .and_then(|id| id.strip_prefix("c-"))
+                .and_then(|n| n.parse().ok())
+        {
+            let extra = FactExtra {
+                cfg: Some(cfg),
+                payload: event.detail.as_deref(),
+                interval_s: None,
+            };
+            self.fact_with(node, event.kind.as_str(), None, None, received, extra)?;
         }
         Ok(inserted == 1)
     }

@@ -1,7 +1,9 @@
 //! `cargo run --release -p parklight-tests --bin bench`: offered QoS 1 load from many
 //! node connections through a real Mosquitto into the real gateway. `bench store
 //! [REPORTS]` measures only the store's own ceiling (for `valgrind --tool=callgrind`);
-//! `bench detect [NODES]` the detectors' CPU per report, alone and reading the journal.
+//! `bench detect [NODES]` the detectors' CPU per report, alone and reading the journal;
+//! `bench latency [REPORTS_PER_S]` the time from the report that closes a zone window to
+//! the condition it changes, stored, at a fixed load.
 //!
 //! Measures, in one run on this machine: the broker's own ceiling (a subscriber that only
 //! counts and acknowledges), the gateway's sustained reports/s with zero loss as a share
@@ -11,8 +13,9 @@
 //! commits with no broker). Every loop is bounded in count and time; everything listens
 //! on loopback.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use parklight_tests::broker::Mosquitto;
@@ -27,10 +30,14 @@ const NODES_PER_CONNECTION: usize = 125;
 /// How long load is offered in each phase.
 const OFFER_FOR: Duration = Duration::from_secs(20);
 
-/// A realistic report: night light with noise, a few detections, a lamp at full.
-fn report(node: usize, boot: u32, seq: u32, base_ms: i64) -> Vec<u8> {
+/// Night light with noise under a lamp at full: 12 to 20 lx.
+fn night_lux(node: usize, seq: u32) -> f64 {
     let wobble = f64::from((seq.wrapping_mul(2_654_435_761) >> 20) % 1000) / 1000.0;
-    let avg = ((12.0 + node as f64 % 7.0 + wobble) * 1000.0).round() / 1000.0;
+    ((12.0 + node as f64 % 7.0 + wobble) * 1000.0).round() / 1000.0
+}
+
+/// A realistic report: `avg` lux, a few detections, a lamp at full.
+fn report(boot: u32, seq: u32, base_ms: i64, avg: f64) -> Vec<u8> {
     format!(
         r#"{{"v":1,"boot":{boot},"seq":{seq},"ts":{ts},"up_ms":{up},"period_s":60,"lux":{{"avg":{avg},"min":{min},"max":{max}}},"motion":{motion},"lamp":{{"on":true,"level":100,"power_w":40.2}},"cfg":3}}"#,
         ts = base_ms + i64::from(seq) * 60_000,
@@ -45,20 +52,49 @@ fn report(node: usize, boot: u32, seq: u32, base_ms: i64) -> Vec<u8> {
 /// Publishes a connection may have unacknowledged: four rounds of its nodes' reports.
 const PUBLISH_WINDOW: u64 = 4 * NODES_PER_CONNECTION as u64;
 
+/// Which reports a phase offers, and how fast.
+#[derive(Clone)]
+struct Load {
+    /// The nodes' boot (each phase a boot of its own, so no phase leaves a gap in
+    /// another's seqs); seqs from 0, one a minute of node time from `base_ms`.
+    boot: u32,
+    base_ms: i64,
+    /// Offered until then.
+    deadline: Instant,
+    /// A round of every node's reports at most this often; as fast as QoS 1 allows when
+    /// `None`.
+    pace: Option<Duration>,
+    /// The lux a node reads in a report.
+    lux: fn(usize, u32) -> f64,
+    /// When each connection's round (connection, seq) was written, wall ms.
+    sent: Option<Arc<Mutex<HashMap<(usize, u32), i64>>>>,
+}
+
 /// Publishes reports of `CONNECTIONS × NODES_PER_CONNECTION` nodes as fast as QoS 1 allows,
-/// for `OFFER_FOR`, of boot `boot` from its seq 0 on (each phase a boot of its own, so
-/// no phase leaves a gap in another's seqs), one a minute of node time from `days_ago`.
-/// Returns reports the broker acknowledged.
+/// for `OFFER_FOR`, of boot `boot`, one a minute of node time from `days_ago`. Returns
+/// reports the broker acknowledged.
 async fn offer(port: u16, boot: u32, days_ago: i64) -> u64 {
+    offer_load(
+        port,
+        Load {
+            boot,
+            base_ms: jiff::Timestamp::now().as_millisecond() - days_ago * 86_400_000,
+            deadline: Instant::now() + OFFER_FOR,
+            pace: None,
+            lux: night_lux,
+            sent: None,
+        },
+    )
+    .await
+}
+
+/// Publishes `load` from every connection; returns reports the broker acknowledged.
+async fn offer_load(port: u16, load: Load) -> u64 {
     let acked = Arc::new(AtomicU64::new(0));
-    let base_ms = jiff::Timestamp::now().as_millisecond() - days_ago * 86_400_000;
-    let deadline = Instant::now() + OFFER_FOR;
     let publishers: Vec<_> = (0..CONNECTIONS)
         .map(|connection| {
-            let acked = acked.clone();
-            tokio::spawn(async move {
-                publish_rounds(port, connection, boot, base_ms, deadline, &acked).await
-            })
+            let (acked, load) = (acked.clone(), load.clone());
+            tokio::spawn(async move { publish_rounds(port, connection, &load, &acked).await })
         })
         .collect();
     for publisher in publishers {
@@ -71,14 +107,7 @@ async fn offer(port: u16, boot: u32, days_ago: i64) -> u64 {
 /// round of its nodes' reports in one write while at most [`PUBLISH_WINDOW`] are
 /// unacknowledged, acknowledgements counted as they come. A client library's
 /// per-message work would take the cores from the broker it is meant to measure.
-async fn publish_rounds(
-    port: u16,
-    connection: usize,
-    boot: u32,
-    base_ms: i64,
-    deadline: Instant,
-    acked: &AtomicU64,
-) {
+async fn publish_rounds(port: u16, connection: usize, load: &Load, acked: &AtomicU64) {
     use rumqttc::mqttbytes::v4::{Connect, Disconnect, Publish};
     use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -98,7 +127,15 @@ async fn publish_rounds(
         room.clone(),
     ));
     let (mut sent, mut pkid, mut seq) = (0_u64, 0_u16, 0);
-    while Instant::now() < deadline {
+    let mut pace = load.pace.map(|period| {
+        let mut pace = tokio::time::interval(period);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pace
+    });
+    while Instant::now() < load.deadline {
+        if let Some(pace) = &mut pace {
+            pace.tick().await;
+        }
         if sent + NODES_PER_CONNECTION as u64 > confirmed.load(Ordering::Acquire) + PUBLISH_WINDOW {
             let _ = tokio::time::timeout(Duration::from_millis(100), room.notified()).await;
             continue;
@@ -108,7 +145,7 @@ async fn publish_rounds(
             let mut publish = Publish::new(
                 format!("parklight/v1/bench/node-{node:05}/telemetry"),
                 QoS::AtLeastOnce,
-                report(node, boot, seq, base_ms),
+                report(load.boot, seq, load.base_ms, (load.lux)(node, seq)),
             );
             pkid = pkid % u16::MAX + 1;
             publish.pkid = pkid;
@@ -116,6 +153,12 @@ async fn publish_rounds(
         }
         if writer.write_all(&out).await.is_err() {
             break;
+        }
+        if let Some(sent) = &load.sent {
+            let now = jiff::Timestamp::now().as_millisecond();
+            sent.lock()
+                .expect("not poisoned")
+                .insert((connection, seq), now);
         }
         out.clear();
         sent += NODES_PER_CONNECTION as u64;
@@ -196,7 +239,12 @@ fn store_alone(reports: usize) -> f64 {
             let node = i % nodes;
             (
                 format!("parklight/v1/bench/node-{node:05}/telemetry"),
-                report(node, 1, (i / nodes) as u32, now - 30 * 86_400_000),
+                report(
+                    1,
+                    (i / nodes) as u32,
+                    now - 30 * 86_400_000,
+                    night_lux(node, (i / nodes) as u32),
+                ),
             )
         })
         .collect();
@@ -502,6 +550,135 @@ fn detect_alone(nodes: usize) {
     );
 }
 
+/// Poles per zone, as in a park: a window closes when the last of them reports.
+const POLES_PER_ZONE: usize = 8;
+/// Every tenth zone reads dark for two windows, then lit for two, so its `dark_zone` is
+/// raised or cleared at every second window.
+const FLAPPING_EVERY: usize = 10;
+/// Reports a node makes in a zone window (5 minutes, a report a minute).
+const REPORTS_PER_WINDOW: u32 = 5;
+
+fn alternating_lux(node: usize, seq: u32) -> f64 {
+    // Report `seq` ends `seq` minutes after the base, in the window that ends next.
+    let window = seq.div_ceil(REPORTS_PER_WINDOW);
+    let flapping = (node / POLES_PER_ZONE).is_multiple_of(FLAPPING_EVERY);
+    if flapping && (window / 2) % 2 == 0 {
+        1.0
+    } else {
+        night_lux(node, seq)
+    }
+}
+
+/// A site of the benchmark's nodes, [`POLES_PER_ZONE`] to a P3 zone, in a park whose
+/// nights are long now (55.66° N), on UTC.
+fn latency_site(nodes: usize) -> String {
+    let zones = nodes.div_ceil(POLES_PER_ZONE);
+    let corner = |z: usize| {
+        (
+            12.0 + (z % 100) as f64 * 0.001,
+            55.0 + (z / 100) as f64 * 0.001,
+        )
+    };
+    let zone_features = (0..zones).map(|z| {
+        let (x, y) = corner(z);
+        format!(
+            r#"{{"type":"Feature","properties":{{"zone":"zone-{z:04}","class":"P3"}},"geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{x1},{y}],[{x1},{y1}],[{x},{y1}],[{x},{y}]]]}}}}"#,
+            x1 = x + 0.001,
+            y1 = y + 0.001
+        )
+    });
+    let node_features = (0..nodes).map(|i| {
+        let (x, y) = corner(i / POLES_PER_ZONE);
+        let along = (i % POLES_PER_ZONE) as f64 * 0.0001;
+        format!(
+            r#"{{"type":"Feature","properties":{{"node":"node-{i:05}","zone":"zone-{z:04}"}},"geometry":{{"type":"Point","coordinates":[{},{}]}}}}"#,
+            x + 0.0005,
+            y + 0.0001 + along,
+            z = i / POLES_PER_ZONE
+        )
+    });
+    let features: Vec<String> = zone_features.chain(node_features).collect();
+    format!(
+        r#"{{"type":"FeatureCollection","site":{{"id":"bench","name":"Benchmark","timezone":"UTC","lat":55.66,"lon":12.59,"interval_s":60}},"features":[{}]}}"#,
+        features.join(",")
+    )
+}
+
+/// `bench latency [REPORTS_PER_S]`: the gateway under a fixed load (by default half of
+/// the sustained throughput measured on this machine); for each `dark_zone` raised or
+/// cleared, the time from writing the report that closed its window (the last of its
+/// poles' reports that reach the window's end) to the stored transition. Prints p50,
+/// p99 and the maximum.
+fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
+    let nodes = CONNECTIONS * NODES_PER_CONNECTION;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let site_file = dir.path().join("bench.geojson");
+    std::fs::write(&site_file, latency_site(nodes)).expect("site file");
+    let broker = Mosquitto::with_queue(0);
+    let mut gateway = Gateway::new(&broker.url(), "");
+    gateway.set_sites(&[site_file]);
+    gateway.start();
+    // Last night, from two hours after sunset: dark for longer than the load runs.
+    let now = jiff::Timestamp::now().as_millisecond();
+    let sunset =
+        parklight_core::solar::previous_sunset(now - 86_400_000, 55.66, 12.59).expect("a sunset");
+    let window = i64::from(REPORTS_PER_WINDOW) * 60_000;
+    let base_ms = (sunset + 2 * 3_600_000).div_euclid(window) * window;
+    let sent = Arc::new(Mutex::new(HashMap::new()));
+    let offered = runtime.block_on(offer_load(
+        broker.port(),
+        Load {
+            boot: 1,
+            base_ms,
+            deadline: Instant::now() + OFFER_FOR,
+            pace: Some(Duration::from_secs_f64(nodes as f64 / rate)),
+            lux: alternating_lux,
+            sent: Some(sent.clone()),
+        },
+    ));
+    let caught_up = wait_until(Duration::from_secs(120), || {
+        let store = gateway.store();
+        let last = store.last_report_id().expect("last report");
+        last >= offered as i64 && store.detected().expect("cursor").report >= last
+    });
+    gateway.stop();
+    let sent = sent.lock().expect("not poisoned");
+    let mut latencies: Vec<i64> = gateway
+        .store()
+        .conditions_since(i64::MIN)
+        .expect("conditions")
+        .into_iter()
+        .filter_map(|row| {
+            let zone: usize = row.transition.zone?.strip_prefix("zone-")?.parse().ok()?;
+            // A report is stamped at the end of its minute: the one stamped at the
+            // window's end completes it.
+            let closing = u32::try_from((row.transition.ts - base_ms) / 60_000).ok()?;
+            let poles = zone * POLES_PER_ZONE..(zone + 1) * POLES_PER_ZONE;
+            let written = (poles.map(|node| sent.get(&(node / NODES_PER_CONNECTION, closing))))
+                .collect::<Option<Vec<_>>>()?;
+            Some(row.recorded - written.into_iter().max()?)
+        })
+        .collect();
+    if latencies.is_empty() {
+        println!("no transitions stored: nothing measured");
+        return;
+    }
+    latencies.sort_unstable();
+    let at = |share: f64| latencies[((latencies.len() - 1) as f64 * share) as usize];
+    println!(
+        "closing report to stored condition: p50 {} ms, p99 {} ms, max {} ms  ({} transitions; {offered} reports at {rate:.0}/s offered{})",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        latencies.len(),
+        if caught_up {
+            ""
+        } else {
+            "; detection NOT caught up"
+        }
+    );
+}
+
 fn main() {
     // `bench store [REPORTS]`: only the store's own ceiling, e.g. under
     // `valgrind --tool=callgrind`, whose instruction counts do not depend on the noise.
@@ -530,6 +707,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if mode.as_deref() == Some("latency") {
+        // Half the gateway's sustained throughput measured on this machine (54 100/s).
+        let rate = args.next().and_then(|n| n.parse().ok()).unwrap_or(27_000.0);
+        latency(&runtime, rate);
+        return;
+    }
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
