@@ -11,6 +11,7 @@
 //! sees the same decisions.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,32 @@ use crate::store::{Position, StorageError, Store};
 
 /// Intervals of silence that make a node offline, and of grace after a start.
 pub const SILENT_INTERVALS: i64 = 3;
+
+/// Whether the gateway hears the broker, and since when. Silence means nothing while it
+/// does not, and after it does again nodes get a grace of [`SILENT_INTERVALS`]
+/// intervals, as after a start.
+#[derive(Debug, Default)]
+pub struct BrokerLink {
+    /// Wall-clock Unix ms of the current connection; 0 while there is none.
+    connected_at: AtomicI64,
+}
+
+impl BrokerLink {
+    /// Connected (again) at wall time `now`.
+    pub fn connected(&self, now: i64) {
+        self.connected_at.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// The connection broke.
+    pub fn lost(&self) {
+        self.connected_at.store(0, Ordering::Relaxed);
+    }
+
+    /// Since when it is connected, if it is.
+    pub fn since(&self) -> Option<i64> {
+        Some(self.connected_at.load(Ordering::Relaxed)).filter(|at| *at > 0)
+    }
+}
 
 /// What the detection task needs.
 #[derive(Debug, Clone)]
@@ -73,7 +100,7 @@ impl Running {
         model: Model,
         settings: &Settings,
     ) -> Result<Running, StorageError> {
-        let (read, state) = match store.detector_state()? {
+        let (read, mut state) = match store.detector_state()? {
             Some((position, text)) => match serde_json::from_str::<State>(&text) {
                 Ok(state) => (position, state),
                 Err(error) => {
@@ -86,6 +113,11 @@ impl Running {
                 (Position::default(), State::default())
             }
         };
+        // A state kept before config checks holds no published version: the latest one.
+        for (name, (cfg, _, _)) in store.latest_configs()? {
+            let node = state.nodes.entry(name).or_default();
+            node.desired_cfg = node.desired_cfg.or(Some((cfg, wall_ms())));
+        }
         let mut running = Running {
             detector: Detector::new(model, settings.clone(), state),
             read,
@@ -244,6 +276,7 @@ pub fn run(
     settings: DetectionSettings,
     sites: &[Site],
     wake: Receiver<()>,
+    link: &BrokerLink,
     stop: CancellationToken,
 ) -> Result<(), StorageError> {
     let mut store = Store::open(&settings.store, settings.dead_letters_max)?;
@@ -260,7 +293,10 @@ pub fn run(
                 stale = false;
             }
             while running.round(&mut store, settings.batch)? {}
-            running.liveness(&mut store, &model, started)?;
+            // Only while the broker is heard, and from the start or the reconnection.
+            if let Some(connected) = link.since() {
+                running.liveness(&mut store, &model, started.max(connected))?;
+            }
             if running.snapshot_at.elapsed() >= settings.snapshot_every {
                 running.snapshot(&mut store)?;
             }

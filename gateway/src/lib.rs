@@ -110,6 +110,7 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         })?;
     let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
     let (acks_tx, acks_rx) = tokio::sync::mpsc::unbounded_channel();
+    let broker_link = Arc::new(detection::BrokerLink::default());
     let backlog = Arc::new(sources::mqtt::Backlog::new(
         config.ingest.queue_max_messages,
     ));
@@ -124,6 +125,7 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
                 arrived: arrived_tx,
                 acks: acks_rx,
                 backlog: backlog.clone(),
+                link: broker_link.clone(),
             },
             stop.clone(),
         );
@@ -167,12 +169,15 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
             config.storage.dead_letters_max,
         );
         let (stop, supervisor, sites) = (stop.clone(), supervisor.clone(), sites.clone());
+        let broker_link = broker_link.clone();
         // A thread of its own, like the writer: SQLite blocks.
         std::thread::Builder::new()
             .name("parklight-detection".into())
             .spawn(move || {
                 let _guard = supervisor.guard("detection");
-                if let Err(error) = detection::run(settings, &sites, wake, stop.clone()) {
+                if let Err(error) =
+                    detection::run(settings, &sites, wake, &broker_link, stop.clone())
+                {
                     supervisor.fail("detection", error);
                 }
             })

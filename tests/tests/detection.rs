@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use parklight_gateway::detect::{Kind, Output, Settings, Status, Transition};
-use parklight_gateway::store::Store;
+use parklight_gateway::detect::{Fact, Kind, Output, Settings, Status, Transition};
+use parklight_gateway::store::{Position, Store};
 use parklight_protocol::alert::Severity;
 use parklight_sim::scenario::{Length, Story};
 use parklight_sim::{Scenario, Site};
@@ -103,8 +103,27 @@ impl Park {
             .scenario(scenario, extra)
             .wait(Duration::from_secs(300));
         assert!(finished.status.success(), "{}", finished.stderr);
+        // Wills of nodes whose sockets were still half-open arrive as the simulator exits.
+        std::thread::sleep(Duration::from_secs(1));
         self.settle();
     }
+}
+
+/// The stored facts replayed from an empty state give exactly the stored conditions.
+fn assert_replays(store: &Store, site: &Site) {
+    let replayed: Vec<Transition> = parklight_gateway::detection::replay(
+        store,
+        std::slice::from_ref(site),
+        &Settings::default(),
+    )
+    .unwrap()
+    .into_iter()
+    .filter_map(|o| match o {
+        Output::Transition(t) => Some(t),
+        Output::Window(_) => None,
+    })
+    .collect();
+    assert_eq!(replayed, conditions(store));
 }
 
 fn conditions(store: &Store) -> Vec<Transition> {
@@ -169,6 +188,18 @@ fn all_cleared(list: &[Transition]) -> bool {
     active.is_empty()
 }
 
+/// Windows of `span` whose middle has the sun below civil dusk at `site`.
+fn dark_windows(site: &Site, span: (i64, i64)) -> usize {
+    let window = i64::from(parklight_site::DEFAULT_WINDOW_S) * 1000;
+    (span.0 / window + 1..span.1 / window)
+        .map(|w| w * window - window / 2)
+        .filter(|&middle| {
+            parklight_core::solar::altitude_deg(middle, site.lat, site.lon)
+                < parklight_core::solar::CIVIL_TWILIGHT_DEG
+        })
+        .count()
+}
+
 /// Zones whose nodes follow the site-wide profile (no profile of their own).
 fn zones_on_site_profile(site: &Site) -> Vec<String> {
     site.zones
@@ -194,7 +225,11 @@ fn healthy_night_on_remiseparken_is_lit_in_every_window_and_raises_nothing() {
         let count = |status| windows.iter().filter(|w| w.status == status).count();
         assert_eq!(count(Status::Dark), 0, "{}: {windows:#?}", zone.id);
         assert_eq!(count(Status::Unobserved), 0, "{}", zone.id);
-        assert!(count(Status::Lit) > 100, "{}: judged all night", zone.id);
+        assert!(
+            count(Status::Lit) + 2 >= dark_windows(&park.site, night),
+            "{}: judged all night",
+            zone.id
+        );
         assert!(count(Status::NotJudged) > 10, "{}: not by day", zone.id);
         let occupied: u32 = windows.iter().map(|w| w.occupied_dark_minutes).sum();
         assert_eq!(occupied, 0, "{}", zone.id);
@@ -264,17 +299,7 @@ fn a_dimming_step_too_low_for_its_class_raises_dark_zones_and_replays_the_same()
         .sum();
     assert!(occupied > 0, "people passed the dark zones");
 
-    // The stored facts replayed from an empty state give exactly the same conditions.
-    let replayed: Vec<Transition> =
-        parklight_gateway::detection::replay(&store, &[park.site.clone()], &Settings::default())
-            .unwrap()
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Transition(t) => Some(t),
-                Output::Window(_) => None,
-            })
-            .collect();
-    assert_eq!(replayed, raised);
+    assert_replays(&store, &park.site);
 }
 
 #[test]
@@ -286,7 +311,8 @@ fn a_lamp_failure_in_the_busiest_zone_is_found_cleared_by_the_repair_with_or_wit
     let failed: BTreeSet<String> = lamps.targets.iter().cloned().collect();
     let busy = zone_of(&site, &lamps);
     let window = i64::from(parklight_site::DEFAULT_WINDOW_S) * 1000;
-    let (broken, repaired) = (span.0 + 3 * HOUR, span.0 + 4 * HOUR);
+    let broken = span.0 + lamps.faults.scripted[0].after.as_millis() as i64;
+    let repaired = broken + HOUR;
     // Slow enough to kill the gateway a few times while it plays.
     let speed = ["--speed", "720"];
 
@@ -402,28 +428,49 @@ fn a_lamp_failure_in_the_busiest_zone_is_found_cleared_by_the_repair_with_or_wit
     assert!(
         (unmetered.iter())
             .filter(|t| t.kind == Kind::LampFault && t.active)
-            .all(|t| t.detail.contains(" lx at 100 %")),
+            .all(|t| t.detail.contains(" lx at ")),
         "from light: {unmetered:#?}"
     );
     assert!(all_cleared(&unmetered), "{unmetered:#?}");
 }
 
 #[test]
-fn a_node_cut_off_is_offline_within_three_intervals_and_nothing_else_is_raised() {
+fn a_node_cut_off_is_offline_within_three_intervals_and_restarts_and_broker_outages_raise_nothing()
+{
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let site_file = remiseparken_with(dir.path(), |json| json["site"]["interval_s"] = 10.into());
+    let site_file = remiseparken_with(dir.path(), |json| json["site"]["interval_s"] = 5.into());
     let mut park = Park::open(&site_file);
     let (offline, _) = story(Scenario::NodeOffline, &park.site, true);
     let node = offline.targets[0].clone();
     let started = jiff::Timestamp::now().as_millisecond();
     // At real speed, the node loses its network 30 s in, for 60 s, its socket half-open.
-    let sim = park.scenario(Scenario::NodeOffline, &["--duration-s", "100"]);
+    let sim = park.scenario(
+        Scenario::NodeOffline,
+        &[
+            "--duration-s",
+            "170",
+            "--ack-timeout-s",
+            "5",
+            "--interval-s",
+            "5",
+        ],
+    );
+    let sleep_until = |ms: i64| {
+        let left = ms + started - jiff::Timestamp::now().as_millisecond();
+        std::thread::sleep(Duration::from_millis(left.max(0) as u64));
+    };
     // Meanwhile the gateway restarts: the healthy nodes must not look silent to it.
-    std::thread::sleep(Duration::from_secs(12));
+    sleep_until(32_000);
     park.gateway.stop();
     park.gateway.start();
-    let finished = sim.wait(Duration::from_secs(180));
+    // Once it is back, the broker is gone for longer than 3 intervals: nobody is heard,
+    // and nobody is silent for that, nor in the 3 intervals after the gateway is back.
+    sleep_until(95_000);
+    park.broker.kill();
+    std::thread::sleep(Duration::from_secs(20));
+    park.broker.restart();
+    let finished = sim.wait(Duration::from_secs(240));
     assert!(finished.status.success(), "{}", finished.stderr);
     park.settle();
     let store = park.gateway.store();
@@ -436,7 +483,7 @@ fn a_node_cut_off_is_offline_within_three_intervals_and_nothing_else_is_raised()
     assert_eq!(found.transition.node.as_deref(), Some(node.as_str()));
     let cut = started + 30_000;
     assert!(
-        found.recorded <= cut + 3 * 10_000 + 10_000,
+        found.recorded <= cut + 3 * 5_000 + 10_000,
         "recorded {} ms after the cut",
         found.recorded - cut
     );
@@ -445,6 +492,23 @@ fn a_node_cut_off_is_offline_within_three_intervals_and_nothing_else_is_raised()
             .any(|r| !r.transition.active && r.transition.kind == Kind::NodeOffline),
         "cleared once it reported again: {rows:#?}"
     );
+    // Its socket was left half-open: the broker published its will only once its
+    // keepalive (30 s, times 1.5) ran out.
+    let (journal, _) = store
+        .journal_after(Position::default(), 1_000_000, None)
+        .unwrap();
+    let will = journal.iter().find_map(|entry| match &entry.fact {
+        Fact::Offline {
+            node: n,
+            lost: true,
+            received,
+            ..
+        } if *n == node => Some(*received),
+        _ => None,
+    });
+    let will = will.expect("a will");
+    assert!(will >= cut + 40_000, "will {} ms after the cut", will - cut);
+    assert_replays(&store, &park.site);
 }
 
 /// Plays a sensor scenario; returns the park, the broken zone and the conditions.
@@ -597,6 +661,7 @@ fn a_power_cut_takes_every_node_offline_and_its_windows_say_power_loss() {
             zone.id
         );
     }
+    assert_replays(&store, &park.site);
 }
 
 #[test]

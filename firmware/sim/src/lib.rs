@@ -191,14 +191,18 @@ impl Plan {
                 "--speed {speed} must be above 0"
             )));
         }
-        let duration = options.duration.or_else(|| {
-            story.as_ref().map(|s| match s.length {
+        let duration = match (options.duration, &story) {
+            (Some(duration), _) => Some(duration),
+            (None, Some(story)) => Some(match story.length {
                 scenario::Length::Wall(wall) => wall,
                 scenario::Length::Simulated(ms) => {
-                    Duration::from_secs_f64(ms as f64 / 1000.0 / speed)
+                    Duration::try_from_secs_f64(ms as f64 / 1000.0 / speed).map_err(|_| {
+                        SimError::Options(format!("--speed {speed} is too slow for the story"))
+                    })?
                 }
-            })
-        });
+            }),
+            (None, None) => None,
+        };
         let start_ms = match (
             options.start,
             story.as_ref().and_then(|s| s.start_ms),
@@ -207,7 +211,7 @@ impl Plan {
             (Some(start), _, _) => start.as_millisecond(),
             (None, Some(start), _) => start,
             (None, None, Some(duration)) => {
-                now_ms - (duration.as_secs_f64() * speed * 1000.0) as i64
+                now_ms.saturating_sub((duration.as_secs_f64() * speed * 1000.0) as i64)
             }
             (None, None, None) => now_ms,
         };
@@ -332,7 +336,9 @@ pub async fn run(options: SimOptions, stop: CancellationToken) -> Result<Summary
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut flushed = std::time::Instant::now();
-    let produce_until = plan.duration.map(|d| tokio::time::Instant::now() + d);
+    let produce_until = plan
+        .duration
+        .and_then(|d| tokio::time::Instant::now().checked_add(d));
     let never = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400);
     tracing::info!(start = %jiff::Timestamp::from_millisecond(start_ms).unwrap_or_default(), speed = plan.speed, "simulation started");
     loop {
@@ -352,7 +358,7 @@ pub async fn run(options: SimOptions, stop: CancellationToken) -> Result<Summary
     }
     // Stopped by time or by `stop`, the nodes still wait for their acknowledgements.
     if world.acks_seen() {
-        let drain_until = tokio::time::Instant::now() + options.drain;
+        let drain_until = (tokio::time::Instant::now().checked_add(options.drain)).unwrap_or(never);
         while world.totals().buffered > 0 && tokio::time::Instant::now() < drain_until {
             tokio::select! {
                 Some(event) = events.recv() => world.link_event(event),

@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use parklight_core::solar::{next_sunrise, previous_sunset};
+use parklight_core::solar::{CIVIL_TWILIGHT_DEG, altitude_deg, next_sunrise, previous_sunset};
 use parklight_site::{Powered, Site, Zone};
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
@@ -162,6 +162,12 @@ fn last_night(
             ))
         })?;
         let sunrise = next_sunrise(sunset, site.lat, site.lon);
+        if sunrise - sunset > 20 * HOUR {
+            return Err(SimError::Options(format!(
+                "nights at site {} are longer than 20 hours now: give --start and --duration-s",
+                site.id
+            )));
+        }
         if end(sunset, sunrise) <= now_ms {
             return Ok((sunset, sunrise));
         }
@@ -171,6 +177,14 @@ fn last_night(
         "no night at site {} in the past year",
         site.id
     )))
+}
+
+/// The first minute within 8 hours after `from` when the sun is `above` (or below, when
+/// false) `altitude` at `site`.
+fn sun_crosses(site: &Site, from: i64, altitude: f64, above: bool) -> Option<i64> {
+    (0..8 * 60)
+        .map(|minute| from + minute * MINUTE)
+        .find(|&t| (altitude_deg(t, site.lat, site.lon) > altitude) == above)
 }
 
 /// The zone with the most foot traffic that has nodes, and its nodes.
@@ -216,7 +230,7 @@ impl Scenario {
         let whole_night = |sunset: i64, sunrise: i64| (sunset - HOUR, sunrise + HOUR);
         let story = match self {
             Scenario::HealthyNight | Scenario::NightCircuit => {
-                let night_circuits = (sites.iter().flat_map(|s| &s.nodes))
+                let night_circuits = (site.nodes.iter())
                     .filter(|n| n.circuit.powered == Powered::Night)
                     .count();
                 if self == Scenario::NightCircuit && night_circuits == 0 {
@@ -235,17 +249,37 @@ impl Scenario {
                 );
                 Story::at_night(1440.0, start, end, plot)
             }
-            Scenario::LampFailureInBusyZone | Scenario::SensorStuck | Scenario::SensorDead => {
+            Scenario::LampFailureInBusyZone => {
+                // In the evening, a quarter of an hour after civil dusk, whatever the season.
+                let (zone, nodes) = busiest_zone(site)?;
+                let broken_at = |sunset| {
+                    sun_crosses(site, sunset, CIVIL_TWILIGHT_DEG, false).map(|d| d + 15 * MINUTE)
+                };
+                let (sunset, _) = last_night(site, now_ms, |s, _| {
+                    broken_at(s).map_or(i64::MAX, |b| b + 2 * HOUR)
+                })?;
+                let broken = broken_at(sunset).unwrap_or(sunset);
+                let start = sunset - HOUR;
+                let plot = format!(
+                    "the {} nodes of zone {} (the busiest) lose their lamps a quarter of an \
+                     hour after civil dusk, repaired an hour later",
+                    nodes.len(),
+                    zone.id
+                );
+                let mut story = Story::at_night(1440.0, start, broken + 2 * HOUR, plot);
+                story.targets = nodes;
+                story.breaking(
+                    FaultKind::Lamp,
+                    Timing::Simulated,
+                    broken - start,
+                    Some(HOUR),
+                )
+            }
+            Scenario::SensorStuck | Scenario::SensorDead => {
                 let (zone, nodes) = busiest_zone(site)?;
                 let (sunset, _) = last_night(site, now_ms, |s, _| s + 4 * HOUR)?;
                 let start = sunset - HOUR;
                 let (kind, after, lasting, what) = match self {
-                    Scenario::LampFailureInBusyZone => (
-                        FaultKind::Lamp,
-                        3 * HOUR,
-                        Some(HOUR),
-                        "lose their lamps two hours after sunset, repaired an hour later",
-                    ),
                     Scenario::SensorStuck => (
                         FaultKind::Stuck,
                         30 * MINUTE,
@@ -295,13 +329,17 @@ impl Scenario {
                     seed,
                     "with a power meter: a lamp stuck on by day shows only in its power",
                 )?;
-                let (_, sunrise) = last_night(site, now_ms, |_, r| r + 2 * HOUR)?;
+                // Until an hour after the sun stands 5° up: a day-burner is judged above 3°.
+                let high = |sunrise| sun_crosses(site, sunrise, 5.0, true);
+                let (_, sunrise) =
+                    last_night(site, now_ms, |_, r| high(r).map_or(i64::MAX, |h| h + HOUR))?;
+                let end = high(sunrise).unwrap_or(sunrise) + HOUR;
                 let start = sunrise - 2 * HOUR;
                 let plot = format!(
                     "the relay of {node} sticks closed an hour and a half before sunrise: \
                      its lamp burns by day"
                 );
-                let mut story = Story::at_night(1440.0, start, sunrise + 2 * HOUR, plot);
+                let mut story = Story::at_night(1440.0, start, end, plot);
                 story.targets = vec![node];
                 story.breaking(FaultKind::Relay, Timing::Simulated, 30 * MINUTE, None)
             }
@@ -347,25 +385,29 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_796_355_780_000; // 2026-12-04 03:23 UTC
+    const MIDSUMMER: i64 = 1_782_036_000_000; // 2026-06-21 10:00 UTC
 
     #[test]
-    fn every_story_ends_by_now_within_three_minutes() {
+    fn every_story_ends_by_now_within_three_minutes_in_winter_and_in_summer() {
         let site = Site::remiseparken();
-        for (scenario, name) in Scenario::ALL {
+        for (scenario, name, now) in Scenario::ALL
+            .into_iter()
+            .flat_map(|(s, n)| [(s, n, NOW), (s, n, MIDSUMMER)])
+        {
             assert_eq!(name.parse::<Scenario>(), Ok(scenario));
             if scenario == Scenario::NightCircuit {
                 continue; // Remiseparken has no night circuit
             }
             let story = scenario
-                .story(std::slice::from_ref(&site), NOW, 5, true)
+                .story(std::slice::from_ref(&site), now, 5, true)
                 .unwrap();
             let wall_s = match story.length {
                 Length::Simulated(ms) => ms as f64 / 1000.0 / story.speed,
                 Length::Wall(d) => d.as_secs_f64(),
             };
             assert!(wall_s <= 180.0, "{name}: {wall_s} s");
-            let end = story.start_ms.unwrap_or(NOW) as f64 + wall_s * story.speed * 1000.0;
-            assert!(end <= NOW as f64 || story.start_ms.is_none(), "{name}");
+            let end = story.start_ms.unwrap_or(now) as f64 + wall_s * story.speed * 1000.0;
+            assert!(end <= now as f64 || story.start_ms.is_none(), "{name}");
         }
         assert!(
             "storm"

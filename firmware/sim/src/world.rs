@@ -26,7 +26,8 @@ pub const STEP_MS: i64 = 5_000;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Sensor {
     Working,
-    Stuck(f64),
+    /// Keeps returning one reading: the one before it stuck, or the first it makes.
+    Stuck(Option<f64>),
     Dead,
 }
 
@@ -39,10 +40,15 @@ enum Until {
 }
 
 impl Until {
+    /// `lasting` after `sim_ms` on the `timing` clock; beyond what a clock holds, never.
     fn after(timing: Timing, sim_ms: i64, lasting: Duration) -> Until {
+        let never = Until::Simulated(i64::MAX);
         match timing {
-            Timing::Simulated => Until::Simulated(sim_ms + lasting.as_millis() as i64),
-            Timing::Wall => Until::Wall(Instant::now() + lasting),
+            Timing::Simulated => i64::try_from(lasting.as_millis())
+                .map_or(never, |ms| Until::Simulated(sim_ms.saturating_add(ms))),
+            Timing::Wall => Instant::now()
+                .checked_add(lasting)
+                .map_or(never, Until::Wall),
         }
     }
 
@@ -90,7 +96,7 @@ struct VirtualNode {
     rated_w: f64,
     night_circuit: bool,
     sensor: Sensor,
-    last_reading: f64,
+    last_reading: Option<f64>,
     neighbours: Vec<(usize, f64)>,
     offline_until: Option<Until>,
     down: Option<Down>,
@@ -312,7 +318,7 @@ impl World {
                     rated_w: placement.rated_w.unwrap_or(physics::LAMP_WATTS),
                     night_circuit: placement.circuit.powered == parklight_site::Powered::Night,
                     sensor: Sensor::Working,
-                    last_reading: 0.0,
+                    last_reading: None,
                     neighbours: Vec::new(),
                     offline_until: None,
                     down: Some(Down {
@@ -452,10 +458,16 @@ impl World {
                 };
                 self.power_off(i, down);
             }
-            if let Some(down) = self.nodes[i].down {
-                if !powered || down.until.is_some_and(|until| !until.passed(t)) {
+            if let Some(down) = &mut self.nodes[i].down {
+                if !powered {
+                    // It boots as after any loss of power, however it went down.
+                    down.power_loss = true;
                     continue;
                 }
+                if down.until.is_some_and(|until| !until.passed(t)) {
+                    continue;
+                }
+                let down = *down;
                 self.boot(i, t, down);
             }
             self.step_node(i, t, sky_lux + spill, local);
@@ -494,12 +506,15 @@ impl World {
         // Light: the sky and the neighbours, plus this lamp, through the sensor.
         let own = node.own_lux();
         let reading = match node.sensor {
-            Sensor::Working => {
+            Sensor::Working | Sensor::Stuck(None) => {
                 let lux = physics::sensor_reading(ambient_lux + own, &mut node.rng);
-                node.last_reading = lux;
+                node.last_reading = Some(lux);
+                if node.sensor == Sensor::Stuck(None) {
+                    node.sensor = Sensor::Stuck(Some(lux));
+                }
                 Ok(Sample::Lux(lux))
             }
-            Sensor::Stuck(lux) => Ok(Sample::Lux(lux)),
+            Sensor::Stuck(Some(lux)) => Ok(Sample::Lux(lux)),
             Sensor::Dead => Err(SensorFailed),
         };
         let now = node.now(t, net_ms);

@@ -394,7 +394,7 @@ impl Checker<'_> {
         let calibration = self
             .number(props, "calibration", &what, f64::MIN_POSITIVE..=1000.0)
             .unwrap_or(1.0);
-        let rated_w = self.number(props, "rated_w", &what, 0.0..=100_000.0);
+        let rated_w = self.number(props, "rated_w", &what, f64::MIN_POSITIVE..=100_000.0);
         let metered = match props.get("metered") {
             None => false,
             Some(Value::Bool(b)) => *b,

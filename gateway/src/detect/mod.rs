@@ -45,11 +45,13 @@ pub enum Kind {
     DayBurner,
     /// A node does not run the config published for it.
     ConfigNotApplied,
+    /// A lamp whose light falls steadily over weeks.
+    LampDegraded,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::DarkZone,
         Kind::ZoneUnobserved,
         Kind::NodeOffline,
@@ -58,6 +60,7 @@ impl Kind {
         Kind::Tamper,
         Kind::DayBurner,
         Kind::ConfigNotApplied,
+        Kind::LampDegraded,
     ];
 
     /// The kind as stored and printed.
@@ -71,6 +74,7 @@ impl Kind {
             Kind::Tamper => "tamper",
             Kind::DayBurner => "day_burner",
             Kind::ConfigNotApplied => "config_not_applied",
+            Kind::LampDegraded => "lamp_degraded",
         }
     }
 
@@ -324,6 +328,11 @@ pub struct Settings {
     /// Share of a lamp's rated power (or the most it usually draws) above which it counts
     /// as on, whatever level it reports (a relay stuck closed burns by day).
     pub lamp_on_power_share: f64,
+    /// Share by which a lamp's light at full must fall, fitted over the nights kept,
+    /// to be `lamp_degraded` (cleared below half of it).
+    pub lamp_degraded_share: f64,
+    /// Nights of a lamp's light at full needed before it is judged degraded.
+    pub degraded_after_nights: usize,
     /// Windows a node's light or power must be seen at a level before it is judged there.
     pub learn_windows: u32,
     /// Judged windows kept for revision by late reports, ms.
@@ -347,6 +356,8 @@ impl Default for Settings {
             lamp_power_share: 0.5,
             lamp_on_power_share: 0.1,
             learn_windows: 3,
+            lamp_degraded_share: 0.2,
+            degraded_after_nights: 14,
             revise_horizon_ms: 6 * 3_600_000,
             open_window_max_ms: 24 * 3_600_000,
         }

@@ -3,7 +3,7 @@
 //! A node's own windows follow its zone's grid and close when it reports past their end;
 //! the light and power rules learn each node's own lamp at each level from its history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use parklight_protocol::alert::Severity;
 use parklight_protocol::telemetry::Fault;
@@ -134,6 +134,9 @@ pub struct NodeState {
     /// The version the liveness monitor found it late to apply.
     #[serde(default)]
     pub config_late: Option<u32>,
+    /// What its lamp gave at full, once a day (day number, lux), newest last.
+    #[serde(default)]
+    pub nightly_light: VecDeque<(i64, f64)>,
     /// Active conditions.
     pub active: BTreeMap<Kind, Active>,
 }
@@ -369,6 +372,7 @@ pub fn apply(
             // A new lamp: what the old one gave and drew says nothing about it.
             node.light.clear();
             node.power.clear();
+            node.nightly_light.clear();
             node.runs
                 .retain(|rule, _| rule != "light" && rule != "power");
             false
@@ -494,7 +498,8 @@ fn report_in(
         || "reporting again".into(),
         out,
     );
-    if node.boot.is_none_or(|(boot, _)| boot != report.boot) {
+    // Boots only count up: a replayed report of an older boot says nothing of the newest.
+    if node.boot.is_none_or(|(boot, _)| report.boot > boot) {
         node.boot = Some((report.boot, ts - i64::from(report.period_s) * 1000));
     }
     for (fault, kind) in REPORTED {
@@ -628,6 +633,9 @@ fn judge_window(
         };
         settle(node, place, Kind::LampFault, window.end, detail, out);
     }
+    if judged_level == Some(100) && !lamp_out {
+        degradation(node, place, settings, window.end, out);
+    }
 
     // Sensor: no reading at all, or one that does not move while the lamp or the sun does.
     let silent_sensor = window.reports > 0 && window.readings == 0;
@@ -681,6 +689,86 @@ fn judge_window(
             out,
         );
     }
+}
+
+/// Days of a lamp's light at full kept to judge its degradation.
+const NIGHTS_KEPT: usize = 42;
+
+/// Keeps what the lamp gives at full once a day; raises `lamp_degraded` when the line
+/// fitted through the days kept falls by [`Settings::lamp_degraded_share`] or more.
+fn degradation(
+    node: &mut NodeState,
+    place: &Place,
+    settings: &Settings,
+    end: i64,
+    out: &mut Vec<Output>,
+) {
+    let Some(learned) = node
+        .light
+        .get(&100)
+        .filter(|l| l.windows >= settings.learn_windows)
+    else {
+        return;
+    };
+    let day = end.div_euclid(86_400_000);
+    if node
+        .nightly_light
+        .back()
+        .is_some_and(|(last, _)| *last == day)
+    {
+        return;
+    }
+    node.nightly_light.push_back((day, learned.mean));
+    while node.nightly_light.len() > NIGHTS_KEPT {
+        node.nightly_light.pop_front();
+    }
+    if node.nightly_light.len() < settings.degraded_after_nights {
+        return;
+    }
+    let Some((start, now, days)) = fitted(&node.nightly_light) else {
+        return;
+    };
+    let fall = 1.0 - now / start;
+    let degraded = node.active.contains_key(&Kind::LampDegraded);
+    let threshold = if degraded {
+        settings.lamp_degraded_share / 2.0
+    } else {
+        settings.lamp_degraded_share
+    };
+    let detail = || {
+        format!(
+            "its lamp gives {now:.1} lx at full, {:.0} % less than {days} days before",
+            fall * 100.0
+        )
+    };
+    set(
+        node,
+        place,
+        Kind::LampDegraded,
+        fall >= threshold,
+        end,
+        detail,
+        out,
+    );
+}
+
+/// The least-squares line through (day, lux): its value at the first and the last day,
+/// and the days between; `None` when it starts at nothing.
+fn fitted(samples: &VecDeque<(i64, f64)>) -> Option<(f64, f64, i64)> {
+    let first = samples.front()?.0;
+    let n = samples.len() as f64;
+    let (sx, sy) = samples.iter().fold((0.0, 0.0), |(sx, sy), (d, y)| {
+        (sx + (d - first) as f64, sy + y)
+    });
+    let (mx, my) = (sx / n, sy / n);
+    let (sxy, sxx) = samples.iter().fold((0.0, 0.0), |(sxy, sxx), (d, y)| {
+        let dx = (d - first) as f64 - mx;
+        (sxy + dx * (y - my), sxx + dx * dx)
+    });
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let days = samples.back()?.0 - first;
+    let start = my - slope * mx;
+    (start > 0.0).then_some((start, start + slope * days as f64, days))
 }
 
 /// Judges `value` against what `learned` says this lamp usually gives at a level: once

@@ -954,3 +954,32 @@ fn a_replaced_lamp_is_learned_afresh_not_judged_against_the_old_one() {
     assert_eq!(run(false), 1, "against the old lamp it looks out");
     assert_eq!(run(true), 0);
 }
+
+#[test]
+fn a_lamp_whose_light_falls_steadily_over_weeks_is_degraded_and_a_steady_one_is_not() {
+    const DAY: i64 = 86_400_000;
+    let nights = |fall_per_night: f64| {
+        let mut d = detector();
+        let mut out = Vec::new();
+        for night in 0..30 {
+            let light = 40.0 * (1.0 - fall_per_night * night as f64);
+            let reading = move |node: &str, ts| match node {
+                "b" => (Some(light), 0, 100),
+                _ => healthy(node, ts),
+            };
+            out.extend(feed(&mut d, &["a", "b"], NIGHT + night * DAY, 20, reading));
+        }
+        transitions(&out)
+            .into_iter()
+            .filter(|t| t.kind == Kind::LampDegraded)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let degraded = nights(0.01);
+    assert_eq!(degraded.len(), 1, "{degraded:#?}");
+    assert!(degraded[0].active);
+    assert_eq!(degraded[0].node.as_deref(), Some("b"));
+    assert_eq!(degraded[0].severity, Severity::Low);
+    assert!(degraded[0].detail.contains("% less than"), "{degraded:#?}");
+    assert!(nights(0.0).is_empty(), "a steady lamp");
+}

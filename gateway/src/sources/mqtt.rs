@@ -340,6 +340,8 @@ pub struct Intake {
     pub acks: tokio::sync::mpsc::UnboundedReceiver<Acks>,
     /// What waits to be stored.
     pub backlog: Arc<Backlog>,
+    /// Told when the connection is made and when it breaks.
+    pub link: Arc<crate::detection::BrokerLink>,
 }
 
 /// Writes `acks` to the current connection in one flush; acknowledgements of an earlier
@@ -387,6 +389,7 @@ pub async fn poll(
         arrived,
         mut acks,
         backlog,
+        link,
     } = intake;
     let packet_limit = eventloop.mqtt_options.max_packet_size();
     let mut backoff = Duration::from_millis(200);
@@ -414,8 +417,12 @@ pub async fn poll(
             _ = stop.cancelled(), if full => continue,
             event = eventloop.poll(), if !full => event,
         };
+        if event.is_err() {
+            link.lost();
+        }
         match event {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => {
+                link.connected(jiff::Timestamp::now().as_millisecond());
                 backoff = Duration::from_millis(200);
                 connection += 1;
                 unsubscribed = 0;
