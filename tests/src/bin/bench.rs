@@ -52,6 +52,9 @@ fn report(boot: u32, seq: u32, base_ms: i64, avg: f64) -> Vec<u8> {
 /// Publishes a connection may have unacknowledged: four rounds of its nodes' reports.
 const PUBLISH_WINDOW: u64 = 4 * NODES_PER_CONNECTION as u64;
 
+/// When each connection's round of reports was written: (connection, seq) to wall ms.
+type Written = HashMap<(usize, u32), i64>;
+
 /// Which reports a phase offers, and how fast.
 #[derive(Clone)]
 struct Load {
@@ -67,7 +70,7 @@ struct Load {
     /// The lux a node reads in a report.
     lux: fn(usize, u32) -> f64,
     /// When each connection's round (connection, seq) was written, wall ms.
-    sent: Option<Arc<Mutex<HashMap<(usize, u32), i64>>>>,
+    sent: Option<Arc<Mutex<Written>>>,
 }
 
 /// Publishes reports of `CONNECTIONS × NODES_PER_CONNECTION` nodes as fast as QoS 1 allows,
@@ -562,7 +565,7 @@ fn alternating_lux(node: usize, seq: u32) -> f64 {
     // Report `seq` ends `seq` minutes after the base, in the window that ends next.
     let window = seq.div_ceil(REPORTS_PER_WINDOW);
     let flapping = (node / POLES_PER_ZONE).is_multiple_of(FLAPPING_EVERY);
-    if flapping && (window / 2) % 2 == 0 {
+    if flapping && (window / 2).is_multiple_of(2) {
         1.0
     } else {
         night_lux(node, seq)
@@ -643,8 +646,17 @@ fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
     });
     gateway.stop();
     let sent = sent.lock().expect("not poisoned");
-    let mut latencies: Vec<i64> = gateway
-        .store()
+    // When the gateway received each report of the closing rounds.
+    let store = gateway.store();
+    let arrived: HashMap<(String, u32), i64> = store
+        .reports_after(0, usize::MAX >> 1)
+        .expect("reports")
+        .into_iter()
+        .map(|row| ((row.node, row.report.seq), row.report.received))
+        .collect();
+    // Per transition: from writing the closing report to its arrival, and to the stored
+    // transition.
+    let (mut arrival, mut total): (Vec<i64>, Vec<i64>) = store
         .conditions_since(i64::MIN)
         .expect("conditions")
         .into_iter()
@@ -654,28 +666,41 @@ fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
             // window's end completes it.
             let closing = u32::try_from((row.transition.ts - base_ms) / 60_000).ok()?;
             let poles = zone * POLES_PER_ZONE..(zone + 1) * POLES_PER_ZONE;
-            let written = (poles.map(|node| sent.get(&(node / NODES_PER_CONNECTION, closing))))
-                .collect::<Option<Vec<_>>>()?;
-            Some(row.recorded - written.into_iter().max()?)
+            let (written, received) = poles
+                .map(|node| {
+                    let written = sent.get(&(node / NODES_PER_CONNECTION, closing))?;
+                    let received = arrived.get(&(format!("node-{node:05}"), closing))?;
+                    Some((*written, *received))
+                })
+                .collect::<Option<Vec<_>>>()?
+                .into_iter()
+                .max()?;
+            Some((received - written, row.recorded - written))
         })
-        .collect();
-    if latencies.is_empty() {
+        .unzip();
+    if total.is_empty() {
         println!("no transitions stored: nothing measured");
         return;
     }
-    latencies.sort_unstable();
-    let at = |share: f64| latencies[((latencies.len() - 1) as f64 * share) as usize];
+    arrival.sort_unstable();
+    total.sort_unstable();
+    let at = |list: &[i64], share: f64| list[((list.len() - 1) as f64 * share) as usize];
     println!(
         "closing report to stored condition: p50 {} ms, p99 {} ms, max {} ms  ({} transitions; {offered} reports at {rate:.0}/s offered{})",
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        latencies.len(),
+        at(&total, 0.5),
+        at(&total, 0.99),
+        at(&total, 1.0),
+        total.len(),
         if caught_up {
             ""
         } else {
             "; detection NOT caught up"
         }
+    );
+    println!(
+        "  of which to its arrival:         p50 {} ms, p99 {} ms (broker and the gateway's intake)",
+        at(&arrival, 0.5),
+        at(&arrival, 0.99),
     );
 }
 
