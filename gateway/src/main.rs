@@ -156,10 +156,11 @@ struct SimArgs {
     #[arg(long, default_value_t = 60.0)]
     ack_timeout_s: f64,
     /// Play a story: healthy-night, lamp-failure-in-busy-zone, node-offline, sensor-stuck,
-    /// sensor-dead, day-burner, flapping-lamp, power-cut, night-circuit. It brings its own
+    /// sensor-dead, day-burner, flapping-lamp, power-cut, night-circuit, or a scenario
+    /// file (TOML: base, speed, start, duration_s, faults, no_meters). It brings its own
     /// start, speed and length (the options below override them) and ends by now.
-    #[arg(long)]
-    scenario: Option<parklight_sim::Scenario>,
+    #[arg(long, value_name = "NAME|FILE")]
+    scenario: Option<String>,
     /// No node has a power meter (otherwise those the site file marks `metered` do).
     #[arg(long)]
     no_meters: bool,
@@ -499,7 +500,62 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A scenario file: a built-in story to start from, if any, and what to change.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    /// The built-in scenario it starts from.
+    base: Option<String>,
+    /// Simulated seconds per real second.
+    speed: Option<f64>,
+    /// Simulated start, RFC 3339.
+    start: Option<String>,
+    /// Wall-clock seconds to play.
+    duration_s: Option<f64>,
+    /// Faults, as for `--faults` (added to the base scenario's).
+    faults: Option<String>,
+    /// No node has a power meter.
+    no_meters: Option<bool>,
+}
+
+/// The built-in scenario `--scenario` names, and the file it reads when it names one.
+fn scenario(
+    named: Option<&str>,
+) -> anyhow::Result<(Option<parklight_sim::Scenario>, ScenarioFile)> {
+    let Some(named) = named else {
+        return Ok((None, ScenarioFile::default()));
+    };
+    let unknown = match named.parse() {
+        Ok(builtin) => return Ok((Some(builtin), ScenarioFile::default())),
+        Err(unknown) => unknown,
+    };
+    if !std::path::Path::new(named).is_file() {
+        anyhow::bail!("{unknown}, nor a scenario file");
+    }
+    let text = std::fs::read_to_string(named)
+        .map_err(|e| anyhow::anyhow!("scenario file {named}: {e}"))?;
+    let file: ScenarioFile =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("scenario file {named}: {e}"))?;
+    let base = (file.base.as_deref())
+        .map(|base| {
+            base.parse()
+                .map_err(|e| anyhow::anyhow!("scenario file {named}: {e}"))
+        })
+        .transpose()?;
+    Ok((base, file))
+}
+
 async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let (builtin, file) = scenario(args.scenario.as_deref())?;
+    let start = match (args.start, &file.start) {
+        (Some(start), _) => Some(start),
+        (None, Some(text)) => Some(
+            text.parse()
+                .map_err(|e| anyhow::anyhow!("scenario file: start {text:?}: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    let faults = [file.faults.as_deref().unwrap_or(""), args.faults.as_str()].join(",");
     let sites = match (args.nodes, args.sites.is_empty()) {
         (Some(n), _) => SiteChoice::Synthetic(n),
         (None, true) => SiteChoice::Builtin,
@@ -511,10 +567,9 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         prefix: args.prefix,
         interval_s: args.interval_s,
         ack_timeout: seconds(args.ack_timeout_s, "--ack-timeout-s")?,
-        speed: args.speed,
-        start: args.start,
-        duration: args
-            .duration_s
+        speed: args.speed.or(file.speed),
+        start,
+        duration: (args.duration_s.or(file.duration_s))
             .map(|d| seconds(d, "--duration-s"))
             .transpose()?,
         drain: seconds(args.drain_s, "--drain-s")?,
@@ -523,9 +578,9 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
             .state
             .unwrap_or_else(parklight_sim::store::default_state_dir),
         fresh: args.fresh,
-        faults: FaultPlan::parse(&args.faults)?,
-        scenario: args.scenario,
-        meters: !args.no_meters,
+        faults: FaultPlan::parse(&faults)?,
+        scenario: builtin,
+        meters: !(args.no_meters || file.no_meters.unwrap_or(false)),
         progress: true,
     };
     let summary = parklight_sim::run(options, parklight_gateway::signals::shutdown_token()).await?;

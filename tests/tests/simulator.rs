@@ -306,3 +306,65 @@ fn reports_survive_a_broker_that_loses_everything() {
     let finished = ends_all_acknowledged(sim, Duration::from_secs(120));
     assert_every_report_arrived(&gateway, &finished, 10);
 }
+
+#[test]
+fn a_scenario_file_starts_from_a_built_in_story_and_a_bad_one_is_refused_with_its_reason() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let gateway = Recorder::start(&broker.url(), true);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("evening.toml");
+    std::fs::write(
+        &file,
+        "base = \"lamp-failure-in-busy-zone\"\nduration_s = 4\nno_meters = true\nfaults = \"dead@pole-001=+1m\"\n",
+    )
+    .unwrap();
+    let (url, state) = (broker.url(), dir.path().to_string_lossy().into_owned());
+    let play = |scenario: &std::path::Path| {
+        let scenario = scenario.to_string_lossy().into_owned();
+        Parklight::spawn(&[
+            "sim",
+            "--broker",
+            &url,
+            "--state",
+            &state,
+            "--fresh",
+            "--drain-s",
+            "5",
+            "--scenario",
+            &scenario,
+        ])
+        .wait(Duration::from_secs(60))
+    };
+    let finished = play(&file);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("lose their lamps"),
+        "the base story: {}",
+        finished.stderr
+    );
+    let reports: Vec<_> = (gateway.messages().into_iter())
+        .filter(|m| m.is(NodeTopic::Telemetry))
+        .collect();
+    assert!(reports.len() > 40, "{} reports", reports.len());
+    let text =
+        |m: &parklight_tests::recorder::Received| String::from_utf8_lossy(&m.payload).into_owned();
+    assert!(
+        reports.iter().all(|m| !text(m).contains("power_w")),
+        "no meters"
+    );
+    assert!(
+        (reports.iter())
+            .any(|m| m.node().as_deref() == Some("pole-001") && text(m).contains("\"lux\":null")),
+        "its own fault added: pole-001's sensor is dead"
+    );
+
+    std::fs::write(&file, "base = \"healthy-night\"\nspeeed = 3\n").unwrap();
+    let refused = play(&file);
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("unknown field `speeed`"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -9,6 +9,7 @@ use super::*;
 use crate::store::ReportRow;
 
 const MINUTE: i64 = 60_000;
+const DAY: i64 = 86_400_000;
 
 /// Copenhagen in winter: the path (P4, two poles), a gate on a night circuit, and a
 /// fence lit only in June. Site profile: full at sunset, 50 % declaring P5 at midnight,
@@ -957,7 +958,6 @@ fn a_replaced_lamp_is_learned_afresh_not_judged_against_the_old_one() {
 
 #[test]
 fn a_lamp_whose_light_falls_steadily_over_weeks_is_degraded_and_a_steady_one_is_not() {
-    const DAY: i64 = 86_400_000;
     let nights = |fall_per_night: f64| {
         let mut d = detector();
         let mut out = Vec::new();
@@ -982,4 +982,24 @@ fn a_lamp_whose_light_falls_steadily_over_weeks_is_degraded_and_a_steady_one_is_
     assert_eq!(degraded[0].severity, Severity::Low);
     assert!(degraded[0].detail.contains("% less than"), "{degraded:#?}");
     assert!(nights(0.0).is_empty(), "a steady lamp");
+}
+
+#[test]
+fn without_a_rated_power_a_lamp_on_by_day_is_judged_against_what_it_drew_at_night() {
+    let mut d = detector();
+    // Node a has no `rated_w`: at night it learns 40 W at full (the test reports draw
+    // 0.4 W a percent).
+    feed(&mut d, &["a", "b"], NIGHT, 30, healthy);
+    let mut out = Vec::new();
+    for minute in 1..=30 {
+        let mut r = report(NOON + DAY + minute * MINUTE, Some(5000.0), 0, 0);
+        r.power_w = Some(38.0);
+        out.extend(one(&mut d, "a", r));
+    }
+    let burning: Vec<_> = transitions(&out)
+        .into_iter()
+        .filter(|t| t.kind == Kind::DayBurner && t.active)
+        .collect();
+    assert_eq!(burning.len(), 1, "{out:#?}");
+    assert_eq!(burning[0].node.as_deref(), Some("a"));
 }
