@@ -17,6 +17,7 @@
 //!
 //! [`run`] starts it all and stops it cleanly: `main` and the tests call the same `run`.
 
+pub mod alert;
 pub mod clock;
 pub mod config;
 pub mod demo;

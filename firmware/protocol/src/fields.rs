@@ -137,6 +137,15 @@ impl<'a> Field<'a> {
         Ok(out)
     }
 
+    /// A string of any length (for the messages only std peers exchange).
+    #[cfg(feature = "alloc")]
+    pub fn owned_string(&self) -> Result<alloc::string::String, DecodeError> {
+        match self.value {
+            Value::String(s) => Ok(s.chars().collect()),
+            _ => Err(self.error(Reject::WrongType)),
+        }
+    }
+
     /// A string that must be one of `choices`; returns its index.
     pub fn one_of(&self, choices: &[&str]) -> Result<usize, DecodeError> {
         let Value::String(s) = self.value else {

@@ -101,19 +101,7 @@ pub trait Message: Sized + serde::Serialize {
 
     /// Encodes the message into `buf` with `"v":1` first; returns the length written.
     fn encode(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
-        // The struct serializes as `{...}`; it is written after room for `{"v":1` and its
-        // opening brace becomes the comma that joins the two.
-        const HEAD: &[u8] = b"{\"v\":1";
-        let body = buf.get_mut(HEAD.len()..).ok_or(EncodeError::TooLong)?;
-        let body_len = serde_json_core::to_slice(self, body).map_err(|_| EncodeError::TooLong)?;
-        let len = if body_len == 2 {
-            HEAD.len() + 1
-        } else {
-            buf[HEAD.len()] = b',';
-            HEAD.len() + body_len
-        };
-        buf[..HEAD.len()].copy_from_slice(HEAD);
-        buf[len - 1] = b'}';
+        let len = encode_versioned(self, buf)?;
         if len > MAX_PAYLOAD {
             return Err(EncodeError::TooLong);
         }
@@ -128,11 +116,39 @@ pub trait Message: Sized + serde::Serialize {
     }
 }
 
+/// Encodes `value` into `buf` with `"v":1` first, whatever its length; returns the length
+/// written.
+pub fn encode_versioned<T: serde::Serialize>(
+    value: &T,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    // The value serializes as `{...}`; it is written after room for `{"v":1` and its
+    // opening brace becomes the comma that joins the two.
+    const HEAD: &[u8] = b"{\"v\":1";
+    let body = buf.get_mut(HEAD.len()..).ok_or(EncodeError::TooLong)?;
+    let body_len = serde_json_core::to_slice(value, body).map_err(|_| EncodeError::TooLong)?;
+    let len = if body_len == 2 {
+        HEAD.len() + 1
+    } else {
+        buf[HEAD.len()] = b',';
+        HEAD.len() + body_len
+    };
+    buf[..HEAD.len()].copy_from_slice(HEAD);
+    buf[len - 1] = b'}';
+    Ok(len)
+}
+
 /// Checks size, UTF-8, depth and JSON, and returns the top-level object.
 pub fn payload_object(payload: &[u8]) -> Result<Object<'_>, DecodeError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(Reject::TooLong.into());
     }
+    unbounded_object(payload)
+}
+
+/// Checks UTF-8, depth and JSON, and returns the top-level object, of any size (for the
+/// messages only std peers exchange).
+pub fn unbounded_object(payload: &[u8]) -> Result<Object<'_>, DecodeError> {
     let text = core::str::from_utf8(payload).map_err(|_| Reject::NotUtf8)?;
     if json::exceeds_depth(payload, MAX_DEPTH) {
         return Err(Reject::TooDeep.into());
