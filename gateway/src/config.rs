@@ -179,6 +179,92 @@ fn default_timeout_s() -> u64 {
     10
 }
 
+/// The alert manager (seconds here; the manager works in milliseconds).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A condition back within this time of clearing reopens its alert.
+    pub hold_s: u64,
+    /// Returns within `flap_window_s` above which an alert is flapping.
+    pub flap_returns: usize,
+    /// The window flapping is counted in.
+    pub flap_window_s: u64,
+    /// How long a `node_offline` waits to be rolled up into a power loss (at least 1.5x
+    /// the MQTT keepalive).
+    pub rollup_s: u64,
+    /// Share of a site's or circuit's nodes offline together that is a power loss.
+    pub rollup_share: f64,
+    /// Unacknowledged `high` and `critical` alerts are paged again this often.
+    pub remind_s: u64,
+    /// Unacknowledged `high` and `critical` alerts go to escalation webhooks after this.
+    pub escalate_s: u64,
+    /// Publish alerts on `{prefix}/{site}/alerts`.
+    pub mqtt: bool,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        let s = crate::alert::Settings::default();
+        AlertsConfig {
+            hold_s: (s.hold_ms / 1000) as u64,
+            flap_returns: s.flap_returns,
+            flap_window_s: (s.flap_window_ms / 1000) as u64,
+            rollup_s: (s.rollup_ms / 1000) as u64,
+            rollup_share: s.rollup_share,
+            remind_s: (s.remind_ms / 1000) as u64,
+            escalate_s: (s.escalate_ms / 1000) as u64,
+            mqtt: true,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The manager's settings.
+    pub fn settings(&self) -> crate::alert::Settings {
+        let ms = |s: u64| (s.min(i64::MAX as u64 / 1000) * 1000) as i64;
+        crate::alert::Settings {
+            hold_ms: ms(self.hold_s),
+            flap_returns: self.flap_returns,
+            flap_window_ms: ms(self.flap_window_s),
+            rollup_ms: ms(self.rollup_s),
+            rollup_share: self.rollup_share,
+            remind_ms: ms(self.remind_s),
+            escalate_ms: ms(self.escalate_s),
+        }
+    }
+}
+
+/// A webhook that receives alert changes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// A name for logs, metrics and its cursor (unique).
+    pub name: String,
+    /// `https://…` (or `http://` to a loopback address).
+    pub url: String,
+    /// Environment variable holding the signing secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the signing secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Only these kinds (all when empty).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Only alerts at least this severe.
+    #[serde(default)]
+    pub min_severity: Option<String>,
+    /// Only these sites (all when empty).
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// An escalation receiver: gets only alerts left unacknowledged too long.
+    #[serde(default)]
+    pub escalation: bool,
+    /// Timeout of one attempt, seconds.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+}
+
 /// One site file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,6 +288,10 @@ pub struct Config {
     pub influxdb: Option<InfluxConfig>,
     /// Site files, with paths resolved.
     pub sites: Vec<SiteFile>,
+    /// The alert manager.
+    pub alerts: AlertsConfig,
+    /// Webhooks.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// How bad a problem is: an error refuses the configuration, a warning does not.
@@ -396,10 +486,12 @@ impl Config {
                 "http" => config.http = report.section("http", value).unwrap_or_default(),
                 "influxdb" => config.influxdb = report.section("influxdb", value),
                 "sites" => config.sites = report.section("sites", value).unwrap_or_default(),
+                "alerts" => config.alerts = report.section("alerts", value).unwrap_or_default(),
+                "webhooks" => config.webhooks = report.section("webhooks", value).unwrap_or_default(),
                 other => report.at(
                     span,
                     format!(
-                        "unknown section [{other}] (mqtt, storage, ingest, http, influxdb, sites)"
+                        "unknown section [{other}] (mqtt, storage, ingest, http, influxdb, sites, alerts, webhooks)"
                     ),
                 ),
             }
@@ -410,6 +502,11 @@ impl Config {
         for site in &mut config.sites {
             if site.file.is_relative() {
                 site.file = base.join(&site.file);
+            }
+        }
+        for hook in &mut config.webhooks {
+            if let Some(file) = hook.secret_file.as_mut().filter(|f| f.is_relative()) {
+                *file = base.join(&*file);
             }
         }
         // A problem found after parsing is placed at its key, or else its section.
@@ -651,6 +748,7 @@ impl Config {
                 );
             }
         }
+        self.check_alerts(&mut found);
         if self.sites.is_empty() {
             found.warning(
                 "sites",
@@ -659,6 +757,92 @@ impl Config {
             );
         }
         found
+    }
+
+    fn check_alerts(&self, found: &mut Findings) {
+        let alerts = &self.alerts;
+        if (alerts.rollup_s as f64) < 1.5 * self.mqtt.keep_alive_s as f64 {
+            found.error(
+                "alerts",
+                "rollup_s",
+                format!(
+                    "[alerts] rollup_s: at least 1.5x [mqtt] keep_alive_s ({} s), or a node's will can come after its roll-up was decided",
+                    (self.mqtt.keep_alive_s * 3).div_ceil(2)
+                ),
+            );
+        }
+        if !(alerts.rollup_share > 0.0 && alerts.rollup_share <= 1.0) {
+            found.error(
+                "alerts",
+                "rollup_share",
+                "[alerts] rollup_share: above 0 and at most 1".into(),
+            );
+        }
+        if alerts.remind_s == 0 || alerts.escalate_s == 0 || alerts.flap_window_s == 0 {
+            found.error(
+                "alerts",
+                "remind_s",
+                "[alerts] remind_s, escalate_s and flap_window_s: at least 1".into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for hook in &self.webhooks {
+            let name = &hook.name;
+            if !names.insert(name) || !parklight_protocol::topic::is_identifier(name) {
+                found.error(
+                    "webhooks",
+                    "name",
+                    format!("[[webhooks]] name {name:?}: unique, letters, digits, - and _"),
+                );
+            }
+            match url::Url::parse(&hook.url) {
+                Ok(url) if url.scheme() == "https" => {}
+                Ok(url)
+                    if url.scheme() == "http"
+                        && url.host_str().is_some_and(|h| {
+                            h == "localhost"
+                                || h.trim_matches(['[', ']'])
+                                    .parse::<std::net::IpAddr>()
+                                    .is_ok_and(|ip| ip.is_loopback())
+                        }) => {}
+                _ => found.error(
+                    "webhooks",
+                    "url",
+                    format!(
+                        "[[webhooks]] {name}: url {:?}: https://, or http:// to a loopback address",
+                        hook.url
+                    ),
+                ),
+            }
+            if let Err(e) = secret(hook.secret_env.as_deref(), hook.secret_file.as_deref()) {
+                found.error(
+                    "webhooks",
+                    "secret_env",
+                    format!("[[webhooks]] {name}: secret: {e}"),
+                );
+            }
+            for kind in &hook.kinds {
+                if parklight_protocol::alert::AlertKind::parse(kind).is_none() {
+                    found.error(
+                        "webhooks",
+                        "kinds",
+                        format!("[[webhooks]] {name}: unknown kind {kind:?}"),
+                    );
+                }
+            }
+            if let Some(severity) = &hook.min_severity
+                && parklight_protocol::alert::Severity::parse(severity).is_none()
+            {
+                found.error("webhooks", "min_severity", format!("[[webhooks]] {name}: min_severity {severity:?}: low, medium, high or critical"));
+            }
+            if hook.timeout_s == 0 {
+                found.error(
+                    "webhooks",
+                    "timeout_s",
+                    format!("[[webhooks]] {name}: timeout_s: at least 1"),
+                );
+            }
+        }
     }
 }
 

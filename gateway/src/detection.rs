@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use metrics::counter;
@@ -140,7 +140,13 @@ impl Running {
     }
 
     /// Judges what the journal holds after the cursor; true when there may be more.
-    fn round(&mut self, store: &mut Store, batch: usize) -> Result<bool, StorageError> {
+    /// `recorded` is told when condition transitions were stored.
+    fn round(
+        &mut self,
+        store: &mut Store,
+        batch: usize,
+        recorded: &SyncSender<()>,
+    ) -> Result<bool, StorageError> {
         let (entries, position) = store.journal_after(self.read, batch, None)?;
         if position == self.read {
             return Ok(false);
@@ -150,6 +156,9 @@ impl Running {
             self.detector.apply(&entry.fact, &mut out);
         }
         store.record_detection(&out, position, wall_ms())?;
+        if out.iter().any(|o| matches!(o, Output::Transition(_))) {
+            let _ = recorded.try_send(());
+        }
         counter!(m::DETECTOR_FACTS).increment(entries.len() as u64);
         for output in &out {
             if let Output::Transition(t) = output {
@@ -271,11 +280,11 @@ pub fn replay(
 }
 
 /// Runs until `stop`: a round whenever `wake` says the writer committed, and every
-/// second for liveness.
+/// second for liveness; `recorded` is told when condition transitions were stored.
 pub fn run(
     settings: DetectionSettings,
     sites: &[Site],
-    wake: Receiver<()>,
+    (wake, recorded): (Receiver<()>, SyncSender<()>),
     link: &BrokerLink,
     stop: CancellationToken,
 ) -> Result<(), StorageError> {
@@ -292,7 +301,7 @@ pub fn run(
                 running = Running::resume(&mut store, model.clone(), &settings.detectors)?;
                 stale = false;
             }
-            while running.round(&mut store, settings.batch)? {}
+            while running.round(&mut store, settings.batch, &recorded)? {}
             // Only while the broker is heard, and from the start or the reconnection.
             if let Some(connected) = link.since() {
                 running.liveness(&mut store, &model, started.max(connected))?;
@@ -317,7 +326,7 @@ pub fn run(
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 // The writer is gone: judge what it stored, then stop.
-                while running.round(&mut store, settings.batch)? {}
+                while running.round(&mut store, settings.batch, &recorded)? {}
                 break;
             }
         }

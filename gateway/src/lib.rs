@@ -18,8 +18,10 @@
 //! [`run`] starts it all and stops it cleanly: `main` and the tests call the same `run`.
 
 pub mod alert;
+pub mod alerting;
 pub mod clock;
 pub mod config;
+pub mod crew;
 pub mod demo;
 pub mod desired;
 pub mod detect;
@@ -66,6 +68,9 @@ pub enum GatewayError {
         /// Why.
         source: std::io::Error,
     },
+    /// A webhook cannot be set up.
+    #[error("[[webhooks]] {0}")]
+    Webhook(String),
     /// The InfluxDB token cannot be read.
     #[error("[influxdb] token: {0}")]
     Token(#[from] config::SecretError),
@@ -164,6 +169,7 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
             })
             .map_err(GatewayError::Thread)?
     };
+    let (conditions_recorded, conditions_wake) = std::sync::mpsc::sync_channel(1);
     let detection = {
         let settings = detection::DetectionSettings::new(
             config.storage.path.clone(),
@@ -176,14 +182,19 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
             .name("parklight-detection".into())
             .spawn(move || {
                 let _guard = supervisor.guard("detection");
-                if let Err(error) =
-                    detection::run(settings, &sites, wake, &broker_link, stop.clone())
-                {
+                if let Err(error) = detection::run(
+                    settings,
+                    &sites,
+                    (wake, conditions_recorded),
+                    &broker_link,
+                    stop.clone(),
+                ) {
                     supervisor.fail("detection", error);
                 }
             })
             .map_err(GatewayError::Thread)?
     };
+    let (alerting, delivery) = alerts(&config, &sites, conditions_wake, &supervisor, &stop)?;
     let forwarder = match &config.influxdb {
         Some(influx) => {
             let sink = sinks::influxdb::InfluxSink::new(influx)?;
@@ -284,6 +295,10 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
     let _ = tokio::time::timeout(Duration::from_secs(1), publisher).await;
     let joined = tokio::task::spawn_blocking(move || detection.join());
     let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
+    for thread in [alerting, delivery] {
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
+    }
     if let Some(forwarder) = forwarder {
         let joined = tokio::task::spawn_blocking(move || forwarder.join());
         let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
@@ -295,4 +310,74 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
             Ok(())
         }
     }
+}
+
+/// Starts the alert manager and the receivers, each on a thread of its own (their store
+/// calls block).
+fn alerts(
+    config: &config::Config,
+    sites: &[parklight_site::Site],
+    conditions: std::sync::mpsc::Receiver<()>,
+    supervisor: &supervise::Supervisor,
+    stop: &CancellationToken,
+) -> Result<(std::thread::JoinHandle<()>, std::thread::JoinHandle<()>), GatewayError> {
+    let receivers = sinks::alerts::receivers(config, stop)?;
+    let names: Vec<String> = receivers.iter().map(|r| r.name.clone()).collect();
+    let (path, dead_letters_max) = (config.storage.path.clone(), config.storage.dead_letters_max);
+    sinks::alerts::start_cursors(&mut store::Store::open(&path, dead_letters_max)?, &names)?;
+    let (changed, watched) = tokio::sync::watch::channel(0);
+    let settings = alerting::AlertingSettings {
+        store: path.clone(),
+        dead_letters_max,
+        manager: config.alerts.settings(),
+    };
+    let manager = {
+        let (stop, supervisor, sites) = (stop.clone(), supervisor.clone(), sites.to_vec());
+        std::thread::Builder::new()
+            .name("parklight-alerts".into())
+            .spawn(move || {
+                let _guard = supervisor.guard("the alert manager");
+                if let Err(error) = alerting::run(settings, &sites, conditions, &changed, stop) {
+                    supervisor.fail("the alert manager", error);
+                }
+            })
+            .map_err(GatewayError::Thread)?
+    };
+    let delivery = {
+        let (stop, supervisor) = (stop.clone(), supervisor.clone());
+        std::thread::Builder::new()
+            .name("parklight-alert-delivery".into())
+            .spawn(move || {
+                let _guard = supervisor.guard("alert delivery");
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => return supervisor.fail("alert delivery", error),
+                };
+                runtime.block_on(async {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for receiver in receivers {
+                        let (path, watched, stop) = (path.clone(), watched.clone(), stop.clone());
+                        tasks.spawn(sinks::alerts::deliver(
+                            receiver,
+                            path,
+                            dead_letters_max,
+                            watched,
+                            stop,
+                        ));
+                    }
+                    while let Some(done) = tasks.join_next().await {
+                        match done {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => supervisor.fail("alert delivery", error),
+                            Err(error) => supervisor.fail("alert delivery", error),
+                        }
+                    }
+                });
+            })
+            .map_err(GatewayError::Thread)?
+    };
+    Ok((manager, delivery))
 }

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use parklight_gateway::alert::{Action, Silence};
 use parklight_gateway::config::{Config, environment_overrides};
+use parklight_gateway::crew;
 use parklight_gateway::logging::{self, LogFormat};
 use parklight_sim::{FaultPlan, SimOptions, SiteChoice};
 
@@ -45,6 +47,15 @@ enum Command {
     Status(StatusArgs),
     /// Print condition transitions: raised, more severe, cleared.
     Conditions(ConditionsArgs),
+    /// Print alerts, newest first, and what waits for each receiver.
+    Alerts(AlertsArgs),
+    /// Acknowledge an alert: someone is on it (reminders stop).
+    Ack(ActArgs),
+    /// Resolve an alert by hand (refused while its condition is still active).
+    Resolve(ActArgs),
+    /// Maintenance windows: nobody is paged for what they cover.
+    #[command(subcommand)]
+    Silence(SilenceCommand),
     /// Check a configuration file and every site file it names; exit 1 on any problem.
     Check(ConfigArg),
     /// Print the default configuration (the same file as deploy/parklight.toml).
@@ -136,6 +147,79 @@ struct ConditionsArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct AlertsArgs {
+    /// The configuration file (for the store's path and the receivers).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Only alerts not resolved.
+    #[arg(long)]
+    open: bool,
+    /// One PROTOCOL.md alert message per line (its latest revision) with its history.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ActArgs {
+    /// The alert's id (`a-17`).
+    id: String,
+    /// The configuration file (for the store's path).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Who.
+    #[arg(long)]
+    by: String,
+    /// Why, or what was done.
+    #[arg(long)]
+    note: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum SilenceCommand {
+    /// Silence a site, or one zone, node or circuit of it, until a time.
+    Add {
+        /// The configuration file (for the store's path and the sites).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// Only this zone (and its nodes).
+        #[arg(long)]
+        zone: Option<String>,
+        /// Only this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Only this circuit (and its nodes).
+        #[arg(long)]
+        circuit: Option<String>,
+        /// The end: RFC 3339 (`2026-12-04T06:00:00Z`) or a duration from now (`4h`).
+        #[arg(long)]
+        until: String,
+        /// Who.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        note: String,
+    },
+    /// Print the silences running now or later.
+    List {
+        /// The configuration file (for the store's path).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// End a silence now.
+    End {
+        /// Its number, as `silence list` prints it.
+        id: i64,
+        /// The configuration file (for the store's path).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -467,6 +551,123 @@ fn conditions(args: ConditionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn alerts(args: &AlertsArgs) -> anyhow::Result<()> {
+    let loaded = Config::load(&args.config, &environment_overrides())?;
+    let store = parklight_gateway::store::Store::open(
+        &loaded.config.storage.path,
+        loaded.config.storage.dead_letters_max,
+    )?;
+    for alert in store.alerts(args.open)? {
+        if args.json {
+            println!("{}", crew::alert_json(&store, &alert)?);
+        } else {
+            println!("{}", crew::alert_line(&alert));
+        }
+    }
+    if !args.json {
+        let mut receivers: Vec<String> = loaded
+            .config
+            .webhooks
+            .iter()
+            .map(|w| w.name.clone())
+            .collect();
+        if loaded.config.alerts.mqtt {
+            receivers.insert(0, "mqtt".into());
+        }
+        for line in crew::receiver_lines(&store, &receivers)? {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn act(args: &ActArgs, action: Action) -> anyhow::Result<()> {
+    let mut store = open_store(&args.config)?;
+    crew::act(
+        &mut store,
+        &crew::request(&args.id, action, &args.by, &args.note),
+    )?;
+    println!(
+        "{}",
+        crew::alert_line(
+            &store
+                .alerts(false)?
+                .into_iter()
+                .find(|a| a.id == args.id)
+                .ok_or_else(|| anyhow::anyhow!("{} vanished", args.id))?
+        )
+    );
+    Ok(())
+}
+
+/// A time given as RFC 3339 or as a duration from now, Unix ms.
+fn until(text: &str) -> anyhow::Result<i64> {
+    if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        return Ok(at.as_millisecond());
+    }
+    let ahead = humantime::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!("--until {text:?}: give a time (2026-12-04T06:00:00Z) or a duration (4h)")
+    })?;
+    Ok(jiff::Timestamp::now()
+        .as_millisecond()
+        .saturating_add(ahead.as_millis().min(i64::MAX as u128) as i64))
+}
+
+fn silence(command: SilenceCommand) -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    match command {
+        SilenceCommand::Add {
+            config,
+            site,
+            zone,
+            node,
+            circuit,
+            until: end,
+            by,
+            note,
+        } => {
+            let loaded = Config::load(&config, &environment_overrides())?;
+            let target = crew::SilenceTarget {
+                site: &site,
+                zone: zone.as_deref(),
+                node: node.as_deref(),
+                circuit: circuit.as_deref(),
+            };
+            let scope = target.scope(&loaded.sites)?;
+            let until = until(&end)?;
+            anyhow::ensure!(until > now, "--until {end:?} is not in the future");
+            let mut store = parklight_gateway::store::Store::open(
+                &loaded.config.storage.path,
+                loaded.config.storage.dead_letters_max,
+            )?;
+            let mut silence = Silence {
+                id: 0,
+                site,
+                scope,
+                from: now,
+                until,
+                by,
+                note,
+            };
+            silence.id = store.add_silence(&silence)?;
+            println!("{}", crew::silence_line(&silence));
+        }
+        SilenceCommand::List { config } => {
+            for silence in open_store(&config)?.silences(now)? {
+                println!("{}", crew::silence_line(&silence));
+            }
+        }
+        SilenceCommand::End { id, config } => {
+            anyhow::ensure!(
+                open_store(&config)?.end_silence(id, now)?,
+                "no silence {id} is running"
+            );
+            println!("silence {id} ended");
+        }
+    }
+    Ok(())
+}
+
 fn dead_letters(path: &std::path::Path, limit: usize) -> anyhow::Result<()> {
     for letter in open_store(path)?.dead_letters(limit)? {
         let when = time(Some(letter.received));
@@ -608,6 +809,10 @@ async fn main() -> ExitCode {
         Command::DeadLetters(args) => dead_letters(&args.config, args.limit),
         Command::Nodes(args) => nodes(&args.config, args.json),
         Command::Node(NodeCommand::Replaced { node, config }) => replaced(&node, &config),
+        Command::Alerts(args) => alerts(&args),
+        Command::Ack(args) => act(&args, Action::Acknowledge),
+        Command::Resolve(args) => act(&args, Action::Resolve),
+        Command::Silence(command) => silence(command),
         Command::Check(args) => check(&args.config),
         Command::Status(args) => status(args),
         Command::Conditions(args) => conditions(args),

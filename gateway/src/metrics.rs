@@ -68,6 +68,16 @@ pub const DETECTOR_FACTS: &str = "parklight_detector_facts_total";
 pub const CONDITION_TRANSITIONS: &str = "parklight_condition_transitions_total";
 /// Silences the liveness monitor decided (no report for 3 intervals).
 pub const NODES_SILENT: &str = "parklight_nodes_silent_total";
+/// Alert changes made, by `kind` and `what` (`raised`, `acknowledged`, `reminded`, …).
+pub const ALERT_CHANGES: &str = "parklight_alert_changes_total";
+/// Alert changes delivered, by `receiver`.
+pub const ALERTS_DELIVERED: &str = "parklight_alerts_delivered_total";
+/// Failed alert deliveries, by `receiver` and `kind` (`retry`, `permanent`).
+pub const ALERT_DELIVERY_FAILURES: &str = "parklight_alert_delivery_failures_total";
+/// Alert changes waiting for a receiver, by `receiver`.
+pub const ALERT_QUEUE_DEPTH: &str = "parklight_alert_queue_depth";
+/// Age of the oldest change a receiver has not taken, seconds, by `receiver`.
+pub const ALERT_QUEUE_AGE: &str = "parklight_alert_queue_oldest_seconds";
 
 /// Registers every metric at zero (every reject code too), so dashboards see them from
 /// the start.
@@ -118,6 +128,23 @@ pub fn register() {
         "Acknowledgements dropped because their connection ended (the broker resends)"
     );
     describe_gauge!(NODES_ONLINE, "Nodes whose latest status is online");
+    describe_counter!(
+        ALERT_CHANGES,
+        "Alert changes made, by kind and what happened"
+    );
+    describe_counter!(ALERTS_DELIVERED, "Alert changes delivered, by receiver");
+    describe_counter!(
+        ALERT_DELIVERY_FAILURES,
+        "Failed alert deliveries, by receiver and kind (retry, permanent)"
+    );
+    describe_gauge!(
+        ALERT_QUEUE_DEPTH,
+        "Alert changes a receiver has yet to take"
+    );
+    describe_gauge!(
+        ALERT_QUEUE_AGE,
+        "Age of the oldest alert change a receiver has yet to take, seconds"
+    );
     describe_gauge!(FORWARDER_LAG, "Reports stored but not yet in InfluxDB");
     describe_counter!(FORWARDED, "Reports written to InfluxDB");
     describe_counter!(FORWARDER_ERRORS, "Failed InfluxDB writes");

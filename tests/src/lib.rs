@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod process;
 pub mod recorder;
 pub mod tsdb;
+pub mod webhook;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

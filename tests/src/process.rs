@@ -36,8 +36,14 @@ fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 impl Parklight {
     /// Starts `parklight` with `args`.
     pub fn spawn(args: &[&str]) -> Parklight {
+        Parklight::spawn_with(args, &[])
+    }
+
+    /// Starts `parklight` with `args` and environment variables `env`.
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Parklight {
         let mut child = Command::new(parklight_binary())
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,parklight_sim=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -91,6 +97,11 @@ impl Parklight {
             .arg("-INT")
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
     }
 
     /// Waits up to `timeout` for it to exit; fails the test if it does not.

@@ -176,12 +176,10 @@ pub fn status_payload(status: &GatewayStatus) -> Vec<u8> {
 /// Connection options: fixed client id, persistent session, manual acks, large packets,
 /// the gateway's last will, credentials and TLS as configured.
 pub fn options(config: &MqttConfig) -> Result<MqttOptions, SourceError> {
-    let mut options = parklight_sim::mqtt::broker_options(&config.url, &config.client_id)?;
+    let mut options = connection_options(config, &config.client_id)?;
     options
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(config.keep_alive_s))
-        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
         .set_request_channel_capacity(REQUEST_CAPACITY)
         .set_inflight(OUTGOING_INFLIGHT)
         .set_last_will(LastWill::new(
@@ -192,6 +190,19 @@ pub fn options(config: &MqttConfig) -> Result<MqttOptions, SourceError> {
             QoS::AtLeastOnce,
             true,
         ));
+    Ok(options)
+}
+
+/// A connection to the configured broker as `client_id`: address, keepalive, packet
+/// limit, credentials and TLS.
+pub fn connection_options(
+    config: &MqttConfig,
+    client_id: &str,
+) -> Result<MqttOptions, SourceError> {
+    let mut options = parklight_sim::mqtt::broker_options(&config.url, client_id)?;
+    options
+        .set_keep_alive(Duration::from_secs(config.keep_alive_s))
+        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
     if let Some(username) = &config.username {
         let password = if config.password_env.is_some() || config.password_file.is_some() {
             secret(

@@ -392,7 +392,11 @@ impl Store {
         )
     }
 
-    fn condition_rows(&self, filter: &str, value: i64) -> Result<Vec<ConditionRow>, StorageError> {
+    pub(super) fn condition_rows(
+        &self,
+        filter: &str,
+        value: i64,
+    ) -> Result<Vec<ConditionRow>, StorageError> {
         let mut statement = self.connection.prepare_cached(&format!(
             "SELECT id, kind, site, zone, node, active, severity, since, ts, detail, recorded
              FROM conditions {filter}"

@@ -8,6 +8,7 @@
 //!   ([`blocks`]); [`Store::retain`] then drops raw rows past the retention;
 //!   [`Store::series`] and [`Store::latest_per_node`] read blocks and raw rows alike.
 
+pub mod alerts;
 mod blocks;
 pub mod history;
 pub mod journal;
@@ -429,6 +430,11 @@ impl Store {
 
     /// A cursor's position (0 when new).
     pub fn cursor(&self, name: &str) -> Result<i64, StorageError> {
+        Ok(self.cursor_opt(name)?.unwrap_or(0))
+    }
+
+    /// A cursor's position, if it was ever set.
+    pub fn cursor_opt(&self, name: &str) -> Result<Option<i64>, StorageError> {
         Ok(self
             .connection
             .query_row(
@@ -436,8 +442,7 @@ impl Store {
                 [name],
                 |row| row.get(0),
             )
-            .optional()?
-            .unwrap_or(0))
+            .optional()?)
     }
 
     /// Moves a cursor.

@@ -214,4 +214,70 @@ pub const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL
     );
     ",
+    "
+    -- Each alert's latest revision (the message itself is in its history).
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        rev INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        site TEXT NOT NULL,
+        state TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        ts INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX alerts_by_state ON alerts (state, ts);
+    -- Every revision, as the PROTOCOL.md message, and what happened.
+    CREATE TABLE alert_history (
+        id TEXT NOT NULL,
+        rev INTEGER NOT NULL,
+        what TEXT NOT NULL,
+        paged INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        recorded INTEGER NOT NULL,
+        PRIMARY KEY (id, rev)
+    ) WITHOUT ROWID;
+    -- What receivers are sent, in order; each reads it through its own cursor.
+    CREATE TABLE alert_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        rev INTEGER NOT NULL,
+        escalated INTEGER NOT NULL
+    );
+    CREATE TABLE alert_manager (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        conditions INTEGER NOT NULL,
+        state TEXT NOT NULL
+    );
+    -- Crews' actions, answered by the manager.
+    CREATE TABLE alert_requests (
+        id INTEGER PRIMARY KEY,
+        alert TEXT NOT NULL,
+        action TEXT NOT NULL,
+        by TEXT NOT NULL,
+        note TEXT NOT NULL,
+        requested INTEGER NOT NULL,
+        answered INTEGER,
+        refusal TEXT
+    );
+    CREATE INDEX alert_requests_open ON alert_requests (id) WHERE answered IS NULL;
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY,
+        site TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        from_ms INTEGER NOT NULL,
+        until_ms INTEGER NOT NULL,
+        by TEXT NOT NULL,
+        note TEXT NOT NULL
+    );
+    -- Changes a receiver refused for good (a 4xx other than 408/429).
+    CREATE TABLE alert_refusals (
+        receiver TEXT NOT NULL,
+        id TEXT NOT NULL,
+        rev INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (receiver, id, rev)
+    ) WITHOUT ROWID;
+    ",
 ];

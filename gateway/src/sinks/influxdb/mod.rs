@@ -107,10 +107,7 @@ pub struct ForwarderSettings {
     pub flush_interval: Duration,
 }
 
-/// Capped exponential backoff between retries.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(30))
-}
+use super::backoff;
 
 /// One line of a batch and what it came from.
 #[derive(Debug, Clone)]

@@ -1,0 +1,395 @@
+//! Alerts end to end: the detection issue's scenarios through a real Mosquitto and the
+//! real `parklight` binary, the alerts topic recorded, and a webhook receiver run by
+//! the test that verifies every signature.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parklight_protocol::alert::{Alert, AlertKind, AlertState};
+use parklight_sim::Scenario;
+use parklight_site::Site;
+use parklight_tests::broker::Mosquitto;
+use parklight_tests::gateway::{Gateway, remiseparken_file};
+use parklight_tests::process::Parklight;
+use parklight_tests::recorder::Recorder;
+use parklight_tests::webhook::{Mode, WebhookReceiver, verify};
+use parklight_tests::{one_at_a_time, wait_until};
+
+const SEED: u64 = 7;
+const SECRET: &str = "test-webhook-secret";
+/// The gateway's keepalive, short enough for a 15 s roll-up (1.5 times it at least).
+const KEEP_ALIVE: (&str, &str) = ("PARKLIGHT_MQTT__KEEP_ALIVE_S", "10");
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Remiseparken with every node reporting every 5 s: liveness decides in 15 s.
+fn fast_remiseparken(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(remiseparken_file()).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["site"]["interval_s"] = 5.into();
+    let path = dir.join("remiseparken-fast.geojson");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    path
+}
+
+/// The broker, a recorder of the alerts topic, a webhook receiver, the gateway on
+/// `site_file` with a 15 s roll-up (keepalive 10 s) and `alerts` settings, and the
+/// simulator's state.
+struct Park {
+    broker: Mosquitto,
+    recorder: Recorder,
+    hook: WebhookReceiver,
+    gateway: Gateway,
+    state: tempfile::TempDir,
+    site_file: PathBuf,
+    site: Site,
+}
+
+impl Park {
+    fn open(site_file: &Path, alerts: &str, hook_mode: Mode) -> Park {
+        let broker = Mosquitto::start();
+        let recorder = Recorder::start(&broker.url(), false);
+        let hook = WebhookReceiver::start();
+        hook.set(hook_mode);
+        let state = tempfile::tempdir().unwrap();
+        let secret = state.path().join("webhook-secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let extra = format!(
+            "[alerts]\nrollup_s = 15\n{alerts}\n\n[[webhooks]]\nname = \"crew\"\nurl = \"{}\"\nsecret_file = \"{}\"\ntimeout_s = 2\n",
+            hook.url(),
+            secret.display()
+        );
+        let mut gateway = Gateway::new(&broker.url(), &extra).env(KEEP_ALIVE.0, KEEP_ALIVE.1);
+        gateway.set_sites(&[site_file.to_path_buf()]);
+        gateway.start();
+        Park {
+            broker,
+            recorder,
+            hook,
+            gateway,
+            state,
+            site_file: site_file.to_path_buf(),
+            site: Site::load(site_file).unwrap(),
+        }
+    }
+
+    fn scenario(&self, scenario: Scenario, extra: &[&str]) -> Parklight {
+        let url = self.broker.url();
+        let state = self.state.path().to_string_lossy().into_owned();
+        let site = self.site_file.to_string_lossy().into_owned();
+        let seed = SEED.to_string();
+        let mut args = vec![
+            "sim",
+            "--broker",
+            &url,
+            "--site",
+            &site,
+            "--state",
+            &state,
+            "--fresh",
+            "--scenario",
+            scenario.name(),
+            "--drain-s",
+            "30",
+            "--seed",
+            &seed,
+        ];
+        args.extend_from_slice(extra);
+        Parklight::spawn(&args)
+    }
+
+    /// Every alert change published on the alerts topic, in arrival order, with when.
+    fn published(&self) -> Vec<(Alert, i64)> {
+        let start = jiff::Timestamp::now();
+        (self.recorder.messages().into_iter())
+            .filter(|m| m.topic.ends_with("/alerts"))
+            .map(|m| {
+                let ago = m.at.elapsed().as_millis() as i64;
+                (
+                    Alert::from_json(&m.payload).expect("a PROTOCOL.md alert"),
+                    start.as_millisecond() - ago,
+                )
+            })
+            .collect()
+    }
+
+    /// Every alert change the webhook took, in arrival order; each signature verified.
+    fn hooked(&self) -> Vec<Alert> {
+        (self.hook.taken().into_iter())
+            .map(|r| {
+                verify(SECRET, &r.headers, &r.body, 300).expect("a valid signature");
+                Alert::from_json(&r.body).expect("a PROTOCOL.md alert")
+            })
+            .collect()
+    }
+
+    /// `parklight alerts --json`: each alert's latest revision with its history.
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        let config = self.gateway.config_path().to_string_lossy().into_owned();
+        let done = Parklight::spawn_with(&["alerts", "--config", &config, "--json"], &[KEEP_ALIVE])
+            .wait(Duration::from_secs(30));
+        assert!(done.status.success(), "{}", done.stderr);
+        done.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn act(&self, verb: &str, id: &str) -> parklight_tests::process::Finished {
+        let config = self.gateway.config_path().to_string_lossy().into_owned();
+        let args = [
+            verb,
+            id,
+            "--config",
+            &config,
+            "--by",
+            "crew-east",
+            "--note",
+            "on our way",
+        ];
+        Parklight::spawn_with(&args, &[KEEP_ALIVE]).wait(Duration::from_secs(30))
+    }
+}
+
+/// Changes seen twice (delivery is at least once) dropped, by alert: each alert's
+/// revisions in order, and with `contiguous` none missing (1, 2, 3…: every change paged).
+fn by_alert(changes: &[Alert], contiguous: bool) -> BTreeMap<String, Vec<Alert>> {
+    let mut seen = BTreeSet::new();
+    let mut by_id: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
+    for change in changes {
+        if seen.insert((change.id.clone(), change.rev)) {
+            by_id
+                .entry(change.id.clone())
+                .or_default()
+                .push(change.clone());
+        }
+    }
+    for (id, revs) in &by_id {
+        let numbers: Vec<u32> = revs.iter().map(|a| a.rev).collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "{id}: in order: {numbers:?}"
+        );
+        if contiguous {
+            let expected: Vec<u32> = (1..=revs.len() as u32).collect();
+            assert_eq!(numbers, expected, "{id}: none missing");
+        }
+    }
+    by_id
+}
+
+#[test]
+fn a_node_cut_off_pages_mqtt_and_the_webhook_signed_and_an_acknowledgement_survives_a_kill() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let site_file = fast_remiseparken(dir.path());
+    let mut park = Park::open(&site_file, "remind_s = 5", Mode::Up);
+    let started = now_ms();
+    let sim = park.scenario(
+        Scenario::NodeOffline,
+        &[
+            "--duration-s",
+            "130",
+            "--ack-timeout-s",
+            "5",
+            "--interval-s",
+            "5",
+        ],
+    );
+    let cut = started + 30_000;
+    // Offline 3 intervals after its last report, then the roll-up delay: paged by then.
+    let due = cut + 3 * 5_000 + 15_000 + 10_000;
+    let paged = wait_until(Duration::from_secs(90), || {
+        park.published()
+            .iter()
+            .any(|(a, _)| a.kind == AlertKind::NodeOffline)
+            && !park.hooked().is_empty()
+    });
+    assert!(paged, "no alert: {}", park.gateway.log());
+    let (raised, on_mqtt) = park.published()[0].clone();
+    assert_eq!(
+        (raised.kind, raised.rev, raised.state),
+        (AlertKind::NodeOffline, 1, AlertState::Raised)
+    );
+    assert!(on_mqtt <= due, "on MQTT {} ms after the cut", on_mqtt - cut);
+    let request = park.hook.taken()[0].clone();
+    assert!(
+        request.at <= due,
+        "at the webhook {} ms after the cut",
+        request.at - cut
+    );
+    assert_eq!(Alert::from_json(&request.body).unwrap(), raised);
+    // The receiver's checks hold: one byte changed, or an old timestamp, fail.
+    verify(SECRET, &request.headers, &request.body, 300).unwrap();
+    let mut tampered = request.body.clone();
+    tampered[10] ^= 1;
+    assert!(verify(SECRET, &request.headers, &tampered, 300).is_err());
+    let mut replayed = request.headers.clone();
+    let old = jiff::Timestamp::now().as_second() - 600;
+    replayed.insert("x-parklight-timestamp".into(), old.to_string());
+    assert!(verify(SECRET, &replayed, &request.body, 300).is_err());
+    let delivery = request
+        .headers
+        .get("x-parklight-delivery")
+        .expect("a delivery id");
+    assert!(!delivery.is_empty());
+
+    // Unacknowledged and high: reminded after 5 s.
+    let reminded = wait_until(Duration::from_secs(20), || {
+        park.published().iter().any(|(a, _)| a.rev == 2)
+    });
+    assert!(reminded, "{}", park.gateway.log());
+    let ack = park.act("ack", &raised.id);
+    assert!(ack.status.success(), "{}", ack.stderr);
+    assert!(ack.stdout.contains("acknowledged"), "{}", ack.stdout);
+    let refused = park.act("resolve", &raised.id);
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("condition is active"),
+        "{}",
+        refused.stderr
+    );
+
+    // Killed and started again: still acknowledged, not reminded, nothing raised again.
+    park.gateway.kill();
+    park.gateway.start();
+    let finished = sim.wait(Duration::from_secs(240));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    std::thread::sleep(Duration::from_secs(3));
+    let alerts = park.alerts();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert, no other (a clean stop raises nothing): {alerts:#?}"
+    );
+    let history: Vec<&str> = (alerts[0]["history"].as_array().unwrap().iter())
+        .map(|h| h["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        ["raised", "reminded", "acknowledged", "resolved"],
+        "{alerts:#?}"
+    );
+    assert_eq!(alerts[0]["state"], "resolved");
+    park.gateway.stop();
+    let mqtt: Vec<Alert> = park.published().into_iter().map(|(a, _)| a).collect();
+    for changes in [mqtt, park.hooked()] {
+        let by_id = by_alert(&changes, true);
+        assert_eq!(by_id.len(), 1);
+        let last = by_id.values().next().unwrap().last().unwrap().clone();
+        assert_eq!((last.rev, last.state), (4, AlertState::Resolved));
+    }
+}
+
+#[test]
+fn a_power_cut_is_one_site_power_loss_with_every_node_and_no_node_alerts() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let site_file = fast_remiseparken(dir.path());
+    let mut park = Park::open(&site_file, "", Mode::Up);
+    let sim = park.scenario(
+        Scenario::PowerCut,
+        &["--speed", "1", "--interval-s", "5", "--ack-timeout-s", "5"],
+    );
+    let finished = sim.wait(Duration::from_secs(300));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    // Back and caught up: its power loss is resolved.
+    let resolved = wait_until(Duration::from_secs(60), || {
+        park.published()
+            .iter()
+            .any(|(a, _)| a.state == AlertState::Resolved)
+    });
+    assert!(resolved, "{:#?}\n{}", park.published(), park.gateway.log());
+    std::thread::sleep(Duration::from_secs(3));
+    let alerts = park.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let every: BTreeSet<String> = park.site.nodes.iter().map(|n| n.id.clone()).collect();
+    let alert = &alerts[0];
+    assert_eq!(alert["kind"], "site_power_loss", "{alert:#}");
+    assert_eq!(alert["state"], "resolved");
+    assert_eq!(alert["children_count"], every.len(), "{alert:#}");
+    let children: BTreeSet<String> = (alert["children"].as_array().unwrap().iter())
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(children, every);
+    park.gateway.stop();
+    let mqtt: Vec<Alert> = park.published().into_iter().map(|(a, _)| a).collect();
+    assert!(
+        mqtt.iter().all(|a| a.kind == AlertKind::SitePowerLoss),
+        "{mqtt:#?}"
+    );
+    by_alert(&mqtt, true);
+}
+
+#[test]
+fn a_flapping_lamp_is_one_alert_and_a_receiver_down_for_a_while_gets_every_change_in_order() {
+    let _serial = one_at_a_time();
+    let mut park = Park::open(&remiseparken_file(), "", Mode::Down);
+    let mut sim = park.scenario(Scenario::FlappingLamp, &[]);
+    // While the receiver refuses connections, ingest keeps pace with what the broker
+    // delivers (about 1000 reports a second here).
+    let mut most_behind = 0.0f64;
+    while sim.running() {
+        let received = park.recorder.count(|m| m.topic.ends_with("/telemetry")) as f64;
+        let stored = park.gateway.metric("parklight_reports_stored_total", "");
+        most_behind = most_behind.max(received - stored);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let finished = sim.wait(Duration::from_secs(10));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(
+        most_behind < 3000.0,
+        "ingest fell {most_behind} reports behind"
+    );
+    assert!(park.hook.requests().is_empty());
+    park.hook.set(Mode::Failing);
+    let failed = wait_until(Duration::from_secs(30), || !park.hook.requests().is_empty());
+    assert!(failed, "{}", park.gateway.log());
+    std::thread::sleep(Duration::from_secs(3));
+    park.hook.set(Mode::Up);
+    let mqtt: Vec<Alert> = park.published().into_iter().map(|(a, _)| a).collect();
+    let caught_up = wait_until(Duration::from_secs(60), || {
+        park.hooked().len() >= mqtt.len()
+    });
+    assert!(
+        caught_up,
+        "{} of {}: {}",
+        park.hooked().len(),
+        mqtt.len(),
+        park.gateway.log()
+    );
+    let alerts = park.alerts();
+    assert_eq!(alerts.len(), 1, "one alert, not a stream: {alerts:#?}");
+    assert_eq!(alerts[0]["kind"], "lamp_fault");
+    let history = alerts[0]["history"].as_array().unwrap();
+    assert!(
+        history.iter().any(|h| h["what"] == "flapping"),
+        "{alerts:#?}"
+    );
+    assert!(
+        history.iter().filter(|h| h["what"] == "reopened").count() >= 2,
+        "{alerts:#?}"
+    );
+    let paged_while_flapping = history
+        .iter()
+        .skip_while(|h| h["what"] != "flapping")
+        .skip(1)
+        .filter(|h| h["paged"] == true)
+        .count();
+    assert_eq!(
+        paged_while_flapping, 0,
+        "it paged once until it settled: {alerts:#?}"
+    );
+    park.gateway.stop();
+    let hooked = park.hooked();
+    assert_eq!(
+        by_alert(&hooked, false),
+        by_alert(&mqtt, false),
+        "the same changes, in order"
+    );
+}
