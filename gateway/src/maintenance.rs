@@ -96,6 +96,7 @@ fn forwarded(store: &Store, forwarding: bool) -> Result<Option<Forwarded>, Stora
     Ok(Some(Forwarded {
         reports: store.cursor(influxdb::CURSOR)?,
         statuses: store.cursor(influxdb::STATUS_CURSOR)?,
+        windows: store.cursor(influxdb::WINDOW_CURSOR)?,
     }))
 }
 

@@ -13,6 +13,7 @@ use parklight_tests::broker::Mosquitto;
 use parklight_tests::gateway::{Gateway, remiseparken_file};
 use parklight_tests::process::Parklight;
 use parklight_tests::recorder::Recorder;
+use parklight_tests::tsdb::VictoriaMetrics;
 use parklight_tests::webhook::{Mode, WebhookReceiver, verify};
 use parklight_tests::{one_at_a_time, wait_until};
 
@@ -329,7 +330,15 @@ fn a_power_cut_is_one_site_power_loss_with_every_node_and_no_node_alerts() {
 #[test]
 fn a_flapping_lamp_is_one_alert_and_a_receiver_down_for_a_while_gets_every_change_in_order() {
     let _serial = one_at_a_time();
-    let mut park = Park::open(&remiseparken_file(), "", Mode::Down);
+    let tsdb = VictoriaMetrics::start();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "test-token").unwrap();
+    let influx = format!(
+        "\n[influxdb]\nurl = \"{}\"\norg = \"parks\"\nbucket = \"parklight\"\ntoken_file = \"{}\"\nflush_interval_ms = 200\n",
+        tsdb.url(),
+        token.path().display()
+    );
+    let mut park = Park::open(&remiseparken_file(), &influx, Mode::Down);
     let mut sim = park.scenario(Scenario::FlappingLamp, &[]);
     // While the receiver refuses connections, ingest keeps pace with what the broker
     // delivers (about 1000 reports a second here).
@@ -385,6 +394,30 @@ fn a_flapping_lamp_is_one_alert_and_a_receiver_down_for_a_while_gets_every_chang
         paged_while_flapping, 0,
         "it paged once until it settled: {alerts:#?}"
     );
+    // The alert's changes and the zone windows reached the time-series database as
+    // numbers: the lamp fault raised (0) and resolved (2), zones lit (1) and not judged (0).
+    let forwarded = wait_until(Duration::from_secs(30), || {
+        let states: Vec<f64> = (tsdb.export("park_alert_state_code").iter())
+            .filter(|s| s.labels.get("kind").map(String::as_str) == Some("lamp_fault"))
+            .flat_map(|s| s.samples.iter().map(|(_, v)| *v))
+            .collect();
+        states.contains(&0.0) && states.contains(&2.0)
+    });
+    assert!(forwarded, "{:#?}", tsdb.export("park_alert.*"));
+    let zones = tsdb.export("park_zone_status_code");
+    let statuses: BTreeSet<i64> = (zones.iter())
+        .flat_map(|s| s.samples.iter().map(|(_, v)| *v as i64))
+        .collect();
+    assert!(
+        statuses.contains(&0) && statuses.contains(&1),
+        "{statuses:?}"
+    );
+    let zone_names: BTreeSet<&str> = zones
+        .iter()
+        .filter_map(|s| s.labels.get("zone").map(String::as_str))
+        .collect();
+    assert_eq!(zone_names.len(), park.site.zones.len(), "{zone_names:?}");
+    assert!(!tsdb.export("park_zone_occupied_dark_minutes").is_empty());
     park.gateway.stop();
     let hooked = park.hooked();
     assert_eq!(

@@ -283,7 +283,7 @@ pub async fn deliver(
     let mut cursor = store.cursor(&cursor_key)?;
     let labels = [("receiver", name.clone())];
     while !stop.is_cancelled() {
-        let batch = store.outbox_after(cursor, 100)?;
+        let batch = store.outbox_after(cursor, 100, true)?;
         let (depth, oldest) = store.outbox_waiting(cursor)?;
         gauge!(m::ALERT_QUEUE_DEPTH, &labels).set(depth as f64);
         let age = oldest.map_or(0, |at| {

@@ -87,7 +87,7 @@ impl Store {
     }
 
     /// Stores a round of the manager in one transaction: its changes (history, latest
-    /// revision, and the outbox for those that page), its answers, what it read and its
+    /// revision, and the outbox), its answers, what it read and its
     /// state. A crash before it loses nothing; after it repeats nothing.
     pub fn record_alert_round(&mut self, round: &Round<'_>) -> Result<(), StorageError> {
         let writer = self.write()?;
@@ -125,14 +125,12 @@ impl Store {
                     alert.since as i64,
                     alert.ts as i64
                 ])?;
-            if change.page {
-                writer
-                    .tx
-                    .prepare_cached(
-                        "INSERT INTO alert_outbox (id, rev, escalated) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![alert.id, alert.rev, change.escalated])?;
-            }
+            writer
+                .tx
+                .prepare_cached(
+                    "INSERT INTO alert_outbox (id, rev, paged, escalated) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![alert.id, alert.rev, change.page, change.escalated])?;
         }
         for (request, refusal) in round.answers {
             writer
@@ -151,14 +149,20 @@ impl Store {
         writer.commit()
     }
 
-    /// The outbox after `seq`, at most `limit` changes, in order.
-    pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<Outgoing>, StorageError> {
+    /// The changes after `seq` in the outbox, at most `limit`, in order: only those paged
+    /// with `paged`, else all.
+    pub fn outbox_after(
+        &self,
+        seq: i64,
+        limit: usize,
+        paged: bool,
+    ) -> Result<Vec<Outgoing>, StorageError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT o.seq, o.escalated, h.message FROM alert_outbox o
              JOIN alert_history h ON h.id = o.id AND h.rev = o.rev
-             WHERE o.seq > ?1 ORDER BY o.seq LIMIT ?2",
+             WHERE o.seq > ?1 AND o.paged >= ?3 ORDER BY o.seq LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![seq, limit as i64], |row| {
+        let rows = statement.query_map(params![seq, limit as i64, paged], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, bool>(1)?,
@@ -186,11 +190,12 @@ impl Store {
         )?)
     }
 
-    /// How many changes wait after `seq`, and when the oldest of them was made.
+    /// How many paged changes wait after `seq`, and when the oldest of them was made.
     pub fn outbox_waiting(&self, seq: i64) -> Result<(i64, Option<i64>), StorageError> {
         Ok(self.connection.query_row(
             "SELECT count(*), min(h.recorded) FROM alert_outbox o
-             JOIN alert_history h ON h.id = o.id AND h.rev = o.rev WHERE o.seq > ?1",
+             JOIN alert_history h ON h.id = o.id AND h.rev = o.rev
+             WHERE o.seq > ?1 AND o.paged = 1",
             [seq],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?)

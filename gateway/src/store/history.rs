@@ -218,7 +218,8 @@ impl Store {
     /// Drops raw reports that arrived before `before` (Unix ms), oldest first, once a
     /// block holds them, the forwarder (when one runs) has sent them and the detectors'
     /// kept state is past them; statuses it has sent, events and the detectors' facts
-    /// received before it too. The newest report always stays, so ids
+    /// received before it too, and the zone windows it has sent (all of them when none
+    /// runs) from the window log. The newest report always stays, so ids
     /// keep growing, and so does each node's latest status, so its presence is known
     /// after a restart. A report resent after its raw row went is still known as a
     /// duplicate: its boot's acknowledgement watermark covers it; a report past a gap
@@ -232,6 +233,7 @@ impl Store {
         let forwarded = forwarded.unwrap_or(Forwarded {
             reports: i64::MAX,
             statuses: i64::MAX,
+            windows: i64::MAX,
         });
         let sent_later: Option<i64> =
             self.connection
@@ -286,6 +288,10 @@ impl Store {
             params![before, forwarded.statuses],
         )?;
         tx.execute("DELETE FROM events WHERE received < ?1", [before])?;
+        tx.execute(
+            "DELETE FROM window_log WHERE seq <= ?1",
+            [forwarded.windows],
+        )?;
         tx.execute(
             "DELETE FROM facts WHERE received < ?1 AND id <= ?2",
             params![before, detected.map_or(i64::MAX, |p| p.fact)],
@@ -640,6 +646,7 @@ mod tests {
         let unsent = Forwarded {
             reports: 30,
             statuses: 0,
+            windows: 0,
         };
         assert_eq!(
             store
@@ -651,6 +658,7 @@ mod tests {
         let sent = Forwarded {
             reports: i64::MAX,
             statuses: statuses[0].id,
+            windows: 0,
         };
         // All but the newest: ids must keep growing for the cursors.
         assert_eq!(
@@ -679,6 +687,7 @@ mod tests {
         let everything = Forwarded {
             reports: i64::MAX,
             statuses: i64::MAX,
+            windows: i64::MAX,
         };
         store
             .retain(from + 2 * HOUR_MS, Some(everything), &|| false)
@@ -806,6 +815,8 @@ mod tests {
         assert_eq!(
             indexes,
             [
+                "alert_requests_open",
+                "alerts_by_state",
                 "conditions_by_time",
                 "dead_letters_by_report",
                 "hour_blocks_by_zone",

@@ -15,6 +15,11 @@ use parklight_protocol::telemetry::Fault;
 const OUTPUT_REPORT: &str = "detector.report";
 const OUTPUT_FACT: &str = "detector.fact";
 
+/// The columns [`window_of`] reads.
+const WINDOW_COLUMNS: &str = "site, zone, start_ms, end_ms, status, lux_avg, lux_min, required_avg,
+    required_min, detections, occupied_dark_minutes, detections_dark, valid_nodes, nodes, cause,
+    revised";
+
 /// A place in the journal: every report up to `report` and fact up to `fact` is behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
@@ -310,6 +315,12 @@ impl Store {
                             w.cause,
                             w.revised
                         ])?;
+                    writer
+                        .tx
+                        .prepare_cached(
+                            "INSERT INTO window_log (site, zone, end_ms) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![w.site, w.zone, w.end])?;
                 }
             }
         }
@@ -439,6 +450,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Zone windows stored after `seq` in the window log (again when revised), at most
+    /// `limit`, each with its place in the log.
+    pub fn windows_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, ZoneWindow)>, StorageError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {WINDOW_COLUMNS}, seq FROM (SELECT w.*, l.seq AS seq FROM window_log l
+                JOIN zone_windows w ON w.site = l.site AND w.zone = l.zone AND w.end_ms = l.end_ms
+                WHERE l.seq > ?1 ORDER BY l.seq LIMIT ?2) ORDER BY seq"
+        ))?;
+        let rows = statement.query_map(params![seq, limit as i64], |row| {
+            Ok((row.get(16)?, window_of(row)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Each zone's latest judged window, of one site or all.
     pub fn latest_windows(&self, site: Option<&str>) -> Result<Vec<ZoneWindow>, StorageError> {
         self.window_rows(
@@ -471,46 +500,47 @@ impl Store {
         span: Option<(&str, i64, i64)>,
     ) -> Result<Vec<ZoneWindow>, StorageError> {
         let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT site, zone, start_ms, end_ms, status, lux_avg, lux_min, required_avg,
-                required_min, detections, occupied_dark_minutes, detections_dark, valid_nodes,
-                nodes, cause, revised
-             FROM zone_windows {filter}"
+            "SELECT {WINDOW_COLUMNS} FROM zone_windows {filter}"
         ))?;
-        let read = |row: &rusqlite::Row<'_>| {
-            let status: i64 = row.get(4)?;
-            Ok(ZoneWindow {
-                site: row.get(0)?,
-                zone: row.get(1)?,
-                start: row.get(2)?,
-                end: row.get(3)?,
-                status: [
-                    Status::NotJudged,
-                    Status::Lit,
-                    Status::Unobserved,
-                    Status::Dark,
-                ]
-                .into_iter()
-                .find(|s| *s as i64 == status)
-                .unwrap_or(Status::NotJudged),
-                lux_avg: row.get(5)?,
-                lux_min: row.get(6)?,
-                required_avg: row.get(7)?,
-                required_min: row.get(8)?,
-                detections: row.get(9)?,
-                occupied_dark_minutes: row.get(10)?,
-                detections_dark: row.get(11)?,
-                valid_nodes: row.get(12)?,
-                nodes: row.get(13)?,
-                cause: row.get(14)?,
-                revised: row.get(15)?,
-            })
-        };
         let rows = match span {
-            Some((zone, from, to)) => statement.query_map(params![site, zone, from, to], read)?,
-            None => statement.query_map(params![site], read)?,
+            Some((zone, from, to)) => {
+                statement.query_map(params![site, zone, from, to], window_of)?
+            }
+            None => statement.query_map(params![site], window_of)?,
         };
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// A zone window from the columns `WINDOW_COLUMNS` names, in order.
+fn window_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ZoneWindow> {
+    let status: i64 = row.get(4)?;
+    Ok(ZoneWindow {
+        site: row.get(0)?,
+        zone: row.get(1)?,
+        start: row.get(2)?,
+        end: row.get(3)?,
+        status: [
+            Status::NotJudged,
+            Status::Lit,
+            Status::Unobserved,
+            Status::Dark,
+        ]
+        .into_iter()
+        .find(|s| *s as i64 == status)
+        .unwrap_or(Status::NotJudged),
+        lux_avg: row.get(5)?,
+        lux_min: row.get(6)?,
+        required_avg: row.get(7)?,
+        required_min: row.get(8)?,
+        detections: row.get(9)?,
+        occupied_dark_minutes: row.get(10)?,
+        detections_dark: row.get(11)?,
+        valid_nodes: row.get(12)?,
+        nodes: row.get(13)?,
+        cause: row.get(14)?,
+        revised: row.get(15)?,
+    })
 }
 
 /// The severity spelled `text`.

@@ -183,6 +183,8 @@ pub struct Forwarded {
     pub reports: i64,
     /// Status changes up to this id are sent.
     pub statuses: i64,
+    /// Zone windows up to this place in the window log are sent.
+    pub windows: i64,
 }
 
 /// What the gateway knows of one node's boot: how far its reports are handled, and its

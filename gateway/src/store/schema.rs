@@ -237,12 +237,21 @@ pub const MIGRATIONS: &[&str] = &[
         recorded INTEGER NOT NULL,
         PRIMARY KEY (id, rev)
     ) WITHOUT ROWID;
-    -- What receivers are sent, in order; each reads it through its own cursor.
+    -- Every change in order, each reader through its own cursor: receivers take those
+    -- paged, InfluxDB all of them.
     CREATE TABLE alert_outbox (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL,
         rev INTEGER NOT NULL,
+        paged INTEGER NOT NULL,
         escalated INTEGER NOT NULL
+    );
+    -- Zone windows in the order they were stored (again when revised), for InfluxDB.
+    CREATE TABLE window_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        site TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        end_ms INTEGER NOT NULL
     );
     CREATE TABLE alert_manager (
         id INTEGER PRIMARY KEY CHECK (id = 1),

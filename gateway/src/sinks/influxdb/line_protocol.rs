@@ -6,12 +6,20 @@
 
 use std::fmt::Write;
 
+use parklight_protocol::alert::Alert;
+
+use crate::detect::ZoneWindow;
 use crate::store::{ForwardRow, StatusRow};
 
 /// The measurement reports go to.
 pub const MEASUREMENT: &str = "park_light";
 /// The measurement node status changes go to.
 pub const STATUS_MEASUREMENT: &str = "park_light_status";
+
+/// The measurement alert changes go to.
+pub const ALERT_MEASUREMENT: &str = "park_alert";
+/// The measurement zone windows go to.
+pub const ZONE_MEASUREMENT: &str = "park_zone";
 
 /// Escapes a tag key, tag value or field key: commas, equals signs and spaces. (Ids are
 /// identifiers, so there are no newlines, which line protocol cannot carry in tags.)
@@ -63,6 +71,47 @@ pub fn write_status(row: &StatusRow, out: &mut String) {
         ("site", row.site.as_deref()),
     ];
     write_line(STATUS_MEASUREMENT, &tags, &fields, row.received, out);
+}
+
+/// One line for one alert change (stamped with its time), appended to `out`: numeric
+/// codes, because Prometheus-style queries read string fields as 0.
+pub fn write_alert(alert: &Alert, out: &mut String) {
+    let fields = [
+        ("state_code", format!("{}i", alert.state as u8)),
+        ("severity_code", format!("{}i", alert.severity as u8)),
+        ("rev", format!("{}i", alert.rev)),
+        ("id", string(&alert.id)),
+    ];
+    let tags = [
+        ("kind", Some(alert.kind.as_str())),
+        ("node", alert.node.as_deref()),
+        ("site", Some(alert.site.as_str())),
+        ("zone", alert.zone.as_deref()),
+    ];
+    write_line(ALERT_MEASUREMENT, &tags, &fields, alert.ts as i64, out);
+}
+
+/// One line for one zone window (stamped with its start), appended to `out`; figures
+/// the window has none of (lux while unobserved) are left out.
+pub fn write_window(w: &ZoneWindow, out: &mut String) {
+    let mut fields = vec![("status_code", format!("{}i", w.status as u8))];
+    fields.extend(w.lux_avg.map(|v| ("lux_avg", float(v))));
+    fields.extend(w.lux_min.map(|v| ("lux_min", float(v))));
+    fields.extend([
+        ("required_avg", float(w.required_avg)),
+        ("required_min", float(w.required_min)),
+        ("detections", format!("{}i", w.detections)),
+        (
+            "occupied_dark_minutes",
+            format!("{}i", w.occupied_dark_minutes),
+        ),
+        ("detections_dark", format!("{}i", w.detections_dark)),
+    ]);
+    let tags = [
+        ("site", Some(w.site.as_str())),
+        ("zone", Some(w.zone.as_str())),
+    ];
+    write_line(ZONE_MEASUREMENT, &tags, &fields, w.start, out);
 }
 
 /// `measurement,tag=value,... field=value,... ts\n`, leaving out tags without a value.
@@ -190,5 +239,43 @@ mod tests {
         assert_eq!(string(r#"say "hi" \ bye"#), r#""say \"hi\" \\ bye""#);
         // Line protocol reads a number without a decimal point as a float; `i` marks ints.
         assert_eq!(float(7.0), "7");
+    }
+
+    #[test]
+    fn an_alert_change_and_a_zone_window_carry_numeric_codes() {
+        let text = br#"{"v":1,"id":"a-7","rev":3,"kind":"dark_zone","site":"remiseparken","zone":"skatepark","node":null,"state":"acknowledged","severity":"critical","since":1,"ts":1764093660000,"detail":"","flapping":false,"children":[],"children_count":0}"#;
+        let alert = Alert::from_json(text).unwrap();
+        let mut out = String::new();
+        write_alert(&alert, &mut out);
+        assert_eq!(
+            out,
+            "park_alert,kind=dark_zone,site=remiseparken,zone=skatepark \
+             state_code=1i,severity_code=3i,rev=3i,id=\"a-7\" 1764093660000\n"
+        );
+        let window = ZoneWindow {
+            site: "remiseparken".into(),
+            zone: "skate park".into(),
+            start: 1_764_093_300_000,
+            end: 1_764_093_600_000,
+            status: crate::detect::Status::Unobserved,
+            lux_avg: None,
+            lux_min: None,
+            required_avg: 5.0,
+            required_min: 1.0,
+            detections: 4,
+            occupied_dark_minutes: 0,
+            detections_dark: 0,
+            valid_nodes: 0,
+            nodes: 3,
+            cause: Some("power loss: pole-001".into()),
+            revised: false,
+        };
+        let mut out = String::new();
+        write_window(&window, &mut out);
+        assert_eq!(
+            out,
+            "park_zone,site=remiseparken,zone=skate\\ park status_code=2i,required_avg=5,required_min=1,\
+             detections=4i,occupied_dark_minutes=0i,detections_dark=0i 1764093300000\n"
+        );
     }
 }

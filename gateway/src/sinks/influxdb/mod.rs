@@ -13,13 +13,19 @@ use metrics::{counter, gauge};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{InfluxConfig, SecretError, secret};
+use crate::detect::ZoneWindow;
 use crate::metrics as m;
+use crate::store::alerts::Outgoing;
 use crate::store::{DeadLetter, ForwardRow, StatusRow, StorageError, Store};
 
 /// The forwarder's cursor over reports in the store.
 pub const CURSOR: &str = "influxdb";
 /// The forwarder's cursor over node status changes.
 pub const STATUS_CURSOR: &str = "influxdb_status";
+/// The forwarder's cursor over alert changes (the alert outbox).
+pub const ALERT_CURSOR: &str = "influxdb_alerts";
+/// The forwarder's cursor over zone windows (the window log).
+pub const WINDOW_CURSOR: &str = "influxdb_windows";
 
 /// Why a write failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +140,26 @@ impl Line {
         }
     }
 
+    fn alert(change: &Outgoing) -> Line {
+        let mut text = String::with_capacity(120);
+        line_protocol::write_alert(&change.alert, &mut text);
+        Line {
+            what: format!("alert {} rev {}", change.alert.id, change.alert.rev),
+            report: false,
+            text,
+        }
+    }
+
+    fn window(w: &ZoneWindow) -> Line {
+        let mut text = String::with_capacity(200);
+        line_protocol::write_window(w, &mut text);
+        Line {
+            what: format!("zone window {}/{} ending {}", w.site, w.zone, w.end),
+            report: false,
+            text,
+        }
+    }
+
     fn status(row: &StatusRow) -> Line {
         let mut text = String::with_capacity(100);
         line_protocol::write_status(row, &mut text);
@@ -197,6 +223,8 @@ impl From<StorageError> for Stalled {
 struct Cursors {
     reports: i64,
     statuses: i64,
+    alerts: i64,
+    windows: i64,
 }
 
 /// Forwards stored reports and node status changes to `sink` until `stop`: batches by
@@ -214,6 +242,8 @@ pub async fn forward(
     let mut at = Cursors {
         reports: store.cursor(CURSOR)?,
         statuses: store.cursor(STATUS_CURSOR)?,
+        alerts: store.cursor(ALERT_CURSOR)?,
+        windows: store.cursor(WINDOW_CURSOR)?,
     };
     let mut attempt = 0;
     while !stop.is_cancelled() {
@@ -257,8 +287,15 @@ async fn round(
     let rows = store.reports_after(at.reports, settings.batch)?;
     let later = store.released_later(settings.batch)?;
     let statuses = store.statuses_after(at.statuses, settings.batch)?;
+    let alerts = store.outbox_after(at.alerts, settings.batch, false)?;
+    let windows = store.windows_after(at.windows, settings.batch)?;
     gauge!(m::FORWARDER_LAG).set((store.last_report_id()? - at.reports) as f64);
-    if rows.is_empty() && later.is_empty() && statuses.is_empty() {
+    if rows.is_empty()
+        && later.is_empty()
+        && statuses.is_empty()
+        && alerts.is_empty()
+        && windows.is_empty()
+    {
         return Ok(false);
     }
     let lines = rows
@@ -267,6 +304,8 @@ async fn round(
         .filter(|row| !row.held)
         .map(Line::report)
         .chain(statuses.iter().map(Line::status))
+        .chain(alerts.iter().map(Line::alert))
+        .chain(windows.iter().map(|(_, w)| Line::window(w)))
         .collect();
     let written = write_isolating(sink, lines)
         .await
@@ -301,6 +340,12 @@ async fn round(
     if let Some(last) = statuses.last() {
         writer.set_cursor(STATUS_CURSOR, last.id)?;
     }
+    if let Some(last) = alerts.last() {
+        writer.set_cursor(ALERT_CURSOR, last.seq)?;
+    }
+    if let Some((last, _)) = windows.last() {
+        writer.set_cursor(WINDOW_CURSOR, *last)?;
+    }
     writer.commit()?;
     counter!(m::FORWARDED).increment(written.reports);
     if let Some(last) = rows.last() {
@@ -309,7 +354,21 @@ async fn round(
     if let Some(last) = statuses.last() {
         at.statuses = last.id;
     }
-    Ok(rows.len() == settings.batch || later.len() == settings.batch)
+    if let Some(last) = alerts.last() {
+        at.alerts = last.seq;
+    }
+    if let Some((last, _)) = windows.last() {
+        at.windows = *last;
+    }
+    Ok([
+        rows.len(),
+        later.len(),
+        statuses.len(),
+        alerts.len(),
+        windows.len(),
+    ]
+    .iter()
+    .any(|n| *n == settings.batch))
 }
 
 #[cfg(test)]
