@@ -360,15 +360,14 @@ async fn round(
     if let Some((last, _)) = windows.last() {
         at.windows = *last;
     }
-    Ok([
+    let lengths = [
         rows.len(),
         later.len(),
         statuses.len(),
         alerts.len(),
         windows.len(),
-    ]
-    .iter()
-    .any(|n| *n == settings.batch))
+    ];
+    Ok(lengths.contains(&settings.batch))
 }
 
 #[cfg(test)]
