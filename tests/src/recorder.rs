@@ -76,6 +76,12 @@ impl Recorder {
     /// Subscribes to everything under the default prefix of `broker` (a `mqtt://` URL).
     /// With `acking`, it acknowledges reports like a gateway would.
     pub fn start(broker: &str, acking: bool) -> Recorder {
+        Recorder::start_on(broker, &format!("{DEFAULT_PREFIX}/#"), acking)
+    }
+
+    /// Subscribes to `filter` only (e.g. every site's alerts).
+    pub fn start_on(broker: &str, filter: &str, acking: bool) -> Recorder {
+        let filter = filter.to_owned();
         let state = Arc::new(Mutex::new(State::default()));
         let acking = Arc::new(AtomicBool::new(acking));
         let (stop, stopped) = watch::channel(false);
@@ -91,7 +97,7 @@ impl Recorder {
                     .enable_all()
                     .build()
                     .expect("runtime");
-                runtime.block_on(record(options, state, acking, stopped));
+                runtime.block_on(record(options, &filter, state, acking, stopped));
             })
         };
         let recorder = Recorder {
@@ -178,6 +184,7 @@ impl Drop for Recorder {
 
 async fn record(
     mut options: MqttOptions,
+    filter: &str,
     state: Arc<Mutex<State>>,
     acking: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
@@ -193,9 +200,7 @@ async fn record(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let _ = client
-                    .subscribe(format!("{DEFAULT_PREFIX}/#"), QoS::AtLeastOnce)
-                    .await;
+                let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 state.lock().unwrap().messages.push(Received {

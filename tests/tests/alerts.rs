@@ -37,8 +37,8 @@ fn fast_remiseparken(dir: &Path) -> PathBuf {
 }
 
 /// The broker, a recorder of the alerts topic, a webhook receiver, the gateway on
-/// `site_file` with a 15 s roll-up (keepalive 10 s) and `alerts` settings, and the
-/// simulator's state.
+/// `site_file` with a 15 s roll-up (keepalive 10 s) and `alerts` settings (where
+/// `{secret}` is the webhooks' secret file), and the simulator's state.
 struct Park {
     broker: Mosquitto,
     recorder: Recorder,
@@ -60,6 +60,7 @@ impl Park {
         std::fs::write(&secret, SECRET).unwrap();
         std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
+        let alerts = alerts.replace("{secret}", &secret.display().to_string());
         let extra = format!(
             "[alerts]\nrollup_s = 15\n{alerts}\n\n[[webhooks]]\nname = \"crew\"\nurl = \"{}\"\nsecret_file = \"{}\"\ntimeout_s = 2\n",
             hook.url(),
@@ -79,7 +80,8 @@ impl Park {
         }
     }
 
-    fn scenario(&self, scenario: Scenario, extra: &[&str]) -> Parklight {
+    /// `parklight sim --scenario` with a built-in scenario's name or a scenario file.
+    fn scenario(&self, scenario: &str, extra: &[&str]) -> Parklight {
         let url = self.broker.url();
         let state = self.state.path().to_string_lossy().into_owned();
         let site = self.site_file.to_string_lossy().into_owned();
@@ -94,7 +96,7 @@ impl Park {
             &state,
             "--fresh",
             "--scenario",
-            scenario.name(),
+            scenario,
             "--drain-s",
             "30",
             "--seed",
@@ -192,7 +194,7 @@ fn a_node_cut_off_pages_mqtt_and_the_webhook_signed_and_an_acknowledgement_survi
     let mut park = Park::open(&site_file, "remind_s = 5", Mode::Up);
     let started = now_ms();
     let sim = park.scenario(
-        Scenario::NodeOffline,
+        Scenario::NodeOffline.name(),
         &[
             "--duration-s",
             "130",
@@ -292,9 +294,15 @@ fn a_power_cut_is_one_site_power_loss_with_every_node_and_no_node_alerts() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let site_file = fast_remiseparken(dir.path());
-    let mut park = Park::open(&site_file, "", Mode::Up);
+    // A supervisor hears of what stays unacknowledged for 10 s.
+    let supervisor = WebhookReceiver::start();
+    let escalation = format!(
+        "escalate_s = 10\n\n[[webhooks]]\nname = \"supervisor\"\nurl = \"{}\"\nsecret_file = \"{{secret}}\"\nescalation = true\n",
+        supervisor.url()
+    );
+    let mut park = Park::open(&site_file, &escalation, Mode::Up);
     let sim = park.scenario(
-        Scenario::PowerCut,
+        Scenario::PowerCut.name(),
         &["--speed", "1", "--interval-s", "5", "--ack-timeout-s", "5"],
     );
     let finished = sim.wait(Duration::from_secs(300));
@@ -319,6 +327,21 @@ fn a_power_cut_is_one_site_power_loss_with_every_node_and_no_node_alerts() {
         .collect();
     assert_eq!(children, every);
     park.gateway.stop();
+    // Critical and unacknowledged: escalated, and the supervisor heard from then on.
+    let escalated: Vec<Alert> = (supervisor.taken().iter())
+        .map(|r| {
+            verify(SECRET, &r.headers, &r.body, 300).expect("a valid signature");
+            Alert::from_json(&r.body).unwrap()
+        })
+        .collect();
+    assert!(!escalated.is_empty(), "{}", park.gateway.log());
+    assert!(
+        escalated
+            .iter()
+            .all(|a| a.kind == AlertKind::SitePowerLoss && a.rev >= 2),
+        "{escalated:#?}"
+    );
+    assert_eq!(escalated.last().unwrap().state, AlertState::Resolved);
     let mqtt: Vec<Alert> = park.published().into_iter().map(|(a, _)| a).collect();
     assert!(
         mqtt.iter().all(|a| a.kind == AlertKind::SitePowerLoss),
@@ -339,7 +362,7 @@ fn a_flapping_lamp_is_one_alert_and_a_receiver_down_for_a_while_gets_every_chang
         token.path().display()
     );
     let mut park = Park::open(&remiseparken_file(), &influx, Mode::Down);
-    let mut sim = park.scenario(Scenario::FlappingLamp, &[]);
+    let mut sim = park.scenario(Scenario::FlappingLamp.name(), &[]);
     // While the receiver refuses connections, ingest keeps pace with what the broker
     // delivers (about 1000 reports a second here).
     let mut most_behind = 0.0f64;
@@ -425,4 +448,112 @@ fn a_flapping_lamp_is_one_alert_and_a_receiver_down_for_a_while_gets_every_chang
         by_alert(&mqtt, false),
         "the same changes, in order"
     );
+}
+
+#[test]
+fn a_silenced_zone_pages_nobody_and_what_is_still_wrong_at_its_end_is_paged_then() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut park = Park::open(&remiseparken_file(), "", Mode::Up);
+    let story = Scenario::LampFailureInBusyZone
+        .story(std::slice::from_ref(&park.site), now_ms(), SEED, true)
+        .unwrap();
+    let zone = park
+        .site
+        .node(&story.targets[0])
+        .unwrap()
+        .zone
+        .clone()
+        .unwrap();
+    // The whole zone loses its lamps for an hour; a sensor of it fails for good.
+    let scenario = dir.path().join("silenced.toml");
+    let last = story.targets.last().unwrap();
+    std::fs::write(
+        &scenario,
+        format!("base = \"lamp-failure-in-busy-zone\"\nfaults = \"dead@{last}=+2h\"\n"),
+    )
+    .unwrap();
+    let config = park.gateway.config_path().to_string_lossy().into_owned();
+    let silence = Parklight::spawn_with(
+        &[
+            "silence",
+            "add",
+            "--config",
+            &config,
+            "--site",
+            &park.site.id,
+            "--zone",
+            &zone,
+            "--until",
+            "45s",
+            "--by",
+            "crew-east",
+            "--note",
+            "relamping",
+        ],
+        &[KEEP_ALIVE],
+    )
+    .wait(Duration::from_secs(30));
+    assert!(silence.status.success(), "{}", silence.stderr);
+    let silenced_until = now_ms() + 45_000;
+    let listed = Parklight::spawn_with(&["silence", "list", "--config", &config], &[KEEP_ALIVE])
+        .wait(Duration::from_secs(30));
+    assert!(
+        listed
+            .stdout
+            .contains(&format!("zone {}/{zone}", park.site.id)),
+        "{}",
+        listed.stdout
+    );
+    let scenario_arg = scenario.to_string_lossy().into_owned();
+    let finished = park
+        .scenario(&scenario_arg, &[])
+        .wait(Duration::from_secs(300));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(now_ms() < silenced_until, "the story outlasted the silence");
+    std::thread::sleep(Duration::from_secs(3));
+    // Recorded, not paged.
+    let recorded = park.alerts();
+    let in_zone = |a: &serde_json::Value| {
+        a["zone"] == zone.as_str()
+            || a["node"]
+                .as_str()
+                .is_some_and(|n| story.targets.iter().any(|t| t == n))
+    };
+    assert!(
+        recorded
+            .iter()
+            .any(|a| a["kind"] == "lamp_fault" && in_zone(a)),
+        "{recorded:#?}"
+    );
+    assert!(
+        park.published().is_empty(),
+        "paged while silenced: {:#?}",
+        park.published()
+    );
+    assert!(park.hook.requests().is_empty());
+    // At its end, the sensor still failed is paged; the lamps mended meanwhile are not.
+    let paged = wait_until(Duration::from_secs(60), || {
+        !park.published().is_empty() && !park.hooked().is_empty()
+    });
+    assert!(paged, "{}", park.gateway.log());
+    std::thread::sleep(Duration::from_secs(2));
+    let after: Vec<Alert> = park.published().into_iter().map(|(a, _)| a).collect();
+    assert!(
+        after.iter().all(|a| a.state != AlertState::Resolved),
+        "{after:#?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|a| a.kind == AlertKind::SensorFault && a.node.as_deref() == Some(last.as_str())),
+        "{after:#?}"
+    );
+    assert!(
+        after
+            .iter()
+            .all(|a| now_ms() >= silenced_until && a.ts as i64 >= silenced_until - 1_000),
+        "{after:#?}"
+    );
+    park.gateway.stop();
 }

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use parklight_protocol::alert::{Alert, AlertState};
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::gateway::Gateway;
+use parklight_tests::recorder::Recorder;
 use parklight_tests::wait_until;
 use rumqttc::QoS;
 
@@ -618,9 +620,11 @@ fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
     let site_file = dir.path().join("bench.geojson");
     std::fs::write(&site_file, latency_site(nodes)).expect("site file");
     let broker = Mosquitto::with_queue(0);
-    let mut gateway = Gateway::new(&broker.url(), "");
+    // Every transition pages (no flap suppression): each is measured to its alert.
+    let mut gateway = Gateway::new(&broker.url(), "[alerts]\nflap_returns = 1000000\n");
     gateway.set_sites(&[site_file]);
     gateway.start();
+    let alerts = Recorder::start_on(&broker.url(), "parklight/v1/+/alerts", false);
     // Last night, from two hours after sunset: dark for longer than the load runs.
     let now = jiff::Timestamp::now().as_millisecond();
     let sunset =
@@ -644,7 +648,24 @@ fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
         let last = store.last_report_id().expect("last report");
         last >= offered as i64 && store.detected().expect("cursor").report >= last
     });
+    std::thread::sleep(Duration::from_secs(2)); // the last alerts on their way
     gateway.stop();
+    // Each alert change on MQTT: its zone, whether it says raised, and when it came.
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let mut paged: Vec<(String, bool, i64)> = alerts
+        .messages()
+        .into_iter()
+        .filter_map(|m| {
+            let alert = Alert::from_json(&m.payload).ok()?;
+            let raised = alert.state != AlertState::Resolved;
+            Some((
+                alert.zone?,
+                raised,
+                now_ms - m.at.elapsed().as_millis() as i64,
+            ))
+        })
+        .collect();
+    paged.sort_by_key(|(_, _, at)| *at);
     let sent = sent.lock().expect("not poisoned");
     // When the gateway received each report of the closing rounds.
     let store = gateway.store();
@@ -656,11 +677,18 @@ fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
         .collect();
     // Per transition: from writing the closing report to its arrival, and to the stored
     // transition.
+    let mut to_mqtt = Vec::new();
     let (mut arrival, mut total): (Vec<i64>, Vec<i64>) = store
         .conditions_since(i64::MIN)
         .expect("conditions")
         .into_iter()
         .filter_map(|row| {
+            // Its alert change: the first on MQTT for its zone and state after it.
+            let page = paged.iter().find(|(zone, raised, at)| {
+                row.transition.zone.as_ref() == Some(zone)
+                    && *raised == row.transition.active
+                    && *at >= row.recorded
+            });
             let zone: usize = row.transition.zone?.strip_prefix("zone-")?.parse().ok()?;
             // A report is stamped at the end of its minute: the one stamped at the
             // window's end completes it.
@@ -675,6 +703,9 @@ fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
                 .collect::<Option<Vec<_>>>()?
                 .into_iter()
                 .max()?;
+            if let Some((_, _, at)) = page {
+                to_mqtt.push(at - written);
+            }
             Some((received - written, row.recorded - written))
         })
         .unzip();
@@ -702,6 +733,16 @@ fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
         at(&arrival, 0.5),
         at(&arrival, 0.99),
     );
+    to_mqtt.sort_unstable();
+    if !to_mqtt.is_empty() {
+        println!(
+            "closing report to the alert on MQTT: p50 {} ms, p99 {} ms, max {} ms  ({} alert changes)",
+            at(&to_mqtt, 0.5),
+            at(&to_mqtt, 0.99),
+            at(&to_mqtt, 1.0),
+            to_mqtt.len()
+        );
+    }
 }
 
 fn main() {
