@@ -113,7 +113,8 @@ pub fn run(
     loop {
         let step = (|| -> Result<(), StorageError> {
             while round(&mut store, &mut manager, &mut read)? >= 1000 {}
-            changed.send_replace(store.outbox_end()?);
+            let end = store.outbox_end()?;
+            changed.send_if_modified(|known| std::mem::replace(known, end) != end);
             Ok(())
         })();
         match step {

@@ -179,6 +179,45 @@ fn default_timeout_s() -> u64 {
     10
 }
 
+/// The detectors' thresholds people may want to change.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// Consecutive windows that raise, and clear, a window-based condition.
+    pub windows_to_change: u32,
+    /// How far above the thresholds a zone must be to count towards clearing (0.1 = 10 %).
+    pub clear_margin: f64,
+    /// Zones are judged while the sun is below this altitude, degrees (civil dusk: −6).
+    pub dark_below_deg: f64,
+    /// Detections in a dark window from which a dark zone is `critical`.
+    pub critical_detections: u32,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        let s = crate::detect::Settings::default();
+        DetectionConfig {
+            windows_to_change: s.windows_to_change,
+            clear_margin: s.clear_margin,
+            dark_below_deg: s.dark_below_deg,
+            critical_detections: s.critical_detections,
+        }
+    }
+}
+
+impl DetectionConfig {
+    /// The detectors' settings.
+    pub fn settings(&self) -> crate::detect::Settings {
+        crate::detect::Settings {
+            windows_to_change: self.windows_to_change,
+            clear_margin: self.clear_margin,
+            dark_below_deg: self.dark_below_deg,
+            critical_detections: self.critical_detections,
+            ..crate::detect::Settings::default()
+        }
+    }
+}
+
 /// The alert manager (seconds here; the manager works in milliseconds).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -288,6 +327,8 @@ pub struct Config {
     pub influxdb: Option<InfluxConfig>,
     /// Site files, with paths resolved.
     pub sites: Vec<SiteFile>,
+    /// The detectors.
+    pub detection: DetectionConfig,
     /// The alert manager.
     pub alerts: AlertsConfig,
     /// Webhooks.
@@ -486,12 +527,15 @@ impl Config {
                 "http" => config.http = report.section("http", value).unwrap_or_default(),
                 "influxdb" => config.influxdb = report.section("influxdb", value),
                 "sites" => config.sites = report.section("sites", value).unwrap_or_default(),
+                "detection" => {
+                    config.detection = report.section("detection", value).unwrap_or_default()
+                }
                 "alerts" => config.alerts = report.section("alerts", value).unwrap_or_default(),
                 "webhooks" => config.webhooks = report.section("webhooks", value).unwrap_or_default(),
                 other => report.at(
                     span,
                     format!(
-                        "unknown section [{other}] (mqtt, storage, ingest, http, influxdb, sites, alerts, webhooks)"
+                        "unknown section [{other}] (mqtt, storage, ingest, http, influxdb, sites, detection, alerts, webhooks)"
                     ),
                 ),
             }
@@ -760,6 +804,35 @@ impl Config {
     }
 
     fn check_alerts(&self, found: &mut Findings) {
+        let detection = &self.detection;
+        if !(1..=12).contains(&detection.windows_to_change) {
+            found.error(
+                "detection",
+                "windows_to_change",
+                "[detection] windows_to_change: 1 to 12".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&detection.clear_margin) {
+            found.error(
+                "detection",
+                "clear_margin",
+                "[detection] clear_margin: 0 to 1".into(),
+            );
+        }
+        if !(-18.0..=0.0).contains(&detection.dark_below_deg) {
+            found.error(
+                "detection",
+                "dark_below_deg",
+                "[detection] dark_below_deg: -18 (astronomical night) to 0 (sunset)".into(),
+            );
+        }
+        if detection.critical_detections == 0 {
+            found.error(
+                "detection",
+                "critical_detections",
+                "[detection] critical_detections: at least 1".into(),
+            );
+        }
         let alerts = &self.alerts;
         if (alerts.rollup_s as f64) < 1.5 * self.mqtt.keep_alive_s as f64 {
             found.error(
@@ -788,11 +861,17 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for hook in &self.webhooks {
             let name = &hook.name;
-            if !names.insert(name) || !parklight_protocol::topic::is_identifier(name) {
+            // "mqtt" is the alerts topic's receiver: its cursor has that name.
+            if !names.insert(name)
+                || !parklight_protocol::topic::is_identifier(name)
+                || name == "mqtt"
+            {
                 found.error(
                     "webhooks",
                     "name",
-                    format!("[[webhooks]] name {name:?}: unique, letters, digits, - and _"),
+                    format!(
+                        "[[webhooks]] name {name:?}: unique, not \"mqtt\", letters, digits, - and _"
+                    ),
                 );
             }
             match url::Url::parse(&hook.url) {
@@ -1067,6 +1146,37 @@ mod tests {
         }
         let syntax = parse("[mqtt\nurl = 1", &[]).unwrap_err();
         assert_eq!(syntax.problems[0].line, Some(1));
+    }
+
+    #[test]
+    fn alerts_and_webhooks_that_cannot_work_are_refused_at_their_line() {
+        let text = "[mqtt]\nkeep_alive_s = 60\n\n[alerts]\nrollup_s = 60\nrollup_share = 1.5\n\n\
+            [[webhooks]]\nname = \"mqtt\"\nurl = \"http://ops.example/hook\"\nkinds = [\"fire\"]\n\
+            min_severity = \"urgent\"\n\n[[webhooks]]\nname = \"ok\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+            secret_env = \"PARKLIGHT_TEST_UNSET_WEBHOOK_SECRET\"\n";
+        let report = parse(text, &[]).unwrap_err().to_string();
+        for expected in [
+            "test.toml:5: [alerts] rollup_s: at least 1.5x [mqtt] keep_alive_s (90 s)",
+            "test.toml:6: [alerts] rollup_share: above 0 and at most 1",
+            "[[webhooks]] name \"mqtt\": unique, not \"mqtt\"",
+            "[[webhooks]] mqtt: url \"http://ops.example/hook\": https://, or http:// to a loopback address",
+            "[[webhooks]] mqtt: secret:",
+            "[[webhooks]] mqtt: unknown kind \"fire\"",
+            "[[webhooks]] mqtt: min_severity \"urgent\"",
+            "[[webhooks]] ok: secret: environment variable PARKLIGHT_TEST_UNSET_WEBHOOK_SECRET is not set",
+        ] {
+            assert!(
+                report.contains(expected),
+                "missing {expected:?} in:\n{report}"
+            );
+        }
+        assert!(!report.contains("[[webhooks]] ok: url"), "{report}");
+        // The defaults hold together.
+        let loaded = parse(DEFAULT_CONFIG, &[]).unwrap();
+        assert_eq!(
+            loaded.config.alerts.settings(),
+            crate::alert::Settings::default()
+        );
     }
 
     #[test]

@@ -171,10 +171,13 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
     };
     let (conditions_recorded, conditions_wake) = std::sync::mpsc::sync_channel(1);
     let detection = {
-        let settings = detection::DetectionSettings::new(
-            config.storage.path.clone(),
-            config.storage.dead_letters_max,
-        );
+        let settings = detection::DetectionSettings {
+            detectors: config.detection.settings(),
+            ..detection::DetectionSettings::new(
+                config.storage.path.clone(),
+                config.storage.dead_letters_max,
+            )
+        };
         let (stop, supervisor, sites) = (stop.clone(), supervisor.clone(), sites.clone());
         let broker_link = broker_link.clone();
         // A thread of its own, like the writer: SQLite blocks.
