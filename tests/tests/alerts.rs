@@ -197,7 +197,7 @@ fn a_node_cut_off_pages_mqtt_and_the_webhook_signed_and_an_acknowledgement_survi
         Scenario::NodeOffline.name(),
         &[
             "--duration-s",
-            "130",
+            "105",
             "--ack-timeout-s",
             "5",
             "--interval-s",
@@ -303,7 +303,16 @@ fn a_power_cut_is_one_site_power_loss_with_every_node_and_no_node_alerts() {
     let mut park = Park::open(&site_file, &escalation, Mode::Up);
     let sim = park.scenario(
         Scenario::PowerCut.name(),
-        &["--speed", "1", "--interval-s", "5", "--ack-timeout-s", "5"],
+        &[
+            "--speed",
+            "1",
+            "--interval-s",
+            "5",
+            "--ack-timeout-s",
+            "5",
+            "--duration-s",
+            "95",
+        ],
     );
     let finished = sim.wait(Duration::from_secs(300));
     assert!(finished.status.success(), "{}", finished.stderr);

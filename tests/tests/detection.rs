@@ -685,6 +685,11 @@ fn a_night_circuit_switched_off_at_dawn_raises_nothing() {
     let store = park.gateway.store();
     let list = conditions(&store);
     assert!(list.is_empty(), "{list:#?}");
+    let alerts = store.alerts(false).unwrap();
+    assert!(
+        alerts.is_empty(),
+        "no alert through dawn either: {alerts:#?}"
+    );
     // The feeder did switch: the entrances reported only between sunset and sunrise.
     let sunrise = parklight_core::solar::next_sunrise(night.0 + HOUR, park.site.lat, park.site.lon);
     let sunset = night.0 + HOUR;
