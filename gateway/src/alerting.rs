@@ -12,6 +12,7 @@ use parklight_site::Site;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Manager, Settings, State, Topology};
+use crate::detect::Transition;
 use crate::metrics as m;
 use crate::store::alerts::Round;
 use crate::store::{StorageError, Store};
@@ -35,34 +36,54 @@ fn wall_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// The manager as kept, and the condition it has read up to; on a new store (or one
+/// from before alerts) a fresh one with the conditions active now to take first (not
+/// the whole history, paged now), and what comes after them.
 fn resume(
     store: &Store,
     sites: &[Site],
     settings: &Settings,
-) -> Result<(Manager, i64), StorageError> {
-    let (read, state) = match store.alert_manager_state()? {
-        Some((read, text)) => {
-            let state = serde_json::from_str::<State>(&text)
-                .map_err(|e| StorageError::Corrupt(format!("alert manager state: {e}")))?;
-            (read, state)
-        }
-        // A new store, or one from before alerts: every condition, so the active ones
-        // become alerts.
-        None => (0, State::default()),
-    };
+) -> Result<(Manager, i64, Vec<Transition>), StorageError> {
+    let topology = Topology::of(sites);
+    if let Some((read, text)) = store.alert_manager_state()? {
+        let state = serde_json::from_str::<State>(&text)
+            .map_err(|e| StorageError::Corrupt(format!("alert manager state: {e}")))?;
+        return Ok((
+            Manager::new(topology, settings.clone(), state),
+            read,
+            Vec::new(),
+        ));
+    }
+    let origin = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let state = State::with_origin(&origin);
+    let active = store
+        .active_conditions()?
+        .into_iter()
+        .map(|c| c.transition)
+        .collect();
+    let read = store.last_condition_id()?;
     Ok((
-        Manager::new(Topology::of(sites), settings.clone(), state),
+        Manager::new(topology, settings.clone(), state),
         read,
+        active,
     ))
 }
 
 /// One round: what was recorded since, what crews asked, and the clock.
-fn round(store: &mut Store, manager: &mut Manager, read: &mut i64) -> Result<usize, StorageError> {
+fn round(
+    store: &mut Store,
+    manager: &mut Manager,
+    read: &mut i64,
+    seed: &[Transition],
+) -> Result<usize, StorageError> {
     let now = wall_ms();
     let silences = store.silences(now)?;
     let conditions = store.conditions_after(*read, 1000)?;
     let requests = store.pending_requests()?;
     let mut changes = Vec::new();
+    for transition in seed {
+        manager.condition(transition, now, &silences, &mut changes);
+    }
     let mut last = *read;
     for row in &conditions {
         manager.condition(&row.transition, now, &silences, &mut changes);
@@ -77,7 +98,7 @@ fn round(store: &mut Store, manager: &mut Manager, read: &mut i64) -> Result<usi
         answers.push((*id, answer));
     }
     manager.tick(now, &silences, &mut changes);
-    if changes.is_empty() && answers.is_empty() && last == *read {
+    if changes.is_empty() && answers.is_empty() && last == *read && seed.is_empty() {
         return Ok(0);
     }
     let state = serde_json::to_string(manager.state())
@@ -109,10 +130,16 @@ pub fn run(
     stop: CancellationToken,
 ) -> Result<(), StorageError> {
     let mut store = Store::open(&settings.store, settings.dead_letters_max)?;
-    let (mut manager, mut read) = resume(&store, sites, &settings.manager)?;
+    let (mut manager, mut read, mut seed) = resume(&store, sites, &settings.manager)?;
     loop {
         let step = (|| -> Result<(), StorageError> {
-            while round(&mut store, &mut manager, &mut read)? >= 1000 {}
+            while round(
+                &mut store,
+                &mut manager,
+                &mut read,
+                &std::mem::take(&mut seed),
+            )? >= 1000
+            {}
             let end = store.outbox_end()?;
             changed.send_if_modified(|known| std::mem::replace(known, end) != end);
             Ok(())
@@ -121,7 +148,7 @@ pub fn run(
             Ok(()) => {}
             Err(error) if error.is_transient() => {
                 tracing::warn!(%error, "alert round failed; retrying from what is stored");
-                (manager, read) = resume(&store, sites, &settings.manager)?;
+                (manager, read, seed) = resume(&store, sites, &settings.manager)?;
             }
             Err(error) => return Err(error),
         }
@@ -131,7 +158,7 @@ pub fn run(
         match wake.recv_timeout(TICK) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                round(&mut store, &mut manager, &mut read)?;
+                round(&mut store, &mut manager, &mut read, &seed)?;
                 return Ok(());
             }
         }

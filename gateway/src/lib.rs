@@ -324,7 +324,7 @@ fn alerts(
     supervisor: &supervise::Supervisor,
     stop: &CancellationToken,
 ) -> Result<(std::thread::JoinHandle<()>, std::thread::JoinHandle<()>), GatewayError> {
-    let receivers = sinks::alerts::receivers(config, stop)?;
+    let receivers = sinks::alerts::receivers(config)?;
     let names: Vec<String> = receivers.iter().map(|r| r.name.clone()).collect();
     let (path, dead_letters_max) = (config.storage.path.clone(), config.storage.dead_letters_max);
     sinks::alerts::start_cursors(&mut store::Store::open(&path, dead_letters_max)?, &names)?;

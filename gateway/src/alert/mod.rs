@@ -19,7 +19,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use parklight_protocol::alert::{Alert, AlertKind, AlertState, MAX_CHILDREN, Severity};
 use parklight_site::Site;
@@ -71,6 +71,8 @@ pub struct Topology {
     sites: HashMap<String, usize>,
     /// (Site, circuit) → node count.
     circuits: HashMap<(String, String), usize>,
+    /// (Site, zone) of every zone.
+    zones: HashSet<(String, String)>,
 }
 
 impl Topology {
@@ -78,6 +80,9 @@ impl Topology {
     pub fn of(sites: &[Site]) -> Topology {
         let mut topology = Topology::default();
         for site in sites {
+            for zone in &site.zones {
+                topology.zones.insert((site.id.clone(), zone.id.clone()));
+            }
             for node in &site.nodes {
                 let place = (site.id.clone(), node.zone.clone(), node.circuit.id.clone());
                 topology.nodes.insert(node.id.clone(), place);
@@ -89,6 +94,15 @@ impl Topology {
             }
         }
         topology
+    }
+
+    /// Whether the place an alert is about is still in the site files.
+    fn holds(&self, alert: &StoredAlert) -> bool {
+        match (&alert.node, &alert.zone) {
+            (Some(node), _) => self.nodes.contains_key(node),
+            (None, Some(zone)) => self.zones.contains(&(alert.site.clone(), zone.clone())),
+            (None, None) => self.sites.contains_key(&alert.site),
+        }
     }
 
     fn zone_of(&self, node: &str) -> Option<&str> {
@@ -248,8 +262,6 @@ struct Tracked {
     /// Whether its condition (for a roll-up: the power loss) is active.
     active: bool,
     resolved_at: Option<i64>,
-    /// Wall times it returned within the flap window.
-    returns: Vec<i64>,
     last_change: i64,
     /// When it was last paged; when it became unacknowledged.
     paged_at: i64,
@@ -296,28 +308,49 @@ struct Key {
 /// The manager's whole memory, kept in the store with what it has read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
+    /// Makes this store's alert ids unlike any other's (another gateway's, a store
+    /// started afresh): random, chosen at the first start.
+    origin: String,
     next_id: u64,
     #[serde(with = "keyed")]
     tracked: BTreeMap<Key, Tracked>,
     /// Active `node_offline` conditions, by node.
     offline: BTreeMap<String, Transition>,
-    /// Offline nodes waiting for the roll-up decision, with their arrival (wall ms).
-    pending: BTreeMap<String, i64>,
+    /// Offline nodes waiting for the roll-up decision: their arrival (wall ms), and
+    /// whether they may still be rolled up (not those left down after a power loss).
+    pending: BTreeMap<String, (i64, bool)>,
+    /// When each key's condition came back lately (wall ms), within the flap window.
+    #[serde(with = "keyed")]
+    returns: BTreeMap<Key, Vec<i64>>,
 }
 
 /// A map with struct keys as a list of pairs (JSON keys must be strings).
 mod keyed {
-    use super::{BTreeMap, Key, Tracked};
+    use super::{BTreeMap, Key};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(map: &BTreeMap<Key, Tracked>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, V: Serialize>(
+        map: &BTreeMap<Key, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         map.iter().collect::<Vec<_>>().serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
         d: D,
-    ) -> Result<BTreeMap<Key, Tracked>, D::Error> {
-        Ok(Vec::<(Key, Tracked)>::deserialize(d)?.into_iter().collect())
+    ) -> Result<BTreeMap<Key, V>, D::Error> {
+        Ok(Vec::<(Key, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+impl State {
+    /// A new memory whose alert ids start `a-{origin}-`: pick `origin` at random, so no
+    /// other store (another gateway's, one started afresh) makes the same ids.
+    pub fn with_origin(origin: &str) -> State {
+        State {
+            origin: origin.to_owned(),
+            ..State::default()
+        }
     }
 }
 
@@ -437,23 +470,28 @@ impl Manager {
         silences: &[Silence],
         out: &mut Vec<Change>,
     ) {
-        let window = self.settings.flap_window_ms;
-        let flap_returns = self.settings.flap_returns;
+        // Resolved longer than the hold time ago: forgotten, and this is a new alert.
+        let hold = self.settings.hold_ms;
+        if (self.state.tracked.get(&key))
+            .and_then(|tracked| tracked.resolved_at)
+            .is_some_and(|at| now - at >= hold)
+        {
+            self.state.tracked.remove(&key);
+        }
+        let flapping = self.returned(&key, now);
         let what = match self.state.tracked.get_mut(&key) {
             Some(tracked) if !tracked.is_open() => {
                 if let Some(children) = children {
                     tracked.children = children;
                 }
-                tracked.returns.retain(|at| now - at < window);
-                tracked.returns.push(now);
                 tracked.active = true;
                 tracked.resolved_at = None;
-                tracked.unacked_since = now;
+                (tracked.unacked_since, tracked.escalated) = (now, false);
                 let a = &mut tracked.alert;
                 (a.state, a.severity, a.detail) =
                     (AlertState::Raised, t.severity, t.detail.clone());
                 (a.by, a.note) = (None, None);
-                if tracked.returns.len() > flap_returns && !a.flapping {
+                if flapping && !a.flapping {
                     a.flapping = true;
                     What::Flapping
                 } else {
@@ -465,7 +503,7 @@ impl Manager {
                 if t.severity <= tracked.alert.severity {
                     return;
                 }
-                tracked.unacked_since = now;
+                (tracked.unacked_since, tracked.escalated) = (now, false);
                 let a = &mut tracked.alert;
                 (a.state, a.severity, a.detail) =
                     (AlertState::Raised, t.severity, t.detail.clone());
@@ -475,7 +513,7 @@ impl Manager {
             None => {
                 self.state.next_id += 1;
                 let alert = StoredAlert {
-                    id: format!("a-{}", self.state.next_id),
+                    id: format!("a-{}-{}", self.state.origin, self.state.next_id),
                     rev: 0,
                     kind: key.kind,
                     site: key.site.clone(),
@@ -489,7 +527,7 @@ impl Manager {
                     detail: t.detail.clone(),
                     by: None,
                     note: None,
-                    flapping: false,
+                    flapping,
                 };
                 self.state.tracked.insert(
                     key.clone(),
@@ -497,7 +535,6 @@ impl Manager {
                         alert,
                         active: true,
                         resolved_at: None,
-                        returns: Vec::new(),
                         last_change: now,
                         paged_at: now,
                         unacked_since: now,
@@ -507,10 +544,27 @@ impl Manager {
                         children: children.unwrap_or_default(),
                     },
                 );
-                What::Raised
+                if flapping {
+                    What::Flapping
+                } else {
+                    What::Raised
+                }
             }
         };
         self.emit(&key, what, now, silences, out);
+    }
+
+    /// Counts a raise of `key`'s condition (not a rise of an open alert's severity) at
+    /// `now`; true when it came back more than `flap_returns` times in the flap window.
+    fn returned(&mut self, key: &Key, now: i64) -> bool {
+        if self.state.tracked.get(key).is_some_and(Tracked::is_open) {
+            return false;
+        }
+        let window = self.settings.flap_window_ms;
+        let raised = self.state.returns.entry(key.clone()).or_default();
+        raised.retain(|at| now - at < window);
+        raised.push(now);
+        raised.len() - 1 > self.settings.flap_returns
     }
 
     /// Resolves the open alert at `key`: automatically (`by` none) or by a crew.
@@ -550,7 +604,13 @@ impl Manager {
         tracked.alert.rev += 1;
         tracked.alert.ts = now;
         tracked.last_change = now;
-        let quiet = tracked.alert.flapping && !matches!(what, What::Flapping | What::Settled);
+        // A flapping alert pages once until it settles; a crew's action and a rise in
+        // severity still page.
+        let quiet = tracked.alert.flapping
+            && !matches!(
+                what,
+                What::Flapping | What::Settled | What::SeverityRose | What::Acknowledged
+            );
         let page = !held && !quiet;
         if page {
             tracked.paged_at = now;
@@ -596,7 +656,7 @@ impl Manager {
         if t.active {
             self.state.offline.insert(node.clone(), t.clone());
             if !self.joins_roll_up(&node, now, silences, out) {
-                self.state.pending.entry(node).or_insert(now);
+                self.state.pending.entry(node).or_insert((now, true));
             }
             return;
         }
@@ -628,9 +688,9 @@ impl Manager {
                     tracked.children.len()
                 );
                 self.resolve(&key, &detail, None, now, silences, out);
-                // Still down a roll-up delay from now: their own alerts (or another).
+                // Still down a roll-up delay from now: their own alerts.
                 for node in still_down {
-                    self.state.pending.insert(node, now);
+                    self.state.pending.insert(node, (now, false));
                 }
             }
         }
@@ -710,7 +770,9 @@ impl Manager {
                 self.emit(&key, What::Acknowledged, now, silences, out);
             }
             Action::Resolve => {
-                if tracked.active {
+                // Active, unless its node or zone left the site files: nothing will
+                // ever clear it then.
+                if tracked.active && self.topology.holds(&tracked.alert) {
                     return Err(format!(
                         "{id} cannot be resolved while its condition is active: {}",
                         tracked.alert.detail
@@ -735,6 +797,11 @@ impl Manager {
     /// alerts resolved longer than the hold time ago.
     pub fn tick(&mut self, now: i64, silences: &[Silence], out: &mut Vec<Change>) {
         self.roll_up(now, silences, out);
+        let window = self.settings.flap_window_ms;
+        self.state.returns.retain(|_, raised| {
+            raised.retain(|at| now - at < window);
+            !raised.is_empty()
+        });
         let s = self.settings.clone();
         let keys: Vec<Key> = self.state.tracked.keys().cloned().collect();
         for key in keys {
@@ -742,7 +809,7 @@ impl Manager {
             let tracked = self.state.tracked.get_mut(&key).expect("tracked");
             if tracked.alert.flapping && now - tracked.last_change >= s.hold_ms {
                 tracked.alert.flapping = false;
-                tracked.returns.clear();
+                self.state.returns.remove(&key);
                 self.emit(&key, What::Settled, now, silences, out);
                 continue;
             }
@@ -754,6 +821,8 @@ impl Manager {
                 && !tracked.alert.flapping
                 && (tracked.is_open() || tracked.paged_ever)
             {
+                // Unacknowledged from now: the silence or inhibition gave nobody a chance.
+                tracked.unacked_since = now;
                 self.emit(&key, What::Released, now, silences, out);
             } else if urgent
                 && !held
@@ -777,7 +846,12 @@ impl Manager {
     fn roll_up(&mut self, now: i64, silences: &[Silence], out: &mut Vec<Change>) {
         let share = self.settings.rollup_share;
         let mut by_site: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for node in self.state.pending.keys() {
+        for (node, _) in self
+            .state
+            .pending
+            .iter()
+            .filter(|(_, (_, eligible))| *eligible)
+        {
             if let Some((site, _, _)) = self.topology.nodes.get(node) {
                 by_site.entry(site.clone()).or_default().push(node.clone());
             }
@@ -785,7 +859,7 @@ impl Manager {
         for (site, nodes) in by_site {
             // Decided when the first of them has waited the delay: all arrived within
             // one delay of each other, and as many as can be are in.
-            let due = |node: &String| now - self.state.pending[node] >= self.settings.rollup_ms;
+            let due = |node: &String| now - self.state.pending[node].0 >= self.settings.rollup_ms;
             if !nodes.iter().any(due) {
                 continue;
             }
@@ -815,7 +889,7 @@ impl Manager {
             .state
             .pending
             .iter()
-            .filter(|(_, arrived)| now - **arrived >= self.settings.rollup_ms)
+            .filter(|(_, (arrived, _))| now - arrived >= self.settings.rollup_ms)
             .map(|(node, _)| node.clone())
             .collect();
         for node in due {

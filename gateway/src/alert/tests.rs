@@ -15,6 +15,9 @@ fn topology(nodes: &[(&str, &str, Option<&str>, &str)]) -> Topology {
         );
         t.nodes.insert(node.to_string(), place);
         *t.sites.entry(site.to_string()).or_default() += 1;
+        if let Some(zone) = zone {
+            t.zones.insert((site.to_string(), zone.to_string()));
+        }
         *t.circuits
             .entry((site.to_string(), circuit.to_string()))
             .or_default() += 1;
@@ -310,15 +313,19 @@ fn most_of_a_site_offline_together_is_one_power_loss_resolved_when_most_are_back
         summary(&back),
         [(AlertKind::SitePowerLoss, What::Resolved, 3, true)]
     );
-    // n5..n7 still down a roll-up delay later: each its own alert (not a circuit
-    // loss: 3 of 5 on circuit b is the share, so that is what they are).
+    // n5..n7 still down a roll-up delay later: each its own alert (not rolled up again,
+    // though 3 of circuit b's 5 would be its share).
+    assert!(tick(&mut m, 12 * MIN - 1, &[]).is_empty());
     let after = tick(&mut m, 12 * MIN, &[]);
     assert_eq!(
         summary(&after),
-        [(AlertKind::SitePowerLoss, What::Raised, 1, true)]
+        [(AlertKind::NodeOffline, What::Raised, 1, true); 3]
     );
-    assert_eq!(after[0].alert.circuit.as_deref(), Some("b"));
-    assert_eq!(after[0].alert.children, ["n5", "n6", "n7"]);
+    let nodes: Vec<_> = after
+        .iter()
+        .map(|c| c.alert.node.clone().unwrap())
+        .collect();
+    assert_eq!(nodes, ["n5", "n6", "n7"]);
 }
 
 #[test]
@@ -536,6 +543,136 @@ fn a_circuit_silence_covers_its_power_loss_and_its_nodes() {
     );
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|c| !c.page), "{out:?}");
+}
+
+#[test]
+fn an_alert_whose_node_left_the_site_files_can_be_resolved_by_hand() {
+    let mut m = park();
+    let raised = feed(
+        &mut m,
+        &node(Kind::LampFault, "n1", true, Severity::High),
+        0,
+    );
+    let id = raised[0].alert.id.clone();
+    let mut out = Vec::new();
+    let refused = m.act(
+        &request(&id, Action::Resolve, "c", "pole gone"),
+        MIN,
+        &[],
+        &mut out,
+    );
+    assert!(refused.unwrap_err().contains("condition is active"));
+    // The pole is taken away: nothing will clear its condition now.
+    m.topology.nodes.remove("n1");
+    m.act(
+        &request(&id, Action::Resolve, "c", "pole gone"),
+        MIN,
+        &[],
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out[0].alert.state, AlertState::Resolved);
+    assert_eq!(out[0].alert.note.as_deref(), Some("pole gone"));
+}
+
+#[test]
+fn a_condition_back_after_the_hold_time_is_a_new_alert_even_without_a_tick() {
+    let mut m = park();
+    let lamp = |active| node(Kind::LampFault, "n1", active, Severity::High);
+    let first = feed(&mut m, &lamp(true), 0)[0].alert.id.clone();
+    feed(&mut m, &lamp(false), MIN);
+    let later = feed(&mut m, &lamp(true), 180 * MIN);
+    assert_eq!(
+        summary(&later),
+        [(AlertKind::LampFault, What::Raised, 1, true)]
+    );
+    assert_ne!(later[0].alert.id, first);
+}
+
+#[test]
+fn returns_are_counted_over_the_hour_even_past_the_hold_time() {
+    let mut m = park();
+    let lamp = |active| node(Kind::LampFault, "n1", active, Severity::High);
+    let mut changes = Vec::new();
+    // On 2 minutes, off 13: each return a new alert, but the fourth time is flapping.
+    for i in 0..4 {
+        changes.extend(feed(&mut m, &lamp(true), i * 15 * MIN));
+        changes.extend(feed(&mut m, &lamp(false), i * 15 * MIN + 2 * MIN));
+        changes.extend(tick(&mut m, i * 15 * MIN + 14 * MIN, &[]));
+    }
+    let flapping: Vec<_> = changes
+        .iter()
+        .filter(|c| c.what == What::Flapping)
+        .collect();
+    assert_eq!(flapping.len(), 1, "{changes:#?}");
+    assert!(flapping[0].page);
+    let after: Vec<(What, bool)> = (changes.iter())
+        .skip_while(|c| c.what != What::Flapping)
+        .skip(1)
+        .map(|c| (c.what, c.page))
+        .collect();
+    // Quiet when it clears, paged again once it stayed put for the hold time.
+    assert_eq!(after, [(What::Resolved, false), (What::Settled, true)]);
+}
+
+#[test]
+fn a_flapping_alert_still_pages_a_rise_in_severity_and_a_crews_acknowledgement() {
+    let mut m = park();
+    let dark = |active, severity| zone(Kind::DarkZone, "za", active, severity);
+    for i in 0..4 {
+        feed(&mut m, &dark(true, Severity::Low), i * 2 * MIN);
+        feed(&mut m, &dark(false, Severity::Low), i * 2 * MIN + MIN);
+    }
+    let back = feed(&mut m, &dark(true, Severity::Low), 8 * MIN);
+    assert!(back[0].alert.flapping && !back[0].page);
+    let rose = feed(&mut m, &dark(true, Severity::Critical), 9 * MIN);
+    assert_eq!(
+        summary(&rose),
+        [(
+            AlertKind::DarkZone,
+            What::SeverityRose,
+            rose[0].alert.rev,
+            true
+        )]
+    );
+    let mut out = Vec::new();
+    m.act(
+        &request(&rose[0].alert.id, Action::Acknowledge, "c", ""),
+        9 * MIN,
+        &[],
+        &mut out,
+    )
+    .unwrap();
+    assert!(out[0].page);
+}
+
+#[test]
+fn a_reopened_alert_waits_a_fresh_escalation_delay_and_a_silence_end_restarts_it() {
+    let mut m = park();
+    let lamp = |active| node(Kind::LampFault, "n1", active, Severity::High);
+    feed(&mut m, &lamp(true), 0);
+    assert_eq!(tick(&mut m, 60 * MIN, &[])[0].what, What::Escalated);
+    feed(&mut m, &lamp(false), 61 * MIN);
+    let reopened = feed(&mut m, &lamp(true), 62 * MIN);
+    assert!(!reopened[0].escalated, "a fresh delay");
+    let mut m = park();
+    let window = [silence(Scope::Node("n2".into()), 0, 90 * MIN)];
+    let mut out = Vec::new();
+    m.condition(
+        &node(Kind::Tamper, "n2", true, Severity::High),
+        0,
+        &window,
+        &mut out,
+    );
+    let released = tick(&mut m, 90 * MIN, &window);
+    assert_eq!(
+        summary(&released),
+        [(AlertKind::Tamper, What::Released, 2, true)]
+    );
+    assert!(
+        tick(&mut m, 90 * MIN + 1_000, &window).is_empty(),
+        "not escalated at once"
+    );
 }
 
 #[test]

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use metrics::{counter, gauge};
-use parklight_protocol::alert::{Alert, AlertKind, Severity};
+use parklight_protocol::alert::{AlertKind, Severity};
 use parklight_protocol::topic::is_identifier;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing as MqttOutgoing, Packet, QoS};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MqttConfig, WebhookConfig, secret};
@@ -58,101 +58,99 @@ impl Filter {
 }
 
 /// Publishes alerts QoS 1 on `{prefix}/{site}/alerts` over a connection of its own,
-/// and counts one delivered once the broker acknowledged it.
+/// and counts them delivered once the broker acknowledged each. A connection that fails
+/// is dropped whole and the changes are published again on a new one: nothing left over
+/// from a failed attempt is ever taken for an acknowledgement of a later one.
 pub struct MqttReceiver {
-    client: AsyncClient,
+    options: rumqttc::MqttOptions,
     prefix: String,
-    events: mpsc::UnboundedReceiver<Sent>,
+    connection: Option<(AsyncClient, EventLoop)>,
 }
 
-/// What the MQTT connection saw of a publish.
-enum Sent {
-    Out(u16),
-    Acked(u16),
-    Broken(String),
-}
+/// Most changes published before waiting for their acknowledgements.
+const MQTT_BATCH: usize = 100;
 
 impl MqttReceiver {
-    /// Connects (in the background) with the gateway's settings and its own client id.
-    pub fn start(
-        config: &MqttConfig,
-        stop: CancellationToken,
-    ) -> Result<MqttReceiver, crate::sources::mqtt::SourceError> {
+    /// A receiver with the gateway's broker settings and its own client id.
+    pub fn new(config: &MqttConfig) -> Result<MqttReceiver, crate::sources::mqtt::SourceError> {
         let mut options = crate::sources::mqtt::connection_options(
             config,
             &format!("{}-alerts", config.client_id),
         )?;
         options.set_clean_session(true);
-        let (client, eventloop) = AsyncClient::new(options, 16);
-        let (events, received) = mpsc::unbounded_channel();
-        tokio::spawn(drive(eventloop, events, stop));
         Ok(MqttReceiver {
-            client,
+            options,
             prefix: config.topic_prefix.clone(),
-            events: received,
+            connection: None,
         })
     }
 
-    async fn deliver(&mut self, alert: &Alert, body: &[u8]) -> Delivery {
-        if !is_identifier(&alert.site) {
-            return Delivery::Refused(format!("site {:?} is no topic level", alert.site));
+    /// Publishes `changes` and waits for the broker to acknowledge every one.
+    async fn deliver(&mut self, changes: &[&Outgoing]) -> (usize, Delivery) {
+        let (client, eventloop) = self
+            .connection
+            .get_or_insert_with(|| AsyncClient::new(self.options.clone(), MQTT_BATCH + 8));
+        let mut sent = 0;
+        for change in changes.iter().take(MQTT_BATCH) {
+            let alert = &change.alert;
+            let (true, Ok(body)) = (is_identifier(&alert.site), alert.to_json()) else {
+                break; // refused below, on its own
+            };
+            let topic = format!("{}/{}/alerts", self.prefix, alert.site);
+            if let Err(error) = client.try_publish(topic, QoS::AtLeastOnce, false, body) {
+                self.connection = None;
+                return (0, Delivery::Retry(error.to_string()));
+            }
+            sent += 1;
         }
-        while self.events.try_recv().is_ok() {} // what an earlier attempt left
-        let topic = format!("{}/{}/alerts", self.prefix, alert.site);
-        if let Err(error) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, false, body.to_vec())
-            .await
-        {
-            return Delivery::Retry(error.to_string());
+        if sent == 0 {
+            let site = &changes[0].alert.site;
+            return (
+                0,
+                Delivery::Refused(format!("site {site:?} is no topic level")),
+            );
         }
-        let mut pkid = None;
+        let mut ours = std::collections::HashSet::new();
+        let mut acked = 0;
         let waited = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(event) = self.events.recv().await {
-                match event {
-                    Sent::Out(id) if pkid.is_none() => pkid = Some(id),
-                    Sent::Acked(id) if pkid == Some(id) => return Delivery::Done,
-                    Sent::Broken(reason) => return Delivery::Retry(reason),
-                    _ => {}
+            while acked < sent {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(MqttOutgoing::Publish(pkid))) => {
+                        ours.insert(pkid);
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) if ours.remove(&ack.pkid) => {
+                        acked += 1;
+                    }
+                    Ok(_) => {}
+                    Err(error) => return Err(error.to_string()),
                 }
             }
-            Delivery::Retry("the MQTT connection ended".into())
+            Ok(())
         })
         .await;
-        waited.unwrap_or_else(|_| Delivery::Retry("no PUBACK within 10 s".into()))
+        match waited {
+            Ok(Ok(())) => (sent, Delivery::Done),
+            Ok(Err(reason)) => {
+                self.connection = None;
+                (0, Delivery::Retry(reason))
+            }
+            Err(_) => {
+                self.connection = None;
+                (0, Delivery::Retry("no PUBACK within 10 s".into()))
+            }
+        }
     }
-}
 
-/// Polls the alert connection for as long as the gateway runs, passing on what
-/// becomes of publishes.
-async fn drive(
-    mut eventloop: EventLoop,
-    events: mpsc::UnboundedSender<Sent>,
-    stop: CancellationToken,
-) {
-    let mut backoff = 0;
-    loop {
-        let event = tokio::select! {
-            event = eventloop.poll() => event,
-            _ = stop.cancelled() => return,
-        };
-        let sent = match event {
-            Ok(Event::Outgoing(MqttOutgoing::Publish(pkid))) => Sent::Out(pkid),
-            Ok(Event::Incoming(Packet::PubAck(ack))) => Sent::Acked(ack.pkid),
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = 0;
-                continue;
+    /// Keeps the connection alive (pings) while there is nothing to send.
+    async fn idle(&mut self) {
+        match self.connection.as_mut() {
+            Some((_, eventloop)) => {
+                if eventloop.poll().await.is_err() {
+                    self.connection = None;
+                }
             }
-            Ok(_) => continue,
-            Err(error) => {
-                let _ = events.send(Sent::Broken(error.to_string()));
-                tracing::debug!(%error, "alert connection to the broker lost");
-                tokio::time::sleep(super::backoff(backoff)).await;
-                backoff += 1;
-                continue;
-            }
-        };
-        let _ = events.send(sent);
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -168,8 +166,11 @@ impl Webhook {
     pub fn new(config: &WebhookConfig) -> Result<Webhook, String> {
         let secret = secret(config.secret_env.as_deref(), config.secret_file.as_deref())
             .map_err(|e| format!("{}: secret: {e}", config.name))?;
+        // No redirects: one would turn the POST into a GET, and send the signature
+        // where the configuration never said.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.timeout_s))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("{}: {e}", config.name))?;
         Ok(Webhook {
@@ -179,7 +180,25 @@ impl Webhook {
         })
     }
 
-    async fn deliver(&self, delivery: &str, body: &[u8]) -> Delivery {
+    /// POSTs `changes` one by one, up to the first that is not taken.
+    async fn deliver(&self, receiver: &str, changes: &[&Outgoing]) -> (usize, Delivery) {
+        for (done, change) in changes.iter().enumerate() {
+            let alert = &change.alert;
+            let outcome = match alert.to_json() {
+                Ok(body) => {
+                    let delivery = format!("{}.{}.{receiver}", alert.id, alert.rev);
+                    self.post(&delivery, &body).await
+                }
+                Err(error) => Delivery::Refused(error.to_string()),
+            };
+            if outcome != Delivery::Done {
+                return (done, outcome);
+            }
+        }
+        (changes.len(), Delivery::Done)
+    }
+
+    async fn post(&self, delivery: &str, body: &[u8]) -> Delivery {
         let timestamp = jiff::Timestamp::now().as_second();
         let response = self
             .http
@@ -199,7 +218,9 @@ impl Webhook {
             Ok(r) => {
                 let status = r.status().as_u16();
                 let reason = format!("HTTP {status}");
-                if (400..500).contains(&status) && status != 408 && status != 429 {
+                if (300..400).contains(&status) {
+                    Delivery::Refused(format!("{reason}: redirected; configure the final URL"))
+                } else if (400..500).contains(&status) && status != 408 && status != 429 {
                     Delivery::Refused(reason)
                 } else {
                     Delivery::Retry(reason)
@@ -225,7 +246,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 /// Where a receiver delivers.
 pub enum Target {
     /// The alerts topic.
-    Mqtt(MqttReceiver),
+    Mqtt(Box<MqttReceiver>),
     /// A webhook.
     Webhook(Webhook),
 }
@@ -241,17 +262,19 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    async fn deliver(&mut self, change: &Outgoing) -> Delivery {
-        let body = match change.alert.to_json() {
-            Ok(body) => body,
-            Err(error) => return Delivery::Refused(error.to_string()),
-        };
+    /// Delivers the first of `changes` (the MQTT receiver several at once): how many
+    /// were taken, and what stopped it (`Done` when none did).
+    async fn deliver(&mut self, changes: &[&Outgoing]) -> (usize, Delivery) {
         match &mut self.target {
-            Target::Mqtt(mqtt) => mqtt.deliver(&change.alert, &body).await,
-            Target::Webhook(hook) => {
-                let delivery = format!("{}.{}.{}", change.alert.id, change.alert.rev, self.name);
-                hook.deliver(&delivery, &body).await
-            }
+            Target::Mqtt(mqtt) => mqtt.deliver(changes).await,
+            Target::Webhook(hook) => hook.deliver(&self.name, changes).await,
+        }
+    }
+
+    async fn idle(&mut self) {
+        match &mut self.target {
+            Target::Mqtt(mqtt) => mqtt.idle().await,
+            Target::Webhook(_) => std::future::pending().await,
         }
     }
 }
@@ -268,8 +291,9 @@ pub fn start_cursors(store: &mut Store, names: &[String]) -> Result<(), StorageE
     Ok(())
 }
 
-/// Delivers to `receiver` until `stop`: every change after its cursor, in order,
-/// retrying with a capped backoff until it is taken or refused for good.
+/// Delivers to `receiver` until `stop`: every change after its cursor that it wants,
+/// in order, retrying with a capped backoff until each is taken or refused for good.
+/// The store failing for a while (busy, full) is waited out too.
 pub async fn deliver(
     mut receiver: Receiver,
     store: PathBuf,
@@ -278,91 +302,110 @@ pub async fn deliver(
     stop: CancellationToken,
 ) -> Result<(), StorageError> {
     let mut store = Store::open(&store, dead_letters_max)?;
-    let name = receiver.name.clone();
-    let cursor_key = cursor_name(&name);
-    let mut cursor = store.cursor(&cursor_key)?;
-    let labels = [("receiver", name.clone())];
+    let mut attempt = 0;
     while !stop.is_cancelled() {
-        let batch = store.outbox_after(cursor, 100, true)?;
-        let (depth, oldest) = store.outbox_waiting(cursor)?;
-        gauge!(m::ALERT_QUEUE_DEPTH, &labels).set(depth as f64);
-        let age = oldest.map_or(0, |at| {
-            (jiff::Timestamp::now().as_millisecond() - at).max(0)
-        });
-        gauge!(m::ALERT_QUEUE_AGE, &labels).set(age as f64 / 1000.0);
-        if batch.is_empty() {
-            tokio::select! {
-                _ = changed.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.cancelled() => {}
+        match round(&mut receiver, &mut store, &mut changed, &stop).await {
+            Ok(()) => attempt = 0,
+            Err(error) if error.is_transient() => {
+                tracing::warn!(receiver = %receiver.name, %error, "alert delivery cannot use the store; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(super::backoff(attempt)) => {}
+                    _ = stop.cancelled() => {}
+                }
+                attempt += 1;
             }
-            continue;
-        }
-        for change in batch {
-            if receiver.filter.wants(&change)
-                && !deliver_one(&mut receiver, &mut store, &change, &stop).await?
-            {
-                return Ok(()); // stopping: this change waits for the next start
-            }
-            cursor = change.seq;
-            store.set_cursor(&cursor_key, cursor)?;
+            Err(error) => return Err(error),
         }
     }
     Ok(())
 }
 
-/// Delivers one change, retrying; false when stopped before it was taken or refused.
-async fn deliver_one(
+/// What waits for `receiver` after `cursor`, and since when, as gauges.
+fn measure(store: &Store, receiver: &Receiver, cursor: i64) -> Result<(), StorageError> {
+    let labels = [("receiver", receiver.name.clone())];
+    let (depth, oldest) = store.outbox_waiting(cursor)?;
+    gauge!(m::ALERT_QUEUE_DEPTH, &labels).set(depth as f64);
+    let age = oldest.map_or(0, |at| {
+        (jiff::Timestamp::now().as_millisecond() - at).max(0)
+    });
+    gauge!(m::ALERT_QUEUE_AGE, &labels).set(age as f64 / 1000.0);
+    Ok(())
+}
+
+/// One batch after the receiver's cursor (or a wait for one); the cursor is stored once
+/// per batch: after a crash its changes may be delivered again, never skipped.
+async fn round(
     receiver: &mut Receiver,
     store: &mut Store,
-    change: &Outgoing,
+    changed: &mut watch::Receiver<i64>,
     stop: &CancellationToken,
-) -> Result<bool, StorageError> {
+) -> Result<(), StorageError> {
+    let cursor_key = cursor_name(&receiver.name);
+    let cursor = store.cursor(&cursor_key)?;
+    let batch = store.outbox_after(cursor, MQTT_BATCH, true)?;
+    measure(store, receiver, cursor)?;
+    if batch.is_empty() {
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = receiver.idle() => {}
+            _ = stop.cancelled() => {}
+        }
+        return Ok(());
+    }
+    let wanted: Vec<&Outgoing> = batch.iter().filter(|c| receiver.filter.wants(c)).collect();
     let name = receiver.name.clone();
-    let mut attempt = 0;
-    loop {
-        let outcome = tokio::select! {
-            outcome = receiver.deliver(change) => outcome,
-            _ = stop.cancelled() => return Ok(false),
+    let (mut next, mut attempt) = (0, 0);
+    while next < wanted.len() {
+        let (taken, outcome) = tokio::select! {
+            result = receiver.deliver(&wanted[next..]) => result,
+            _ = stop.cancelled() => break,
         };
-        let (id, rev) = (&change.alert.id, change.alert.rev);
+        counter!(m::ALERTS_DELIVERED, "receiver" => name.clone()).increment(taken as u64);
+        next += taken;
         match outcome {
-            Delivery::Done => {
-                counter!(m::ALERTS_DELIVERED, "receiver" => name).increment(1);
-                return Ok(true);
-            }
+            Delivery::Done => attempt = 0,
             Delivery::Refused(reason) => {
+                let alert = &wanted[next].alert;
                 counter!(m::ALERT_DELIVERY_FAILURES, "receiver" => name.clone(), "kind" => "permanent").increment(1);
-                tracing::warn!(receiver = %name, %id, rev, %reason, "alert change refused for good");
+                tracing::warn!(receiver = %name, id = %alert.id, rev = alert.rev, %reason, "alert change refused for good");
                 let now = jiff::Timestamp::now().as_millisecond();
-                store.record_refusal(&name, &change.alert, &reason, now)?;
-                return Ok(true);
+                store.record_refusal(&name, alert, &reason, now)?;
+                next += 1;
             }
             Delivery::Retry(reason) => {
+                let alert = &wanted[next].alert;
                 counter!(m::ALERT_DELIVERY_FAILURES, "receiver" => name.clone(), "kind" => "retry")
                     .increment(1);
-                tracing::warn!(receiver = %name, %id, rev, %reason, attempt, "alert delivery failed; retrying");
+                tracing::warn!(receiver = %name, id = %alert.id, rev = alert.rev, %reason, attempt, "alert delivery failed; retrying");
+                measure(store, receiver, cursor)?;
                 tokio::select! {
                     _ = tokio::time::sleep(super::backoff(attempt)) => {}
-                    _ = stop.cancelled() => return Ok(false),
+                    _ = stop.cancelled() => break,
                 }
                 attempt += 1;
             }
         }
     }
+    // Past every change before the first one not yet taken.
+    let done = match wanted.get(next) {
+        Some(waiting) => waiting.seq - 1,
+        None => batch.last().map_or(cursor, |c| c.seq),
+    };
+    if done > cursor {
+        store.set_cursor(&cursor_key, done)?;
+    }
+    Ok(())
 }
 
 /// The receivers the configuration names.
-pub fn receivers(
-    config: &crate::config::Config,
-    stop: &CancellationToken,
-) -> Result<Vec<Receiver>, crate::GatewayError> {
+pub fn receivers(config: &crate::config::Config) -> Result<Vec<Receiver>, crate::GatewayError> {
     let mut out = Vec::new();
     if config.alerts.mqtt {
         out.push(Receiver {
             name: "mqtt".into(),
             filter: Filter::default(),
-            target: Target::Mqtt(MqttReceiver::start(&config.mqtt, stop.clone())?),
+            target: Target::Mqtt(Box::new(MqttReceiver::new(&config.mqtt)?)),
         });
     }
     for hook in &config.webhooks {

@@ -77,6 +77,15 @@ impl Store {
             .optional()?)
     }
 
+    /// The id of the latest condition transition (0 when there is none).
+    pub fn last_condition_id(&self) -> Result<i64, StorageError> {
+        Ok(self
+            .connection
+            .query_row("SELECT coalesce(max(id), 0) FROM conditions", [], |row| {
+                row.get(0)
+            })?)
+    }
+
     /// Condition transitions recorded after `after` (a row id), at most `limit`.
     pub fn conditions_after(
         &self,
