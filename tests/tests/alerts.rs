@@ -108,14 +108,14 @@ impl Park {
 
     /// Every alert change published on the alerts topic, in arrival order, with when.
     fn published(&self) -> Vec<(Alert, i64)> {
-        let start = jiff::Timestamp::now();
+        let (now, now_ms) = (std::time::Instant::now(), now_ms());
         (self.recorder.messages().into_iter())
             .filter(|m| m.topic.ends_with("/alerts"))
             .map(|m| {
-                let ago = m.at.elapsed().as_millis() as i64;
+                let at = now_ms - now.duration_since(m.at).as_millis() as i64;
                 (
                     Alert::from_json(&m.payload).expect("a PROTOCOL.md alert"),
-                    start.as_millisecond() - ago,
+                    at,
                 )
             })
             .collect()

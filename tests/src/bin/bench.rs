@@ -651,7 +651,7 @@ fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
     std::thread::sleep(Duration::from_secs(2)); // the last alerts on their way
     gateway.stop();
     // Each alert change on MQTT: its zone, whether it says raised, and when it came.
-    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let (now, now_ms) = (Instant::now(), jiff::Timestamp::now().as_millisecond());
     let mut paged: Vec<(String, bool, i64)> = alerts
         .messages()
         .into_iter()
@@ -661,7 +661,7 @@ fn latency(runtime: &tokio::runtime::Runtime, rate: f64) {
             Some((
                 alert.zone?,
                 raised,
-                now_ms - m.at.elapsed().as_millis() as i64,
+                now_ms - now.duration_since(m.at).as_millis() as i64,
             ))
         })
         .collect();
