@@ -480,9 +480,30 @@ pub fn environment_overrides() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether loading a configuration reads the secrets it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read them (and refuse the configuration when one cannot be read): for `run`,
+    /// `check` and anything that connects.
+    Read,
+    /// Leave them: for the crew's and operator's tools, which only need the store and
+    /// the sites, and run in a shell that may not see the service's secrets.
+    Skip,
+}
+
 impl Config {
-    /// Reads, overrides, checks and loads a configuration file and its site files.
+    /// Reads, overrides, checks and loads a configuration file and its site files,
+    /// reading the secrets it names.
     pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Loaded, ConfigError> {
+        Config::load_with(path, overrides, Secrets::Read)
+    }
+
+    /// [`Config::load`], reading the secrets or not.
+    pub fn load_with(
+        path: &Path,
+        overrides: &[(String, String)],
+        secrets: Secrets,
+    ) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             problems: vec![Problem {
                 file: path.to_owned(),
@@ -492,7 +513,7 @@ impl Config {
             }],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, path, base, overrides)
+        Config::parse(&text, path, base, overrides, secrets)
     }
 
     /// Parses configuration text; `base` resolves relative paths.
@@ -501,6 +522,7 @@ impl Config {
         file: &Path,
         base: &Path,
         overrides: &[(String, String)],
+        secrets: Secrets,
     ) -> Result<Loaded, ConfigError> {
         let mut report = Report {
             file,
@@ -562,7 +584,7 @@ impl Config {
             };
             Some(key_span.unwrap_or(name.span()))
         };
-        for (section, key, message, severity) in config.check().0 {
+        for (section, key, message, severity) in config.check(secrets).0 {
             report.with(span_of(section, key).unwrap_or(0..0), message, severity);
         }
         let sites = load_sites(&config.sites, &mut report.problems);
@@ -588,7 +610,8 @@ impl Config {
 
     /// Checks values that parse but cannot work (errors) or may not work as meant
     /// (warnings); reports each against its section and key.
-    fn check(&self) -> Findings {
+    fn check(&self, secrets: Secrets) -> Findings {
+        let read = secrets == Secrets::Read;
         let mut found = Findings::default();
         let mqtt = &self.mqtt;
         if let Err(e) = parklight_sim::mqtt::broker_options(&mqtt.url, &mqtt.client_id) {
@@ -680,7 +703,10 @@ impl Config {
                     "[mqtt] a password needs a username".into(),
                 );
             }
-            if let Err(e) = secret(mqtt.password_env.as_deref(), mqtt.password_file.as_deref()) {
+            if let (true, Err(e)) = (
+                read,
+                secret(mqtt.password_env.as_deref(), mqtt.password_file.as_deref()),
+            ) {
                 found.error(
                     "mqtt",
                     if mqtt.password_env.is_some() {
@@ -773,7 +799,10 @@ impl Config {
                     "[influxdb] org and bucket must not be empty".into(),
                 );
             }
-            if let Err(e) = secret(influx.token_env.as_deref(), influx.token_file.as_deref()) {
+            if let (true, Err(e)) = (
+                read,
+                secret(influx.token_env.as_deref(), influx.token_file.as_deref()),
+            ) {
                 found.error(
                     "influxdb",
                     if influx.token_file.is_some() {
@@ -792,7 +821,7 @@ impl Config {
                 );
             }
         }
-        self.check_alerts(&mut found);
+        self.check_alerts(&mut found, secrets);
         if self.sites.is_empty() {
             found.warning(
                 "sites",
@@ -803,7 +832,7 @@ impl Config {
         found
     }
 
-    fn check_alerts(&self, found: &mut Findings) {
+    fn check_alerts(&self, found: &mut Findings, secrets: Secrets) {
         let detection = &self.detection;
         if !(1..=12).contains(&detection.windows_to_change) {
             found.error(
@@ -893,7 +922,16 @@ impl Config {
                     ),
                 ),
             }
-            if let Err(e) = secret(hook.secret_env.as_deref(), hook.secret_file.as_deref()) {
+            if hook.secret_env.is_none() && hook.secret_file.is_none() {
+                found.error(
+                    "webhooks",
+                    "name",
+                    format!("[[webhooks]] {name}: secret_env or secret_file: its signing secret"),
+                );
+            } else if let (Secrets::Read, Err(e)) = (
+                secrets,
+                secret(hook.secret_env.as_deref(), hook.secret_file.as_deref()),
+            ) {
                 found.error(
                     "webhooks",
                     "secret_env",
@@ -1031,7 +1069,13 @@ mod tests {
 
     fn parse(text: &str, overrides: &[(String, String)]) -> Result<Loaded, ConfigError> {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-        Config::parse(text, Path::new("test.toml"), &base, overrides)
+        Config::parse(
+            text,
+            Path::new("test.toml"),
+            &base,
+            overrides,
+            Secrets::Read,
+        )
     }
 
     #[test]
@@ -1160,7 +1204,7 @@ mod tests {
             "test.toml:6: [alerts] rollup_share: above 0 and at most 1",
             "[[webhooks]] name \"mqtt\": unique, not \"mqtt\"",
             "[[webhooks]] mqtt: url \"http://ops.example/hook\": https://, or http:// to a loopback address",
-            "[[webhooks]] mqtt: secret:",
+            "[[webhooks]] mqtt: secret_env or secret_file",
             "[[webhooks]] mqtt: unknown kind \"fire\"",
             "[[webhooks]] mqtt: min_severity \"urgent\"",
             "[[webhooks]] ok: secret: environment variable PARKLIGHT_TEST_UNSET_WEBHOOK_SECRET is not set",
@@ -1171,6 +1215,15 @@ mod tests {
             );
         }
         assert!(!report.contains("[[webhooks]] ok: url"), "{report}");
+        // The crew's tools need no secret: only the store and the sites.
+        let tools = Config::parse(
+            "[[webhooks]]\nname = \"ok\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_env = \"PARKLIGHT_TEST_UNSET_WEBHOOK_SECRET\"\n",
+            Path::new("test.toml"),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            &[],
+            Secrets::Skip,
+        );
+        assert!(tools.is_ok(), "{tools:?}");
         // The defaults hold together.
         let loaded = parse(DEFAULT_CONFIG, &[]).unwrap();
         assert_eq!(

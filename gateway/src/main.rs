@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use parklight_gateway::alert::{Action, Silence};
-use parklight_gateway::config::{Config, environment_overrides};
+use parklight_gateway::config::{Config, Secrets, environment_overrides};
 use parklight_gateway::crew;
 use parklight_gateway::logging::{self, LogFormat};
 use parklight_sim::{FaultPlan, SimOptions, SiteChoice};
@@ -315,7 +315,7 @@ fn time(ms: Option<i64>) -> String {
 
 /// The store a configuration file names.
 fn open_store(path: &std::path::Path) -> anyhow::Result<parklight_gateway::store::Store> {
-    let loaded = Config::load(path, &environment_overrides())?;
+    let loaded = Config::load_with(path, &environment_overrides(), Secrets::Skip)?;
     Ok(parklight_gateway::store::Store::open(
         &loaded.config.storage.path,
         loaded.config.storage.dead_letters_max,
@@ -324,7 +324,7 @@ fn open_store(path: &std::path::Path) -> anyhow::Result<parklight_gateway::store
 
 /// Records that `node` was replaced, for the detectors to forget its lamp.
 fn replaced(node: &str, path: &std::path::Path) -> anyhow::Result<()> {
-    let loaded = Config::load(path, &environment_overrides())?;
+    let loaded = Config::load_with(path, &environment_overrides(), Secrets::Skip)?;
     let site = (loaded.sites.iter())
         .find(|s| s.node(node).is_some())
         .ok_or_else(|| anyhow::anyhow!("node {node} is in none of the site files"))?;
@@ -424,7 +424,7 @@ fn condition_line(t: &parklight_gateway::detect::Transition) -> String {
 
 fn status(args: StatusArgs) -> anyhow::Result<()> {
     use parklight_gateway::detect::Status;
-    let loaded = Config::load(&args.config, &environment_overrides())?;
+    let loaded = Config::load_with(&args.config, &environment_overrides(), Secrets::Skip)?;
     let store = parklight_gateway::store::Store::open(
         &loaded.config.storage.path,
         loaded.config.storage.dead_letters_max,
@@ -552,7 +552,7 @@ fn conditions(args: ConditionsArgs) -> anyhow::Result<()> {
 }
 
 fn alerts(args: &AlertsArgs) -> anyhow::Result<()> {
-    let loaded = Config::load(&args.config, &environment_overrides())?;
+    let loaded = Config::load_with(&args.config, &environment_overrides(), Secrets::Skip)?;
     let store = parklight_gateway::store::Store::open(
         &loaded.config.storage.path,
         loaded.config.storage.dead_letters_max,
@@ -626,7 +626,7 @@ fn silence(command: SilenceCommand) -> anyhow::Result<()> {
             by,
             note,
         } => {
-            let loaded = Config::load(&config, &environment_overrides())?;
+            let loaded = Config::load_with(&config, &environment_overrides(), Secrets::Skip)?;
             let target = crew::SilenceTarget {
                 site: &site,
                 zone: zone.as_deref(),

@@ -391,3 +391,62 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use parklight_protocol::alert::{AlertKind, AlertState, Severity};
+
+    use super::*;
+    use crate::alert::What;
+
+    fn change(rev: u32) -> Change {
+        Change {
+            alert: Alert {
+                id: "a-test-1".into(),
+                rev,
+                kind: AlertKind::LampFault,
+                site: "remiseparken".into(),
+                zone: None,
+                node: Some("pole-001".into()),
+                circuit: None,
+                state: AlertState::Raised,
+                severity: Severity::High,
+                since: 1,
+                ts: 2,
+                detail: "dark".into(),
+                by: None,
+                note: None,
+                flapping: false,
+                children: Vec::new(),
+                children_count: 0,
+            },
+            what: What::Raised,
+            page: true,
+            escalated: false,
+        }
+    }
+
+    #[test]
+    fn the_outbox_keeps_what_a_reader_has_not_taken_and_the_history_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let changes = [change(1), change(2), change(3)];
+        let round = Round {
+            changes: &changes,
+            answers: &[],
+            read: 0,
+            state: "{}",
+            now: 5,
+        };
+        store.record_alert_round(&round).unwrap();
+        store.set_cursor("alerts.mqtt", 3).unwrap();
+        store.set_cursor("alerts.crew", 1).unwrap();
+        store.retain(i64::MAX, None, &|| false).unwrap();
+        let left: Vec<i64> = (store.outbox_after(0, 10, false).unwrap().iter())
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(left, [2, 3], "the slowest reader has taken only the first");
+        assert_eq!(store.alert_history("a-test-1").unwrap().len(), 3);
+        assert_eq!(store.alerts(true).unwrap()[0].rev, 3);
+    }
+}

@@ -219,7 +219,8 @@ impl Store {
     /// block holds them, the forwarder (when one runs) has sent them and the detectors'
     /// kept state is past them; statuses it has sent, events and the detectors' facts
     /// received before it too, and the zone windows it has sent (all of them when none
-    /// runs) from the window log. The newest report always stays, so ids
+    /// runs) from the window log; alert changes every receiver has taken, answered crew
+    /// requests and silences that ended before it (alerts and their history stay). The newest report always stays, so ids
     /// keep growing, and so does each node's latest status, so its presence is known
     /// after a restart. A report resent after its raw row went is still known as a
     /// duplicate: its boot's acknowledgement watermark covers it; a report past a gap
@@ -292,6 +293,18 @@ impl Store {
             "DELETE FROM window_log WHERE seq <= ?1",
             [forwarded.windows],
         )?;
+        // Alert changes every reader has taken (the alerts and their history stay);
+        // answered requests and silences that ended before the horizon.
+        tx.execute(
+            "DELETE FROM alert_outbox WHERE seq <= (SELECT coalesce(min(position), 0)
+                FROM cursors WHERE name LIKE 'alerts.%' OR name = 'influxdb_alerts')",
+            [],
+        )?;
+        tx.execute(
+            "DELETE FROM alert_requests WHERE answered IS NOT NULL AND answered < ?1",
+            [before],
+        )?;
+        tx.execute("DELETE FROM silences WHERE until_ms < ?1", [before])?;
         tx.execute(
             "DELETE FROM facts WHERE received < ?1 AND id <= ?2",
             params![before, detected.map_or(i64::MAX, |p| p.fact)],
