@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use parklight_protocol::alert::{Alert, AlertKind, AlertState};
+use parklight_protocol::alert::{Alert, AlertKind, AlertState, Severity};
 use parklight_sim::Scenario;
 use parklight_site::Site;
 use parklight_tests::broker::Mosquitto;
@@ -574,5 +574,96 @@ fn a_silenced_zone_pages_nobody_and_what_is_still_wrong_at_its_end_is_paged_then
             .all(|a| now_ms() >= silenced_until && a.ts as i64 >= silenced_until - 1_000),
         "{after:#?}"
     );
+    park.gateway.stop();
+}
+
+#[test]
+fn a_dark_zone_acknowledged_pages_again_when_people_make_it_critical() {
+    /// Detections in a dark window that make a dark zone critical: more than the rush
+    /// brings in its first dark windows, fewer than it brings later.
+    const CRITICAL: u32 = 25;
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    // The busiest zone loses its lamps through the evening rush, played at 60 times real
+    // time from five minutes before: a 5-minute window closes every 5 s.
+    let story = Scenario::LampFailureInBusyZone
+        .story(
+            &[Site::load(&remiseparken_file()).unwrap()],
+            now_ms(),
+            SEED,
+            true,
+        )
+        .unwrap();
+    let broken = story.start_ms.unwrap() + story.faults.scripted[0].after.as_millis() as i64;
+    let start = jiff::Timestamp::from_millisecond(broken - 5 * 60_000).unwrap();
+    let faults: Vec<String> = (story.targets.iter())
+        .map(|node| format!("lamp@{node}=+5m/60m"))
+        .collect();
+    let scenario = dir.path().join("rush.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "start = \"{start}\"\nspeed = 60\nduration_s = 45\nfaults = \"{}\"\n",
+            faults.join(",")
+        ),
+    )
+    .unwrap();
+    let mut park = Park::open(
+        &remiseparken_file(),
+        &format!("\n[detection]\ncritical_detections = {CRITICAL}\n"),
+        Mode::Up,
+    );
+    let sim = park.scenario(&scenario.to_string_lossy(), &[]);
+    let dark_zone = |a: &Alert| a.kind == AlertKind::DarkZone;
+    let raised = wait_until(Duration::from_secs(60), || {
+        park.published().iter().any(|(a, _)| dark_zone(a))
+    });
+    assert!(raised, "{:#?}\n{}", park.published(), park.gateway.log());
+    let first = (park.published().into_iter())
+        .map(|(a, _)| a)
+        .find(dark_zone)
+        .unwrap();
+    assert_eq!(first.severity, Severity::High, "{first:#?}");
+    let acked = park.act("ack", &first.id);
+    assert!(acked.status.success(), "{}", acked.stderr);
+    let critical = |a: &Alert| a.id == first.id && a.severity == Severity::Critical;
+    let rose = wait_until(Duration::from_secs(60), || {
+        park.published().iter().any(|(a, _)| critical(a)) && park.hooked().iter().any(critical)
+    });
+    let finished = sim.wait(Duration::from_secs(120));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let store = park.gateway.store();
+    let windows = store
+        .zone_windows(
+            &park.site.id,
+            first.zone.as_deref().unwrap(),
+            broken,
+            now_ms(),
+        )
+        .unwrap();
+    let detections: Vec<u32> = windows.iter().map(|w| w.detections).collect();
+    assert!(
+        rose,
+        "windows' detections {detections:?}\n{:#?}",
+        park.published()
+    );
+    // Paged again on MQTT and the webhook, after the acknowledgement, as raised.
+    for changes in [
+        park.published().into_iter().map(|(a, _)| a).collect(),
+        park.hooked(),
+    ] {
+        let revs = &by_alert(&changes, true)[&first.id];
+        let states: Vec<(AlertState, Severity)> =
+            revs.iter().map(|a| (a.state, a.severity)).collect();
+        assert_eq!(
+            &states[..3],
+            [
+                (AlertState::Raised, Severity::High),
+                (AlertState::Acknowledged, Severity::High),
+                (AlertState::Raised, Severity::Critical),
+            ],
+            "{revs:#?}"
+        );
+    }
     park.gateway.stop();
 }
