@@ -1,4 +1,4 @@
-//! The HTTP listener: `GET /metrics` in Prometheus text format.
+//! The HTTP listener: `GET /metrics` in Prometheus text format, and the [`crate::api`].
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -29,16 +29,22 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Binds `listen` (so a taken port fails the start) and serves until `stop`.
+/// Binds `listen` (so a taken port fails the start) and serves `/metrics` and `api` until
+/// `stop`.
 pub async fn serve(
     listen: SocketAddr,
+    api: crate::api::Shared,
     stop: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let handle = metrics_handle();
-    let app = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
+    let (api, _) = crate::api::router(api);
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .merge(api);
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "serving /metrics");
+    tracing::info!(address = %listener.local_addr()?, "serving the API and /metrics");
     Ok(tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await

@@ -10,7 +10,8 @@
 //! - [`desired`]: each node's config from its site file, published when it changes.
 //! - [`detect`]: the detectors, pure state machines from facts to conditions;
 //!   [`detection`]: the task that feeds them the journal and decides liveness.
-//! - [`http`]: `/metrics`; [`metrics`]: every metric name.
+//! - [`http`]: the listener; [`api`]: the HTTP API and its access control;
+//!   [`metrics`]: every metric name.
 //! - [`demo`]: `parklight demo`, everything embedded.
 //! - [`supervise`]: a part that fails stops the gateway, which exits non-zero.
 //! - [`logging`], [`signals`]: process plumbing.
@@ -19,6 +20,7 @@
 
 pub mod alert;
 pub mod alerting;
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod crew;
@@ -108,7 +110,15 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         started: jiff::Timestamp::now().as_millisecond() as u64,
         sites: sites.iter().map(|s| s.id.clone()).collect(),
     };
-    let http = http::serve(config.http.listen, stop.clone())
+    let broker_link = Arc::new(detection::BrokerLink::default());
+    let api = api::ApiState::new(
+        config.storage.path.clone(),
+        config.storage.dead_letters_max,
+        sites.clone(),
+        broker_link.clone(),
+        false,
+    )?;
+    let http = http::serve(config.http.listen, Arc::new(api), stop.clone())
         .await
         .map_err(|source| GatewayError::Http {
             address: config.http.listen,
@@ -116,7 +126,6 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         })?;
     let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
     let (acks_tx, acks_rx) = tokio::sync::mpsc::unbounded_channel();
-    let broker_link = Arc::new(detection::BrokerLink::default());
     let backlog = Arc::new(sources::mqtt::Backlog::new(
         config.ingest.queue_max_messages,
     ));

@@ -56,6 +56,9 @@ enum Command {
     /// Maintenance windows: nobody is paged for what they cover.
     #[command(subcommand)]
     Silence(SilenceCommand),
+    /// Create, revoke and list API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Check a configuration file and every site file it names; exit 1 on any problem.
     Check(ConfigArg),
     /// Print the default configuration (the same file as deploy/parklight.toml).
@@ -216,6 +219,36 @@ enum SilenceCommand {
     End {
         /// Its number, as `silence list` prints it.
         id: i64,
+        /// The configuration file (for the store's path).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once, alone on one line (only its hash is kept).
+    Create {
+        /// The configuration file (for the store's path).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// operator, maintenance, partnership or viewer.
+        #[arg(long)]
+        role: String,
+        /// Who or what holds it; unique, and never reused.
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a token: it and the browser sessions opened with it stop working at once.
+    Revoke {
+        /// Its name.
+        name: String,
+        /// The configuration file (for the store's path).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print every token's name, role and state (never the token).
+    List {
         /// The configuration file (for the store's path).
         #[arg(long, short)]
         config: PathBuf,
@@ -668,6 +701,55 @@ fn silence(command: SilenceCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    use parklight_gateway::api::access::{self, Role};
+    let now = jiff::Timestamp::now().as_millisecond();
+    match command {
+        TokenCommand::Create { config, role, name } => {
+            let names: Vec<&str> = Role::ALL.iter().map(|(_, n)| *n).collect();
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("--role {role:?}: one of {}", names.join(", ")))?;
+            anyhow::ensure!(
+                !name.trim().is_empty() && name.len() <= 100,
+                "--name: 1 to 100 characters"
+            );
+            let secret = access::new_secret();
+            anyhow::ensure!(
+                open_store(&config)?.add_token(
+                    &name,
+                    role.as_str(),
+                    &access::hash(&secret),
+                    now
+                )?,
+                "a token named {name:?} exists or existed: names are never reused"
+            );
+            println!("{secret}");
+        }
+        TokenCommand::Revoke { name, config } => {
+            anyhow::ensure!(
+                open_store(&config)?.revoke_token(&name, now)?,
+                "no token {name:?} is in use"
+            );
+            println!("token {name} revoked");
+        }
+        TokenCommand::List { config } => {
+            for token in open_store(&config)?.tokens()? {
+                let state = match token.revoked {
+                    Some(at) => format!("revoked {}", time(Some(at))),
+                    None => "in use".into(),
+                };
+                println!(
+                    "{:<24} {:<12} created {} {state}",
+                    token.name,
+                    token.role,
+                    time(Some(token.created))
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn dead_letters(path: &std::path::Path, limit: usize) -> anyhow::Result<()> {
     for letter in open_store(path)?.dead_letters(limit)? {
         let when = time(Some(letter.received));
@@ -813,6 +895,7 @@ async fn main() -> ExitCode {
         Command::Ack(args) => act(&args, Action::Acknowledge),
         Command::Resolve(args) => act(&args, Action::Resolve),
         Command::Silence(command) => silence(command),
+        Command::Token(command) => token(command),
         Command::Check(args) => check(&args.config),
         Command::Status(args) => status(args),
         Command::Conditions(args) => conditions(args),

@@ -91,6 +91,11 @@ impl Gateway {
         status
     }
 
+    /// The port of its HTTP listener (API and `/metrics`).
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
     /// The store's folder.
     pub fn store_path(&self) -> PathBuf {
         self.dir.path().join("data")

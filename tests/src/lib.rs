@@ -4,6 +4,7 @@
 //! Every service is started by the test that needs it and stopped when it is dropped.
 //! A missing service is a failure naming the command that installs it, never a skip.
 
+pub mod api;
 pub mod broker;
 pub mod gateway;
 pub mod process;

@@ -8,6 +8,7 @@
 //!   ([`blocks`]); [`Store::retain`] then drops raw rows past the retention;
 //!   [`Store::series`] and [`Store::latest_per_node`] read blocks and raw rows alike.
 
+pub mod access;
 pub mod alerts;
 mod blocks;
 pub mod history;
@@ -244,6 +245,8 @@ pub struct NodeSummary {
     pub last_report: Option<i64>,
     /// Config version its latest report says it runs.
     pub cfg: Option<u32>,
+    /// Lamp level (0–100) of its latest report.
+    pub lamp_level: Option<u8>,
     /// Its latest status.
     pub presence: Option<Presence>,
     /// Reports it declared lost that never arrived, over all its boots.
@@ -520,6 +523,7 @@ impl Store {
             summaries.push(NodeSummary {
                 presence: presence.get(&node).copied(),
                 last_report: report.as_ref().map(|r| r.ts),
+                lamp_level: report.as_ref().map(|r| r.lamp_level),
                 cfg: report.and_then(|r| r.cfg),
                 node,
                 site,
@@ -568,6 +572,11 @@ impl Store {
         self.connection
             .pragma_update(None, "max_page_count", limit)
             .unwrap();
+    }
+
+    /// Takes a write transaction and commits it empty: whether the store takes writes.
+    pub fn probe_write(&mut self) -> Result<(), StorageError> {
+        self.write()?.commit()
     }
 
     /// Moves the write-ahead log into the database file and gives free pages back, so

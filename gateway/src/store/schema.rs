@@ -289,4 +289,14 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (receiver, id, rev)
     ) WITHOUT ROWID;
     ",
+    "
+    -- API tokens: only a hash of each is kept; revoked ones stay, so a name is never reused.
+    CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created INTEGER NOT NULL,
+        revoked INTEGER
+    ) WITHOUT ROWID;
+    ",
 ];

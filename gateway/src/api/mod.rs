@@ -1,0 +1,421 @@
+//! The HTTP API under `/api/v1`: JSON, described by the OpenAPI 3.1 document it serves at
+//! `/api/v1/openapi.json` (generated from these handlers, so it lists every route the
+//! router serves), errors as `{"code", "message"}` with a stable code and never an
+//! internal detail. `/metrics`, `/healthz` and `/readyz` need no token; everything else
+//! needs a token or a session, and a role that may (see [`access`]).
+//!
+//! - [`access`]: tokens, roles, sessions, the limit on failed attempts.
+//! - `places`: sites, zones (GeoJSON with live status), nodes.
+//! - `crew`: alerts, their history, acknowledge and resolve; silences.
+
+pub mod access;
+mod crew;
+mod places;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use parklight_site::Site;
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::detection::BrokerLink;
+use crate::store::{StorageError, Store};
+use access::{Caller, Limiter, Role, SESSION_COOKIE, SESSION_LIFETIME, Sessions};
+
+/// Reports the detectors may lag behind the store while the gateway still counts as ready.
+pub const READY_DETECTION_LAG: i64 = 10_000;
+
+/// What the handlers share.
+pub struct ApiState {
+    store: Mutex<Store>,
+    folder: PathBuf,
+    dead_letters_max: usize,
+    sites: Vec<Site>,
+    broker: Arc<BrokerLink>,
+    sessions: Sessions,
+    limiter: Limiter,
+    secure_cookies: bool,
+}
+
+/// The handlers' state.
+pub type Shared = Arc<ApiState>;
+
+impl ApiState {
+    /// The API's state over the store in `folder`, for `sites`.
+    pub fn new(
+        folder: PathBuf,
+        dead_letters_max: usize,
+        sites: Vec<Site>,
+        broker: Arc<BrokerLink>,
+        secure_cookies: bool,
+    ) -> Result<ApiState, StorageError> {
+        Ok(ApiState {
+            store: Mutex::new(Store::open(&folder, dead_letters_max)?),
+            folder,
+            dead_letters_max,
+            sites,
+            broker,
+            sessions: Sessions::default(),
+            limiter: Limiter::default(),
+            secure_cookies,
+        })
+    }
+
+    /// Runs `read` on the API's own connection to the store, off the runtime's workers.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let api = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = api.store.lock().unwrap_or_else(|p| p.into_inner());
+            read(&mut store)
+        })
+        .await
+        .map_err(|e| ApiError::internal("a store read", e))?
+    }
+
+    /// Runs `write` on a connection of its own (it may wait for the alert manager),
+    /// off the runtime's workers.
+    async fn write<T: Send + 'static>(
+        self: &Arc<Self>,
+        write: impl FnOnce(&mut Store, &ApiState) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let api = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = Store::open(&api.folder, api.dead_letters_max)?;
+            write(&mut store, &api)
+        })
+        .await
+        .map_err(|e| ApiError::internal("a store write", e))?
+    }
+
+    fn site(&self, id: &str) -> Result<&Site, ApiError> {
+        (self.sites.iter().find(|s| s.id == id))
+            .ok_or_else(|| ApiError::NotFound(format!("no site {id}")))
+    }
+}
+
+/// An API error: an HTTP status, a stable code and a message for people.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No valid token or session (401 `unauthorized`).
+    #[error("a valid token or session is needed")]
+    Unauthorized,
+    /// The role may not (403 `forbidden`).
+    #[error("this role may not do that")]
+    Forbidden,
+    /// Too many failed attempts from this address (429 `too_many_attempts`).
+    #[error("too many failed attempts from this address: try again in a minute")]
+    TooManyAttempts,
+    /// Nothing there (404 `not_found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be read (400 `bad_request`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A field's value is not acceptable (422 `invalid`), naming the field.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Refused in the state things are in (409 `conflict`), with the reason.
+    #[error("{0}")]
+    Conflict(String),
+    /// The gateway cannot answer now (503 `unavailable`).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed inside (500 `internal`); the detail is in the gateway's log only.
+    #[error("internal error: see the gateway's log")]
+    Internal,
+}
+
+impl ApiError {
+    fn internal(what: &str, error: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%error, "API: {what} failed");
+        ApiError::Internal
+    }
+
+    fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Its status and stable code.
+    pub fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> ApiError {
+        ApiError::internal("the store", error)
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+        use axum::extract::rejection::JsonRejection;
+        match rejection {
+            JsonRejection::JsonDataError(e) => ApiError::invalid("body", e.body_text()),
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+/// An error as the API answers it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable, for programs: `unauthorized`, `forbidden`, `too_many_attempts`,
+    /// `not_found`, `bad_request`, `invalid`, `conflict`, `unavailable`, `internal`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// The field at fault, for `invalid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status();
+        let field = match &self {
+            ApiError::Invalid { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            code: code.into(),
+            message: self.to_string(),
+            field,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            (response.headers_mut()).insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"parklight\""),
+            );
+        }
+        response
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "parklight",
+        description = "Park paths kept lit: zones, nodes, alerts and silences of a parklight gateway."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []), ("session" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            utoipa::openapi::security::SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            utoipa::openapi::security::SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                SESSION_COOKIE,
+            ))),
+        );
+    }
+}
+
+/// The API's router and its OpenAPI document.
+pub fn router(api: Shared) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(whoami))
+        .routes(routes!(places::sites))
+        .routes(routes!(places::zones))
+        .routes(routes!(places::nodes))
+        .routes(routes!(crew::alerts))
+        .routes(routes!(crew::alert))
+        .routes(routes!(crew::acknowledge))
+        .routes(routes!(crew::resolve))
+        .routes(routes!(crew::silences, crew::add_silence))
+        .routes(routes!(crew::end_silence))
+        .with_state(api)
+        .split_for_parts();
+    let document = openapi.clone();
+    let router = router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || std::future::ready(Json(document.clone()))),
+        )
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            let mut response =
+                ApiError::BadRequest("method not allowed here".into()).into_response();
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            response
+        });
+    (router, openapi)
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Whether the gateway can do its job.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// All of the below.
+    pub ready: bool,
+    /// Connected to the broker.
+    pub broker: bool,
+    /// The store takes a write.
+    pub store: bool,
+    /// Reports stored that the detectors have not judged yet.
+    pub detection_lag: i64,
+}
+
+/// Ready: broker connected, store writable, detectors caught up (at most
+/// [`READY_DETECTION_LAG`] reports behind). 503 otherwise.
+#[utoipa::path(get, path = "/readyz", security(()), responses(
+    (status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn readyz(State(api): State<Shared>) -> Response {
+    let broker = api.broker.since().is_some();
+    let checked = api
+        .read(|store| {
+            let lag = store.last_report_id()? - store.detected()?.report;
+            let writable = store.probe_write().is_ok();
+            Ok((writable, lag))
+        })
+        .await;
+    let (store, detection_lag) = checked.unwrap_or((false, i64::MAX));
+    let ready = broker && store && detection_lag <= READY_DETECTION_LAG;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        ready,
+        broker,
+        store,
+        detection_lag,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// A token to log in with.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Login {
+    /// The token, as `parklight token create` printed it.
+    pub token: String,
+}
+
+/// Who is logged in.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Identity {
+    /// The token's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// Exchanges a token for a session cookie (HttpOnly, `SameSite=Strict`, `Secure` over
+/// HTTPS) for the browser.
+#[utoipa::path(post, path = "/api/v1/login", security(()), request_body = Login, responses(
+    (status = 200, body = Identity), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn login(
+    State(api): State<Shared>,
+    access::ClientAddr(client): access::ClientAddr,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> Result<(HeaderMap, Json<Identity>), ApiError> {
+    if api.limiter.refused(client) {
+        return Err(ApiError::TooManyAttempts);
+    }
+    let Json(login) = body?;
+    let token_hash = access::hash(login.token.trim());
+    let lookup = token_hash.clone();
+    let holder = api
+        .read(move |store| Ok(store.token_by_hash(&lookup)?))
+        .await?;
+    let Some((name, role)) = holder.and_then(|(n, r)| Some((n, Role::parse(&r)?))) else {
+        api.limiter.failed(client);
+        return Err(ApiError::Unauthorized);
+    };
+    let session = api.sessions.open(token_hash);
+    let secure = if api.secure_cookies { "; Secure" } else { "" };
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        SESSION_LIFETIME.as_secs()
+    );
+    let mut headers = HeaderMap::new();
+    let value = HeaderValue::from_str(&cookie).map_err(|e| ApiError::internal("a cookie", e))?;
+    headers.insert(header::SET_COOKIE, value);
+    Ok((headers, Json(Identity { name, role })))
+}
+
+/// Ends the browser's session.
+#[utoipa::path(post, path = "/api/v1/logout", security(()), responses((status = 204)))]
+async fn logout(
+    State(api): State<Shared>,
+    request: axum::http::Request<axum::body::Body>,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Some(id) = access::session_cookie(&parts) {
+        api.sessions.close(id);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(value) = HeaderValue::from_str(&expired) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The caller's name and role.
+#[utoipa::path(get, path = "/api/v1/whoami", responses(
+    (status = 200, body = Identity), (status = 401, body = ErrorBody)))]
+async fn whoami(caller: Caller) -> Json<Identity> {
+    Json(Identity {
+        name: caller.name,
+        role: caller.role,
+    })
+}

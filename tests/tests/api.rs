@@ -1,0 +1,463 @@
+//! The HTTP API against the real binary: every route × every role, the bodies each role
+//! gets, browser sessions, revocation, the limit on failed attempts, and the OpenAPI
+//! document, validated and listing exactly the routes the router serves.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use parklight_sim::Scenario;
+use parklight_site::Site;
+use parklight_tests::api::{Answer, Credential, request};
+use parklight_tests::broker::Mosquitto;
+use parklight_tests::gateway::{Gateway, remiseparken_file};
+use parklight_tests::process::Parklight;
+use parklight_tests::{one_at_a_time, wait_until};
+use serde_json::json;
+
+/// Who asks: no credential, then each role, least first.
+const WHO: [&str; 5] = ["nobody", "viewer", "partnership", "maintenance", "operator"];
+
+/// A route, and the status each of [`WHO`] gets.
+struct Row {
+    method: &'static str,
+    /// As the OpenAPI document names it (`{id}` for a parameter); `None` when the
+    /// document does not list it (`/metrics`, the document itself, an unknown route).
+    documented: Option<&'static str>,
+    expected: [u16; 5],
+}
+
+const OPEN: [u16; 5] = [200; 5];
+const SIGNED_IN: [u16; 5] = [401, 200, 200, 200, 200];
+const OPERATIONS: [u16; 5] = [401, 403, 403, 200, 200];
+
+fn token(config: &str, role: &str) -> String {
+    let done = Parklight::spawn(&[
+        "token", "create", "--config", config, "--role", role, "--name", role,
+    ])
+    .wait(Duration::from_secs(30));
+    assert!(done.status.success(), "{}", done.stderr);
+    let lines: Vec<&str> = done.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "the token alone: {:?}", done.stdout);
+    assert!(
+        lines[0].starts_with("plk_") && lines[0].len() == 68,
+        "{}",
+        lines[0]
+    );
+    lines[0].to_owned()
+}
+
+#[test]
+fn every_route_answers_each_role_exactly_as_it_may() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let mut gateway = Gateway::new(&broker.url(), "");
+    gateway.start();
+    let port = gateway.http_port();
+    let config = gateway.config_path().to_string_lossy().into_owned();
+    let site = Site::load(&remiseparken_file()).unwrap();
+
+    // A lamp failure in the busiest zone, and two of its sensors failing for good: open
+    // alerts for the crews, figures for the zones.
+    let story = Scenario::LampFailureInBusyZone
+        .story(
+            std::slice::from_ref(&site),
+            jiff::Timestamp::now().as_millisecond(),
+            3,
+            true,
+        )
+        .unwrap();
+    let broken: Vec<String> = story.targets.iter().take(2).cloned().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("broken.toml");
+    let faults: Vec<String> = broken.iter().map(|n| format!("dead@{n}=+2h")).collect();
+    std::fs::write(
+        &scenario,
+        format!(
+            "base = \"lamp-failure-in-busy-zone\"\nfaults = \"{}\"\n",
+            faults.join(",")
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sim = Parklight::spawn(&[
+        "sim",
+        "--broker",
+        &broker.url(),
+        "--state",
+        &state.path().to_string_lossy(),
+        "--fresh",
+        "--scenario",
+        &scenario.to_string_lossy(),
+        "--drain-s",
+        "10",
+        "--seed",
+        "3",
+    ])
+    .wait(Duration::from_secs(300));
+    assert!(sim.status.success(), "{}", sim.stderr);
+
+    let tokens: Vec<String> = WHO[1..].iter().map(|role| token(&config, role)).collect();
+    let again = Parklight::spawn(&[
+        "token", "create", "--config", &config, "--role", "viewer", "--name", "viewer",
+    ])
+    .wait(Duration::from_secs(30));
+    assert!(
+        !again.status.success() && again.stdout.is_empty(),
+        "a name is never reused"
+    );
+    let credential = |who: usize| match who {
+        0 => Credential::None,
+        n => Credential::Bearer(&tokens[n - 1]),
+    };
+    let operator = Credential::Bearer(&tokens[3]);
+
+    // Sensor faults stay open; the gateway is caught up.
+    let mut open = Vec::new();
+    let settled = wait_until(Duration::from_secs(60), || {
+        open = request(
+            port,
+            "GET",
+            "/api/v1/alerts?state=open&kind=sensor_fault",
+            operator,
+            None,
+        )
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+        open.len() == 2 && request(port, "GET", "/readyz", Credential::None, None).status == 200
+    });
+    assert!(settled, "{open:#?}\n{}", gateway.log());
+    let alert_ids: Vec<String> = open
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    let zone = site.node(&broken[0]).unwrap().zone.clone().unwrap();
+    let until = jiff::Timestamp::now().as_millisecond() + 3_600_000;
+
+    // The table: each row asked by each of WHO, in order.
+    let rows = [
+        ("GET", "/healthz", Some("/healthz"), OPEN),
+        ("GET", "/readyz", Some("/readyz"), OPEN),
+        ("GET", "/metrics", None, OPEN),
+        ("GET", "/api/v1/openapi.json", None, OPEN),
+        ("GET", "/api/v1/whoami", Some("/api/v1/whoami"), SIGNED_IN),
+        ("GET", "/api/v1/sites", Some("/api/v1/sites"), SIGNED_IN),
+        ("GET", "/api/v1/zones", Some("/api/v1/zones"), SIGNED_IN),
+        (
+            "GET",
+            "/api/v1/zones?site=remiseparken",
+            Some("/api/v1/zones"),
+            SIGNED_IN,
+        ),
+        (
+            "GET",
+            "/api/v1/zones?site=nowhere",
+            Some("/api/v1/zones"),
+            [401, 404, 404, 404, 404],
+        ),
+        ("GET", "/api/v1/nodes", Some("/api/v1/nodes"), OPERATIONS),
+        ("GET", "/api/v1/alerts", Some("/api/v1/alerts"), OPERATIONS),
+        (
+            "GET",
+            "/api/v1/alerts?state=bogus",
+            Some("/api/v1/alerts"),
+            [401, 403, 403, 422, 422],
+        ),
+        (
+            "GET",
+            "/api/v1/alerts/{alert}",
+            Some("/api/v1/alerts/{id}"),
+            OPERATIONS,
+        ),
+        (
+            "GET",
+            "/api/v1/alerts/a-none-1",
+            Some("/api/v1/alerts/{id}"),
+            [401, 403, 403, 404, 404],
+        ),
+        (
+            "POST",
+            "/api/v1/alerts/{alert}/ack",
+            Some("/api/v1/alerts/{id}/ack"),
+            [401, 403, 403, 204, 204],
+        ),
+        // Their sensors are still dead: refused, with the reason.
+        (
+            "POST",
+            "/api/v1/alerts/{alert}/resolve",
+            Some("/api/v1/alerts/{id}/resolve"),
+            [401, 403, 403, 409, 409],
+        ),
+        (
+            "GET",
+            "/api/v1/silences",
+            Some("/api/v1/silences"),
+            OPERATIONS,
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            Some("/api/v1/silences"),
+            [401, 403, 403, 201, 201],
+        ),
+        (
+            "DELETE",
+            "/api/v1/silences/{silence}",
+            Some("/api/v1/silences/{id}"),
+            [401, 403, 403, 204, 204],
+        ),
+        ("POST", "/api/v1/login", Some("/api/v1/login"), SIGNED_IN),
+        ("POST", "/api/v1/logout", Some("/api/v1/logout"), [204; 5]),
+        ("GET", "/api/v1/nothing-here", None, [404; 5]),
+    ]
+    .map(|(method, path, documented, expected)| {
+        (
+            path,
+            Row {
+                method,
+                documented,
+                expected,
+            },
+        )
+    });
+
+    let node_ids: Vec<&str> = site.nodes.iter().map(|n| n.id.as_str()).collect();
+    let mut silences = [0i64; 5];
+    let mut failures = Vec::new();
+    for (path, row) in &rows {
+        for (who, name) in WHO.iter().enumerate() {
+            // Crews act on their own alert; each role ends the silence it set.
+            let path = path
+                .replace("{alert}", &alert_ids[who % 2])
+                .replace("{silence}", &silences[who].to_string());
+            let body = match (row.method, path.as_str()) {
+                ("POST", "/api/v1/silences") => Some(json!({
+                    "site": site.id, "zone": zone, "until": until, "note": format!("{name} relamping")
+                })),
+                ("POST", "/api/v1/login") => Some(json!({
+                    "token": if who == 0 { "plk_wrong".to_owned() } else { tokens[who - 1].clone() }
+                })),
+                ("POST", _) => Some(json!({"note": "on our way"})),
+                _ => None,
+            };
+            let answer = request(port, row.method, &path, credential(who), body.as_ref());
+            if answer.status != row.expected[who] {
+                failures.push(format!(
+                    "{} {path} as {name}: {} (expected {}): {}",
+                    row.method, answer.status, row.expected[who], answer.body
+                ));
+                continue;
+            }
+            check_body(row.method, &path, name, &answer, &node_ids);
+            if row.method == "POST" && path == "/api/v1/silences" && answer.status == 201 {
+                silences[who] = answer.json()["id"].as_i64().unwrap();
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The document validates as OpenAPI 3.1 and lists exactly the routes of the table.
+    let document = request(port, "GET", "/api/v1/openapi.json", Credential::None, None);
+    let spec = oas3::from_json(&document.body).expect("a valid OpenAPI document");
+    assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
+    let listed: BTreeSet<(String, String)> = (spec.paths.iter().flatten())
+        .flat_map(|(path, item)| {
+            item.methods()
+                .into_iter()
+                .map(move |(method, _)| (method.to_string(), path.clone()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = (rows.iter())
+        .filter_map(|(_, row)| Some((row.method.to_owned(), row.documented?.to_owned())))
+        .collect();
+    assert_eq!(listed, served);
+
+    // What each role sees of the zones: operators the figures, partners the status only.
+    let zones = request(port, "GET", "/api/v1/zones", operator, None).json();
+    let features = zones["features"].as_array().unwrap();
+    assert_eq!(features.len(), site.zones.len());
+    for zone in &site.zones {
+        let feature = (features.iter())
+            .find(|f| f["properties"]["zone"] == zone.id.as_str())
+            .unwrap_or_else(|| panic!("zone {} drawn", zone.id));
+        let ring: Vec<[f64; 2]> =
+            serde_json::from_value(feature["geometry"]["coordinates"][0].clone()).unwrap();
+        assert_eq!(ring, zone.ring);
+        assert!(
+            feature["properties"]["latest"]["detections"].is_u64(),
+            "{feature:#}"
+        );
+    }
+    let nodes = request(port, "GET", "/api/v1/nodes", operator, None).json();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), site.nodes.len());
+    for (broken, id) in broken.iter().zip(&alert_ids) {
+        let _ = id;
+        let node = nodes.iter().find(|n| n["node"] == broken.as_str()).unwrap();
+        assert!(
+            !node["open_alerts"].as_array().unwrap().is_empty(),
+            "{node:#}"
+        );
+    }
+
+    // Each acknowledgement is its token's name's, with its note, in the history.
+    for (id, by) in alert_ids.iter().zip(["operator", "maintenance"]) {
+        let acked = request(port, "GET", &format!("/api/v1/alerts/{id}"), operator, None).json();
+        assert_eq!(
+            (acked["state"].as_str(), acked["by"].as_str()),
+            (Some("acknowledged"), Some(by))
+        );
+        let history = acked["history"].as_array().unwrap();
+        assert!(
+            history
+                .iter()
+                .any(|h| h["what"] == "acknowledged" && h["by"] == by && h["note"] == "on our way"),
+            "{acked:#}"
+        );
+    }
+
+    // A browser session: HttpOnly, SameSite=Strict, not Secure over plain HTTP; it ends
+    // on logout, and with its token.
+    let login = |token: &str| {
+        request(
+            port,
+            "POST",
+            "/api/v1/login",
+            Credential::None,
+            Some(&json!({"token": token})),
+        )
+    };
+    let session = |answer: &Answer| {
+        let cookie = answer
+            .header("set-cookie")
+            .expect("a session cookie")
+            .to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        assert!(!cookie.contains("Secure"), "{cookie}");
+        cookie.split(';').next().unwrap().to_owned()
+    };
+    let cookie = session(&login(&tokens[2]));
+    let who = request(
+        port,
+        "GET",
+        "/api/v1/whoami",
+        Credential::Cookie(&cookie),
+        None,
+    )
+    .json();
+    assert_eq!(who, json!({"name": "maintenance", "role": "maintenance"}));
+    assert_eq!(
+        request(
+            port,
+            "GET",
+            "/api/v1/alerts",
+            Credential::Cookie(&cookie),
+            None
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        request(
+            port,
+            "POST",
+            "/api/v1/logout",
+            Credential::Cookie(&cookie),
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        request(
+            port,
+            "GET",
+            "/api/v1/alerts",
+            Credential::Cookie(&cookie),
+            None
+        )
+        .status,
+        401
+    );
+    let cookie = session(&login(&tokens[1]));
+    let revoked = Parklight::spawn(&["token", "revoke", "partnership", "--config", &config])
+        .wait(Duration::from_secs(30));
+    assert!(revoked.status.success(), "{}", revoked.stderr);
+    assert_eq!(
+        request(
+            port,
+            "GET",
+            "/api/v1/zones",
+            Credential::Cookie(&cookie),
+            None
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        request(port, "GET", "/api/v1/zones", credential(2), None).status,
+        401
+    );
+
+    // Failed attempts from one address are cut off, and then so is that address.
+    let mut unauthorized = 0;
+    let refused = (0..20).any(|_| {
+        match request(
+            port,
+            "GET",
+            "/api/v1/zones",
+            Credential::Bearer("plk_guess"),
+            None,
+        )
+        .status
+        {
+            401 => {
+                unauthorized += 1;
+                false
+            }
+            status => status == 429,
+        }
+    });
+    assert!(
+        refused && unauthorized < 10,
+        "{unauthorized} guesses allowed"
+    );
+    let blocked = request(port, "GET", "/api/v1/zones", operator, None);
+    assert_eq!(blocked.status, 429);
+    assert_eq!(blocked.json()["code"], "too_many_attempts");
+    gateway.stop();
+}
+
+/// Every answer is JSON with a stable code when it is an error; a partner or a viewer
+/// never gets a node's id, a severity or a detection count.
+fn check_body(method: &str, path: &str, who: &str, answer: &Answer, nodes: &[&str]) {
+    if answer.status >= 400 {
+        let body = answer.json();
+        assert!(
+            body["code"].is_string() && body["message"].is_string(),
+            "{method} {path}: {body}"
+        );
+    }
+    if who == "partnership" || who == "viewer" {
+        for node in nodes {
+            assert!(
+                !answer.body.contains(&format!("\"{node}\"")),
+                "{method} {path} as {who}: {node} in {}",
+                answer.body
+            );
+        }
+        if path != "/api/v1/openapi.json" {
+            for key in ["severity", "detections", "lux_avg", "lux_min", "latest"] {
+                assert!(
+                    !answer.body.contains(&format!("\"{key}\"")),
+                    "{method} {path} as {who}: {key} in {}",
+                    answer.body
+                );
+            }
+        }
+    }
+}
