@@ -129,13 +129,29 @@ impl Default for IngestConfig {
 pub struct HttpConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Certificate chain (PEM) for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM), in a file only its owner may read.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback (behind a proxy that adds TLS).
+    pub plain_http_beyond_loopback: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            plain_http_beyond_loopback: false,
         }
+    }
+}
+
+impl HttpConfig {
+    /// The certificate chain and key files, when HTTPS is configured.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 }
 
@@ -575,6 +591,15 @@ impl Config {
                 *file = base.join(&*file);
             }
         }
+        let http = &mut config.http;
+        for file in [&mut http.tls_cert, &mut http.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
         // A problem found after parsing is placed at its key, or else its section.
         let span_of = |section: &str, key: &str| {
             let (name, value) = root.get_key_value(section)?;
@@ -639,6 +664,7 @@ impl Config {
                 );
             }
         }
+        self.check_http(&mut found, read);
         if mqtt.client_id.is_empty() || mqtt.client_id.len() > 23 * 4 {
             found.error(
                 "mqtt",
@@ -830,6 +856,33 @@ impl Config {
             );
         }
         found
+    }
+
+    fn check_http(&self, found: &mut Findings, read: bool) {
+        let http = &self.http;
+        match (&http.tls_cert, &http.tls_key) {
+            (Some(_), None) | (None, Some(_)) => found.error(
+                "http",
+                "tls_cert",
+                "[http] tls_cert and tls_key: both, or neither".into(),
+            ),
+            (Some(_), Some(_)) if read => {
+                if let Err(e) = crate::http::tls_config(http) {
+                    found.error("http", "tls_cert", format!("[http] {e}"));
+                }
+            }
+            (None, None) if !http.listen.ip().is_loopback() && !http.plain_http_beyond_loopback => {
+                found.error(
+                    "http",
+                    "listen",
+                    format!(
+                        "[http] listen {}: plain HTTP beyond loopback would send tokens in the clear: set tls_cert and tls_key, or plain_http_beyond_loopback = true behind a proxy that adds TLS",
+                        http.listen
+                    ),
+                )
+            }
+            _ => {}
+        }
     }
 
     fn check_alerts(&self, found: &mut Findings, secrets: Secrets) {
@@ -1190,6 +1243,31 @@ mod tests {
         }
         let syntax = parse("[mqtt\nurl = 1", &[]).unwrap_err();
         assert_eq!(syntax.problems[0].line, Some(1));
+    }
+
+    #[test]
+    fn plain_http_stays_on_loopback_unless_said_so_and_https_needs_a_readable_key() {
+        let http = |section: &str| parse(&format!("[http]\n{section}\n"), &[]);
+        assert!(http("listen = \"127.0.0.1:8080\"").is_ok());
+        assert!(http("listen = \"[::1]:8080\"").is_ok());
+        let beyond = http("listen = \"0.0.0.0:8080\"").unwrap_err().to_string();
+        assert!(
+            beyond.contains("test.toml:2: [http] listen 0.0.0.0:8080: plain HTTP beyond loopback"),
+            "{beyond}"
+        );
+        assert!(http("listen = \"0.0.0.0:8080\"\nplain_http_beyond_loopback = true").is_ok());
+        let half = http("tls_cert = \"cert.pem\"").unwrap_err().to_string();
+        assert!(
+            half.contains("[http] tls_cert and tls_key: both, or neither"),
+            "{half}"
+        );
+        let missing = http("listen = \"0.0.0.0:8443\"\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("[http] tls_cert /nonexistent/cert.pem"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -129,7 +129,10 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
                 path: dir.join("store"),
                 ..StorageConfig::default()
             },
-            http: HttpConfig { listen: http },
+            http: HttpConfig {
+                listen: http,
+                ..HttpConfig::default()
+            },
             ..Config::default()
         },
         sites: vec![site],

@@ -116,9 +116,9 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         config.storage.dead_letters_max,
         sites.clone(),
         broker_link.clone(),
-        false,
+        config.http.tls().is_some(),
     )?;
-    let http = http::serve(config.http.listen, Arc::new(api), stop.clone())
+    let http = http::serve(&config.http, Arc::new(api), stop.clone())
         .await
         .map_err(|source| GatewayError::Http {
             address: config.http.listen,

@@ -2,6 +2,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// An answer: status, headers (names lower case) and body.
@@ -52,6 +54,53 @@ pub fn request(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    stream
+        .write_all(&raw(port, method, path, credential, body))
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("an answer");
+    parse(&response)
+}
+
+/// As [`request`], over HTTPS with `openssl s_client`, which verifies the server's
+/// certificate for 127.0.0.1 against the authority `ca`.
+pub fn request_tls(
+    port: u16,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    credential: Credential<'_>,
+    body: Option<&serde_json::Value>,
+) -> Option<Answer> {
+    let mut client = Command::new(crate::require("openssl", "openssl"))
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-verify_ip",
+            "127.0.0.1",
+        ])
+        .arg("-CAfile")
+        .arg(ca)
+        .args(["-connect", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("running openssl s_client");
+    let request = raw(port, method, path, credential, body);
+    client.stdin.take()?.write_all(&request).ok()?;
+    let out = client.wait_with_output().ok()?;
+    (out.status.success() && !out.stdout.is_empty()).then(|| parse(&out.stdout))
+}
+
+fn raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    credential: Credential<'_>,
+    body: Option<&serde_json::Value>,
+) -> Vec<u8> {
     let mut head = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
     match credential {
         Credential::None => {}
@@ -66,11 +115,12 @@ pub fn request(
         ));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("an answer");
-    let response = String::from_utf8_lossy(&response);
+    head.push_str(&body);
+    head.into_bytes()
+}
+
+fn parse(response: &[u8]) -> Answer {
+    let response = String::from_utf8_lossy(response);
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
     let mut lines = head.lines();
     let status = (lines.next().and_then(|l| l.split(' ').nth(1)))

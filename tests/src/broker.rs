@@ -88,65 +88,8 @@ impl Mosquitto {
     pub fn secured(user: &str, password: &str) -> Mosquitto {
         let mut broker = Mosquitto::start();
         broker.kill();
-        let openssl = require("openssl", "openssl");
         let dir = broker.dir.path();
-        let run = |args: &[&str]| {
-            let out = Command::new(&openssl)
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("running openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        run(&[
-            &[
-                "req",
-                "-x509",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=parklight test CA",
-            ],
-            &ec[..],
-            &["-keyout", "ca.key", "-out", "ca.pem"],
-        ]
-        .concat());
-        run(&[
-            &["req", "-subj", "/CN=127.0.0.1"],
-            &ec[..],
-            &["-keyout", "server.key", "-out", "server.csr"],
-        ]
-        .concat());
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")
-            .expect("writing san.ext");
-        run(&[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.pem",
-        ]);
+        crate::tls::certificates(dir);
         let passwd = Command::new(require("mosquitto_passwd", "mosquitto"))
             .args(["-b", "-c", "passwd", user, password])
             .current_dir(dir)

@@ -25,6 +25,8 @@ pub struct Gateway {
     extra: String,
     sites: Vec<PathBuf>,
     env: Vec<(String, String)>,
+    /// HTTPS certificate chain and key files.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Gateway {
@@ -40,6 +42,7 @@ impl Gateway {
             extra: extra.to_owned(),
             sites: vec![remiseparken_file()],
             env: Vec::new(),
+            tls: None,
         };
         gateway.write_config();
         gateway
@@ -49,6 +52,12 @@ impl Gateway {
     pub fn env(mut self, name: &str, value: &str) -> Gateway {
         self.env.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// Serves HTTPS with this certificate chain and key (from the next start on).
+    pub fn set_tls(&mut self, cert: &Path, key: &Path) {
+        self.tls = Some((cert.to_owned(), key.to_owned()));
+        self.write_config();
     }
 
     /// Lists these site files in the configuration instead (from the next start on).
@@ -63,12 +72,19 @@ impl Gateway {
             .iter()
             .map(|site| format!("[[sites]]\nfile = \"{}\"\n\n", site.display()))
             .collect();
+        let tls = self.tls.as_ref().map_or(String::new(), |(cert, key)| {
+            format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            )
+        });
         std::fs::write(
             self.config_path(),
             format!(
                 "[mqtt]\nurl = \"{broker}\"\nclient_id = \"gateway-under-test\"\n\n\
                  [storage]\npath = \"data\"\n\n[ingest]\nack_interval_s = 1\n\n\
-                 [http]\nlisten = \"127.0.0.1:{port}\"\n\n{sites}{extra}\n",
+                 [http]\nlisten = \"127.0.0.1:{port}\"\n{tls}\n{sites}{extra}\n",
                 broker = self.broker_url,
                 port = self.http_port,
                 extra = self.extra,
@@ -106,7 +122,8 @@ impl Gateway {
         self.dir.path().join("parklight.toml")
     }
 
-    /// Starts `parklight run` and waits until `/metrics` answers.
+    /// Starts `parklight run` and waits until `/metrics` answers (over HTTPS: until its
+    /// port takes connections).
     pub fn start(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("gateway.log")).expect("log file");
         let child = Command::new(parklight_binary())
@@ -121,10 +138,13 @@ impl Gateway {
             .spawn()
             .expect("starting parklight run");
         self.process = Some(child);
-        let port = self.http_port;
+        let (port, tls) = (self.http_port, self.tls.is_some());
         assert!(
-            wait_until(Duration::from_secs(20), || http_get(port, "/metrics")
-                .is_some()),
+            wait_until(Duration::from_secs(20), || if tls {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                http_get(port, "/metrics").is_some()
+            }),
             "the gateway did not serve /metrics; its log:\n{}",
             self.log()
         );

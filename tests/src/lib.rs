@@ -9,6 +9,7 @@ pub mod broker;
 pub mod gateway;
 pub mod process;
 pub mod recorder;
+pub mod tls;
 pub mod tsdb;
 pub mod webhook;
 

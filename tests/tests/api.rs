@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parklight_sim::Scenario;
 use parklight_site::Site;
-use parklight_tests::api::{Answer, Credential, request};
+use parklight_tests::api::{Answer, Credential, request, request_tls};
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::gateway::{Gateway, remiseparken_file};
 use parklight_tests::process::Parklight;
@@ -460,4 +460,64 @@ fn check_body(method: &str, path: &str, who: &str, answer: &Answer, nodes: &[&st
             }
         }
     }
+}
+
+#[test]
+fn with_a_certificate_the_api_speaks_https_only_and_its_cookie_is_secure() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let certificates = tempfile::tempdir().unwrap();
+    parklight_tests::tls::certificates(certificates.path());
+    let key = certificates.path().join("server.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut gateway = Gateway::new(&broker.url(), "");
+    gateway.set_tls(&certificates.path().join("server.pem"), &key);
+    gateway.start();
+    let port = gateway.http_port();
+    let ca = certificates.path().join("ca.pem");
+    let health = request_tls(port, &ca, "GET", "/healthz", Credential::None, None);
+    assert_eq!(health.map(|a| a.status), Some(200), "{}", gateway.log());
+    let config = gateway.config_path().to_string_lossy().into_owned();
+    let viewer = token(&config, "viewer");
+    let zones = request_tls(
+        port,
+        &ca,
+        "GET",
+        "/api/v1/zones",
+        Credential::Bearer(&viewer),
+        None,
+    )
+    .unwrap();
+    assert_eq!(zones.status, 200, "{}", zones.body);
+    let login = request_tls(
+        port,
+        &ca,
+        "POST",
+        "/api/v1/login",
+        Credential::None,
+        Some(&json!({"token": viewer})),
+    )
+    .unwrap();
+    let cookie = login.header("set-cookie").unwrap_or_default();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    // Another authority's client refuses the certificate; plain HTTP gets no answer.
+    let stranger = tempfile::tempdir().unwrap();
+    parklight_tests::tls::certificates(stranger.path());
+    let stranger_ca = stranger.path().join("ca.pem");
+    assert!(
+        request_tls(
+            port,
+            &stranger_ca,
+            "GET",
+            "/healthz",
+            Credential::None,
+            None
+        )
+        .is_none()
+    );
+    assert!(parklight_tests::gateway::http_get(port, "/healthz").is_none());
+    gateway.stop();
 }
