@@ -39,6 +39,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let handle = metrics_handle();
+    tokio::spawn(crate::api::live::run(api.clone(), stop.clone()));
     let (api, _) = crate::api::router(api);
     let app = Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))

@@ -62,6 +62,61 @@ pub fn request(
     parse(&response)
 }
 
+/// A stream of Server-Sent Events read on a thread of its own until it is stopped.
+pub struct Listener {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: std::thread::JoinHandle<Answer>,
+}
+
+impl Listener {
+    /// Opens `GET path` with `credential` and reads what comes.
+    pub fn open(port: u16, path: &str, credential: Credential<'_>) -> Listener {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("the API answers");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        stream
+            .write_all(&raw(port, "GET", path, credential, None))
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let reader = std::thread::spawn(move || {
+            let mut response = Vec::new();
+            let mut buffer = [0u8; 8192];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                match stream.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => response.extend_from_slice(&buffer[..n]),
+                    Err(_) => {} // a read timeout: look at the flag again
+                }
+            }
+            parse(&response)
+        });
+        Listener { stop, reader }
+    }
+
+    /// Stops reading: the answer so far, with every event received in its body.
+    pub fn close(self) -> Answer {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.reader.join().expect("the reader")
+    }
+}
+
+/// The events (name, JSON data) in a Server-Sent Events body.
+pub fn events(body: &str) -> Vec<(String, serde_json::Value)> {
+    (body.split("\n\n"))
+        .filter_map(|block| {
+            let field = |name: &str| {
+                (block.lines())
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            let data = serde_json::from_str(&field("data:")?).ok()?;
+            Some((field("event:")?, data))
+        })
+        .collect()
+}
+
 /// As [`request`], over HTTPS with `openssl s_client`, which verifies the server's
 /// certificate for 127.0.0.1 against the authority `ca`.
 pub fn request_tls(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parklight_sim::Scenario;
 use parklight_site::Site;
-use parklight_tests::api::{Answer, Credential, request, request_tls};
+use parklight_tests::api::{Answer, Credential, Listener, events, request, request_tls};
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::gateway::{Gateway, remiseparken_file};
 use parklight_tests::process::Parklight;
@@ -67,6 +67,8 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         )
         .unwrap();
     let broken: Vec<String> = story.targets.iter().take(2).cloned().collect();
+    let zone = site.node(&broken[0]).unwrap().zone.clone().unwrap();
+    let node_ids: Vec<&str> = site.nodes.iter().map(|n| n.id.as_str()).collect();
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("broken.toml");
     let faults: Vec<String> = broken.iter().map(|n| format!("dead@{n}=+2h")).collect();
@@ -78,6 +80,10 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         ),
     )
     .unwrap();
+    let tokens: Vec<String> = WHO[1..].iter().map(|role| token(&config, role)).collect();
+    // Live updates, followed by an operator and by a partner while it all happens.
+    let live_operator = Listener::open(port, "/api/v1/events", Credential::Bearer(&tokens[3]));
+    let live_partner = Listener::open(port, "/api/v1/events", Credential::Bearer(&tokens[1]));
     let state = tempfile::tempdir().unwrap();
     let sim = Parklight::spawn(&[
         "sim",
@@ -96,7 +102,6 @@ fn every_route_answers_each_role_exactly_as_it_may() {
     .wait(Duration::from_secs(300));
     assert!(sim.status.success(), "{}", sim.stderr);
 
-    let tokens: Vec<String> = WHO[1..].iter().map(|role| token(&config, role)).collect();
     let again = Parklight::spawn(&[
         "token", "create", "--config", &config, "--role", "viewer", "--name", "viewer",
     ])
@@ -128,11 +133,36 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         open.len() == 2 && request(port, "GET", "/readyz", Credential::None, None).status == 200
     });
     assert!(settled, "{open:#?}\n{}", gateway.log());
+    // The operator saw the busy zone go dark with its severity, the alerts and the
+    // nodes; the partner saw zone statuses only, without severity.
+    let seen = events(&live_operator.close().body);
+    let dark_zone = |(name, data): &(String, serde_json::Value)| {
+        name == "zone" && data["zone"] == zone.as_str() && data["status"] == "dark"
+    };
+    assert!(
+        seen.iter()
+            .any(|e| dark_zone(e) && e.1["severity"].is_string()),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(name, data)| name == "alert" && data["kind"] == "sensor_fault"),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(name, data)| name == "node" && data["online"] == false),
+        "{seen:#?}"
+    );
+    let partner = live_partner.close();
+    check_body("GET", "/api/v1/events", "partnership", &partner, &node_ids);
+    let told = events(&partner.body);
+    assert!(told.iter().any(dark_zone), "{told:#?}");
+    assert!(told.iter().all(|(name, _)| name == "zone"), "{told:#?}");
     let alert_ids: Vec<String> = open
         .iter()
         .map(|a| a["id"].as_str().unwrap().to_owned())
         .collect();
-    let zone = site.node(&broken[0]).unwrap().zone.clone().unwrap();
     let until = jiff::Timestamp::now().as_millisecond() + 3_600_000;
 
     // The table: each row asked by each of WHO, in order.
@@ -209,6 +239,7 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         ),
         ("POST", "/api/v1/login", Some("/api/v1/login"), SIGNED_IN),
         ("POST", "/api/v1/logout", Some("/api/v1/logout"), [204; 5]),
+        ("GET", "/api/v1/events", Some("/api/v1/events"), SIGNED_IN),
         ("GET", "/api/v1/nothing-here", None, [404; 5]),
     ]
     .map(|(method, path, documented, expected)| {
@@ -222,7 +253,6 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         )
     });
 
-    let node_ids: Vec<&str> = site.nodes.iter().map(|n| n.id.as_str()).collect();
     let mut silences = [0i64; 5];
     let mut failures = Vec::new();
     for (path, row) in &rows {
@@ -241,7 +271,13 @@ fn every_route_answers_each_role_exactly_as_it_may() {
                 ("POST", _) => Some(json!({"note": "on our way"})),
                 _ => None,
             };
-            let answer = request(port, row.method, &path, credential(who), body.as_ref());
+            let answer = if path == "/api/v1/events" {
+                let stream = Listener::open(port, &path, credential(who));
+                std::thread::sleep(Duration::from_millis(300));
+                stream.close()
+            } else {
+                request(port, row.method, &path, credential(who), body.as_ref())
+            };
             if answer.status != row.expected[who] {
                 failures.push(format!(
                     "{} {path} as {name}: {} (expected {}): {}",

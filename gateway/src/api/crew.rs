@@ -13,7 +13,7 @@ use crate::alert::{Action, Scope, Silence};
 use crate::crew::{CrewError, SilenceTarget};
 
 /// An alert as of its latest change (the PROTOCOL.md alert message).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AlertView {
     /// Unique, stable over its lifecycle.
     pub id: String,

@@ -7,9 +7,11 @@
 //! - [`access`]: tokens, roles, sessions, the limit on failed attempts.
 //! - `places`: sites, zones (GeoJSON with live status), nodes.
 //! - `crew`: alerts, their history, acknowledge and resolve; silences.
+//! - [`live`]: `/api/v1/events`, live updates as Server-Sent Events.
 
 pub mod access;
 mod crew;
+pub mod live;
 mod places;
 
 use std::path::PathBuf;
@@ -42,6 +44,7 @@ pub struct ApiState {
     sessions: Sessions,
     limiter: Limiter,
     secure_cookies: bool,
+    events: tokio::sync::broadcast::Sender<live::LiveEvent>,
 }
 
 /// The handlers' state.
@@ -65,6 +68,7 @@ impl ApiState {
             sessions: Sessions::default(),
             limiter: Limiter::default(),
             secure_cookies,
+            events: tokio::sync::broadcast::channel(live::BACKLOG).0,
         })
     }
 
@@ -276,6 +280,7 @@ pub fn router(api: Shared) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(crew::resolve))
         .routes(routes!(crew::silences, crew::add_silence))
         .routes(routes!(crew::end_silence))
+        .routes(routes!(live::events))
         .with_state(api)
         .split_for_parts();
     let document = openapi.clone();

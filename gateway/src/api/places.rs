@@ -10,7 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission};
 use super::{ApiError, ErrorBody, Shared};
-use crate::detect::{Kind, Status};
+use crate::detect::{Kind, Status, ZoneWindow};
+use crate::store::Store;
 
 /// A site.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -152,20 +153,8 @@ pub async fn zones(
     }
     let site = filter.site.clone();
     let (windows, dark) = api
-        .read(move |store| {
-            let windows = store.latest_windows(site.as_deref())?;
-            let dark: BTreeMap<(String, String), Severity> = (store.active_conditions()?)
-                .into_iter()
-                .map(|c| c.transition)
-                .filter(|t| t.kind == Kind::DarkZone)
-                .filter_map(|t| Some(((t.site, t.zone?), t.severity)))
-                .collect();
-            Ok((windows, dark))
-        })
+        .read(move |store| zones_now(store, site.as_deref()))
         .await?;
-    let windows: BTreeMap<(String, String), crate::detect::ZoneWindow> = (windows.into_iter())
-        .map(|w| ((w.site.clone(), w.zone.clone()), w))
-        .collect();
     let operations = caller.may(Permission::Operations);
     let mut features = Vec::new();
     for site in (api.sites.iter()).filter(|s| filter.site.as_ref().is_none_or(|f| *f == s.id)) {
@@ -210,6 +199,40 @@ pub async fn zones(
     }))
 }
 
+/// Each zone's latest judged window, and the severity of each dark zone.
+type ZonesNow = (
+    BTreeMap<(String, String), ZoneWindow>,
+    BTreeMap<(String, String), Severity>,
+);
+
+/// What [`ZonesNow`] says, from the store (of `site`, or of every site).
+pub(super) fn zones_now(store: &Store, site: Option<&str>) -> Result<ZonesNow, ApiError> {
+    let windows = (store.latest_windows(site)?.into_iter())
+        .map(|w| ((w.site.clone(), w.zone.clone()), w))
+        .collect();
+    let dark = (store.active_conditions()?.into_iter())
+        .map(|c| c.transition)
+        .filter(|t| t.kind == Kind::DarkZone)
+        .filter_map(|t| Some(((t.site, t.zone?), t.severity)))
+        .collect();
+    Ok((windows, dark))
+}
+
+/// Whether each node is online: its latest status says so and no `node_offline`
+/// condition is active.
+pub(super) fn online(store: &Store) -> Result<BTreeMap<String, bool>, ApiError> {
+    let offline: BTreeSet<String> = (store.active_conditions()?.into_iter())
+        .filter(|c| c.transition.kind == Kind::NodeOffline)
+        .filter_map(|c| c.transition.node)
+        .collect();
+    Ok((store.presence()?.into_iter())
+        .map(|(node, p)| {
+            let online = !p.offline && !offline.contains(&node);
+            (node, online)
+        })
+        .collect())
+}
+
 /// A node: where it is, whether it is online, what it runs and what is wrong with it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
@@ -251,17 +274,12 @@ pub async fn nodes(
     if let Some(site) = &filter.site {
         api.site(site)?;
     }
-    let (summaries, desired, offline, alerts) = api
+    let (summaries, desired, online, alerts) = api
         .read(|store| {
-            let offline: BTreeSet<String> = (store.active_conditions()?)
-                .into_iter()
-                .filter(|c| c.transition.kind == Kind::NodeOffline)
-                .filter_map(|c| c.transition.node)
-                .collect();
             Ok((
                 store.node_summaries()?,
                 store.latest_configs()?,
-                offline,
+                online(store)?,
                 store.alerts(true)?,
             ))
         })
@@ -271,7 +289,7 @@ pub async fn nodes(
         .map(|n| {
             let placement = (api.sites.iter()).find_map(|s| s.node(&n.node));
             NodeView {
-                online: n.presence.is_some_and(|p| !p.offline) && !offline.contains(&n.node),
+                online: online.get(&n.node).copied().unwrap_or(false),
                 position: placement.map(|p| p.position),
                 circuit: placement.map(|p| p.circuit.id.clone()),
                 last_report: n.last_report,

@@ -450,6 +450,14 @@ impl Store {
         Ok(out)
     }
 
+    /// The last place in the window log (0 when empty).
+    pub fn window_log_end(&self) -> Result<i64, StorageError> {
+        Ok(self
+            .connection
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM window_log")?
+            .query_row([], |row| row.get(0))?)
+    }
+
     /// Zone windows stored after `seq` in the window log (again when revised), at most
     /// `limit`, each with its place in the log.
     pub fn windows_after(

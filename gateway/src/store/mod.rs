@@ -407,6 +407,14 @@ impl Store {
         Ok(released)
     }
 
+    /// The id of the last status stored (0 when none).
+    pub fn last_status_id(&self) -> Result<i64, StorageError> {
+        Ok(self
+            .connection
+            .prepare_cached("SELECT coalesce(max(id), 0) FROM statuses")?
+            .query_row([], |row| row.get(0))?)
+    }
+
     /// Status changes recorded after `cursor`, in arrival order, at most `limit`.
     pub fn statuses_after(
         &self,
