@@ -44,7 +44,7 @@ pub enum LiveEvent {
         judged_at: Option<i64>,
     },
     /// An alert changed (operators and crews only).
-    Alert(AlertView),
+    Alert(Box<AlertView>),
     /// A node came online or went offline (operators and crews only).
     Node {
         /// The node.
@@ -111,6 +111,9 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// A zone's status, dark severity and the end of the window it is from.
+type ZoneSeen = (Status, Option<String>, Option<i64>);
+
 /// What the live task last told.
 #[derive(Debug, Default)]
 struct Seen {
@@ -118,7 +121,7 @@ struct Seen {
     conditions: i64,
     statuses: i64,
     outbox: i64,
-    zones: BTreeMap<(String, String), (Status, Option<String>, Option<i64>)>,
+    zones: BTreeMap<(String, String), ZoneSeen>,
     connected: BTreeMap<String, (Option<String>, bool)>,
     offline: BTreeSet<String>,
 }
@@ -274,7 +277,7 @@ fn follow(seen: &mut Seen, news: News) -> Vec<LiveEvent> {
     }
     for change in news.alerts {
         seen.outbox = change.seq;
-        events.push(LiveEvent::Alert(change.alert.into()));
+        events.push(LiveEvent::Alert(Box::new(change.alert.into())));
     }
     events
 }
