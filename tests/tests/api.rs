@@ -163,7 +163,18 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         .iter()
         .map(|a| a["id"].as_str().unwrap().to_owned())
         .collect();
-    let until = jiff::Timestamp::now().as_millisecond() + 3_600_000;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let until = now + 3_600_000;
+    let series = format!(
+        "/api/v1/series?site=remiseparken&zone={zone}&from={}&to={now}&step_s=60",
+        story.start_ms.unwrap()
+    );
+    let series_of_node = format!(
+        "/api/v1/series?site=remiseparken&node={}&from={}&to={now}&step_s=300",
+        broken[0],
+        story.start_ms.unwrap()
+    );
+    let too_fine = format!("/api/v1/series?site=remiseparken&zone={zone}&from=0&to={now}&step_s=1");
 
     // The table: each row asked by each of WHO, in order.
     let rows = [
@@ -187,6 +198,14 @@ fn every_route_answers_each_role_exactly_as_it_may() {
             [401, 404, 404, 404, 404],
         ),
         ("GET", "/api/v1/nodes", Some("/api/v1/nodes"), OPERATIONS),
+        ("GET", &series, Some("/api/v1/series"), OPERATIONS),
+        ("GET", &series_of_node, Some("/api/v1/series"), OPERATIONS),
+        (
+            "GET",
+            &too_fine,
+            Some("/api/v1/series"),
+            [401, 403, 403, 422, 422],
+        ),
         ("GET", "/api/v1/alerts", Some("/api/v1/alerts"), OPERATIONS),
         (
             "GET",
@@ -336,6 +355,19 @@ fn every_route_answers_each_role_exactly_as_it_may() {
             "{node:#}"
         );
     }
+
+    // The busy zone's lux against what its class required, minute by minute: dark while
+    // its lamps were out.
+    let points = request(port, "GET", &series, operator, None).json()["points"].clone();
+    let points = points.as_array().unwrap();
+    assert!(points.len() > 60, "{}", points.len());
+    let dark: Vec<&serde_json::Value> = points.iter().filter(|p| p["status"] == "dark").collect();
+    assert!(!dark.is_empty(), "{points:#?}");
+    // (The minute the lamps go out may still be bright.)
+    let below = (dark.iter())
+        .filter(|p| p["lux_avg"].as_f64().unwrap() < p["required_avg"].as_f64().unwrap())
+        .count();
+    assert!(below * 2 > dark.len(), "{dark:#?}");
 
     // Each acknowledgement is its token's name's, with its note, in the history.
     for (id, by) in alert_ids.iter().zip(["operator", "maintenance"]) {

@@ -7,12 +7,14 @@
 //! - [`access`]: tokens, roles, sessions, the limit on failed attempts.
 //! - `places`: sites, zones (GeoJSON with live status), nodes.
 //! - `crew`: alerts, their history, acknowledge and resolve; silences.
+//! - `series`: a zone's or a node's series at a step.
 //! - [`live`]: `/api/v1/events`, live updates as Server-Sent Events.
 
 pub mod access;
 mod crew;
 pub mod live;
 mod places;
+mod series;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -280,6 +282,7 @@ pub fn router(api: Shared) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(crew::resolve))
         .routes(routes!(crew::silences, crew::add_silence))
         .routes(routes!(crew::end_silence))
+        .routes(routes!(series::series))
         .routes(routes!(live::events))
         .with_state(api)
         .split_for_parts();
