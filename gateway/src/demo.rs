@@ -43,6 +43,9 @@ pub enum DemoError {
     /// The simulator failed.
     #[error(transparent)]
     Sim(#[from] parklight_sim::SimError),
+    /// The store cannot be opened for the demo's token.
+    #[error(transparent)]
+    Storage(#[from] crate::store::StorageError),
 }
 
 /// `preferred` on 127.0.0.1 if it is free, else any free port.
@@ -105,10 +108,21 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
     let http = SocketAddr::from(([127, 0, 0, 1], port_or_free(options.http.port())));
     start_broker(broker_port);
     let broker = format!("mqtt://127.0.0.1:{broker_port}");
+    // A token for the dashboard, made before the gateway starts.
+    let token = crate::api::access::new_secret();
+    let mut store = crate::store::Store::open(
+        &dir.join("store"),
+        StorageConfig::default().dead_letters_max,
+    )?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let name = format!("demo-operator-{now}");
+    store.add_token(&name, "operator", &crate::api::access::hash(&token), now)?;
     println!("parklight demo");
     println!(
         "  broker   {broker}  (embedded rumqttd: keeps messages in memory only; run Mosquitto with persistence in production)"
     );
+    println!("  dashboard http://{http}/  (log in with the token below)");
+    println!("  token    {token}");
     println!("  metrics  http://{http}/metrics");
     println!("  store    {}", dir.join("store").display());
     println!("  watch    mosquitto_sub -p {broker_port} -t 'parklight/v1/#' -v");
@@ -160,7 +174,7 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
         progress: false,
     };
     let sim = tokio::spawn(parklight_sim::run(sim_options, stop.clone()));
-    summary(&dir, &stop).await;
+    summary(&dir, &store, &stop).await;
     let sim = sim
         .await
         .map_err(|_| parklight_sim::SimError::Options("simulator task failed".into()));
@@ -194,8 +208,9 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// One live line a second: reports/s, nodes online, rejects, store size.
-async fn summary(dir: &std::path::Path, stop: &CancellationToken) {
+/// One live line a second: reports/s, nodes online, dark zones, open alerts, rejects,
+/// store size.
+async fn summary(dir: &std::path::Path, store: &crate::store::Store, stop: &CancellationToken) {
     use std::io::{IsTerminal, Write};
     let terminal = std::io::stdout().is_terminal();
     let mut last = (Instant::now(), 0.0);
@@ -217,8 +232,12 @@ async fn summary(dir: &std::path::Path, stop: &CancellationToken) {
                     .sum()
             })
             .unwrap_or(0);
+        let dark = (store.active_conditions().unwrap_or_default().iter())
+            .filter(|c| c.transition.kind == crate::detect::Kind::DarkZone)
+            .count();
+        let open = store.alerts(true).map_or(0, |a| a.len());
         let line = format!(
-            "{rate:6.1} reports/s  {stored:8} stored  {:2} nodes online  {:3} rejected  store {:.1} MB",
+            "{rate:6.1} reports/s  {stored:8} stored  {:2} nodes online  {dark} dark zones  {open} open alerts  {:3} rejected  store {:.1} MB",
             metric(&text, crate::metrics::NODES_ONLINE),
             metric(&text, crate::metrics::REPORTS_REJECTED),
             size as f64 / 1e6

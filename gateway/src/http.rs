@@ -1,4 +1,5 @@
-//! The HTTP listener: `GET /metrics` in Prometheus text format, and the [`crate::api`].
+//! The HTTP listener: `GET /metrics` in Prometheus text format, the [`crate::api`] and
+//! the dashboard ([`crate::web`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -43,6 +44,7 @@ pub async fn serve(
     let (api, _) = crate::api::router(api);
     let app = Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
+        .merge(crate::web::router())
         .merge(api);
     let tls = match http.tls() {
         Some(_) => Some(tls_config(http).map_err(std::io::Error::other)?),

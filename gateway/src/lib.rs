@@ -10,7 +10,8 @@
 //! - [`desired`]: each node's config from its site file, published when it changes.
 //! - [`detect`]: the detectors, pure state machines from facts to conditions;
 //!   [`detection`]: the task that feeds them the journal and decides liveness.
-//! - [`http`]: the listener; [`api`]: the HTTP API and its access control;
+//! - [`http`]: the listener; [`api`]: the HTTP API and its access control; [`web`]: the
+//!   dashboard;
 //!   [`metrics`]: every metric name.
 //! - [`demo`]: `parklight demo`, everything embedded.
 //! - [`supervise`]: a part that fails stops the gateway, which exits non-zero.
@@ -38,6 +39,7 @@ pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod supervise;
+pub mod web;
 pub mod writer;
 
 use std::sync::Arc;

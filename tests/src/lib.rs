@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod browser;
 pub mod gateway;
 pub mod process;
 pub mod recorder;

@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ pub struct Parklight {
     child: Child,
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
+    printed: Arc<Mutex<String>>,
 }
 
 /// What a finished run printed.
@@ -25,11 +27,20 @@ pub struct Finished {
     pub stderr: String,
 }
 
-fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+/// Reads `pipe` to its end, keeping what came so far in `so_far` as it comes.
+fn collect(mut pipe: impl Read + Send + 'static, so_far: Arc<Mutex<String>>) -> JoinHandle<String> {
     std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
+        let mut buffer = [0u8; 4096];
+        let mut bytes = Vec::new();
+        while let Ok(n) = pipe.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buffer[..n]);
+            *so_far.lock().unwrap_or_else(|p| p.into_inner()) =
+                String::from_utf8_lossy(&bytes).into_owned();
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
     })
 }
 
@@ -50,12 +61,14 @@ impl Parklight {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting parklight");
-        let stdout = child.stdout.take().map(collect);
-        let stderr = child.stderr.take().map(collect);
+        let printed = Arc::new(Mutex::new(String::new()));
+        let stdout = (child.stdout.take()).map(|pipe| collect(pipe, printed.clone()));
+        let stderr = (child.stderr.take()).map(|pipe| collect(pipe, Arc::default()));
         Parklight {
             child,
             stdout,
             stderr,
+            printed,
         }
     }
 
@@ -97,6 +110,14 @@ impl Parklight {
             .arg("-INT")
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// What it printed on standard output so far.
+    pub fn printed(&self) -> String {
+        self.printed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether it still runs.

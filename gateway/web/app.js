@@ -1,0 +1,267 @@
+// parklight's dashboard: plain JavaScript, no build step, no network beyond the gateway.
+// Hash routes: #/ map, #/zone/{site}/{zone}, #/alerts. The session is an HttpOnly
+// cookie set by POST /api/v1/login; live updates come over Server-Sent Events.
+
+const $ = (selector) => document.querySelector(selector);
+const SVG = "http://www.w3.org/2000/svg";
+let me = null;       // {name, role}
+let live = null;     // the EventSource
+const state = { zones: new Map(), nodes: new Map(), faults: new Set() };
+
+const mayOperate = () => me && (me.role === "operator" || me.role === "maintenance");
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    credentials: "same-origin",
+    headers: options.body ? { "Content-Type": "application/json" } : {},
+    ...options,
+    body: options.body ? JSON.stringify(options.body) : undefined,
+  });
+  if (response.status === 401) { showLogin(); throw new Error("not logged in"); }
+  if (response.status === 204) return null;
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.message || response.statusText);
+  return body;
+}
+
+function element(tag, attributes = {}, ...children) {
+  const node = attributes.svg ? document.createElementNS(SVG, tag) : document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "svg" || value === undefined || value === null) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+const time = (ms) => (ms ? new Date(ms).toLocaleString() : "–");
+
+function showLogin() {
+  me = null;
+  if (live) { live.close(); live = null; }
+  $("#login").hidden = false;
+  $("#nav").hidden = true;
+  $("#logout").hidden = true;
+  $("#who").textContent = "";
+  $("#view").replaceChildren();
+}
+
+async function start() {
+  try {
+    me = await api("/api/v1/whoami");
+  } catch {
+    return;
+  }
+  $("#login").hidden = true;
+  $("#nav").hidden = false;
+  $("#logout").hidden = false;
+  $("#who").textContent = `${me.name} (${me.role})`;
+  for (const link of document.querySelectorAll("[data-needs=operations]")) link.hidden = !mayOperate();
+  follow();
+  route();
+}
+
+// Live updates: subscribe before fetching, so nothing falls between.
+function follow() {
+  if (live) live.close();
+  live = new EventSource("/api/v1/events");
+  live.addEventListener("zone", (e) => {
+    const z = JSON.parse(e.data);
+    const key = `${z.site}/${z.zone}`;
+    const known = state.zones.get(key);
+    if (known) Object.assign(known, { status: z.status, severity: z.severity, judged_at: z.judged_at });
+    paintZone(key);
+  });
+  live.addEventListener("node", (e) => {
+    const n = JSON.parse(e.data);
+    const known = state.nodes.get(n.node);
+    if (known) known.online = n.online;
+    paintNode(n.node);
+  });
+  live.addEventListener("alert", () => {
+    if (location.hash.startsWith("#/alerts")) route();
+    else refreshFaults();
+  });
+  live.addEventListener("resync", () => route());
+}
+
+function route() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  if (parts[0] === "alerts" && mayOperate()) return alertsView();
+  if (parts[0] === "zone" && parts.length === 3) return zoneView(parts[1], parts[2]);
+  return mapView();
+}
+
+// The map: zones from the site's GeoJSON, coloured by status; nodes as dots.
+async function mapView() {
+  const [sites, zones] = await Promise.all([api("/api/v1/sites"), api("/api/v1/zones")]);
+  state.zones.clear();
+  for (const f of zones.features) state.zones.set(f.id, f.properties);
+  if (mayOperate()) {
+    const nodes = await api("/api/v1/nodes");
+    state.nodes = new Map(nodes.map((n) => [n.node, n]));
+    await refreshFaults();
+  }
+  const view = element("div");
+  for (const site of sites) {
+    const features = zones.features.filter((f) => f.properties.site === site.id);
+    const nodes = [...state.nodes.values()].filter((n) => n.site === site.id && n.position);
+    view.append(element("h1", {}, site.name),
+      element("div", { class: "layout" }, siteMap(site, features, nodes), zoneTable(features)));
+  }
+  $("#view").replaceChildren(view);
+}
+
+function siteMap(site, features, nodes) {
+  const points = features.flatMap((f) => f.geometry.coordinates[0]).concat(nodes.map((n) => n.position));
+  const lons = points.map((p) => p[0]);
+  const lats = points.map((p) => p[1]);
+  const [minLon, maxLon, minLat, maxLat] = [Math.min(...lons), Math.max(...lons), Math.min(...lats), Math.max(...lats)];
+  const shrink = Math.cos((site.lat * Math.PI) / 180);
+  const width = 1000;
+  const scale = width / Math.max((maxLon - minLon) * shrink, 1e-9);
+  const height = Math.max(200, (maxLat - minLat) * scale);
+  const project = ([lon, lat]) => [((lon - minLon) * shrink * scale).toFixed(1), ((maxLat - lat) * scale).toFixed(1)];
+  const svg = element("svg", { svg: true, class: "map", viewBox: `-10 -10 ${width + 20} ${height + 20}`, "data-site": site.id });
+  for (const f of features) {
+    const d = "M" + f.geometry.coordinates[0].map((p) => project(p).join(",")).join("L") + "Z";
+    const path = element("path", { svg: true, d, "data-zone": f.id, onclick: () => (location.hash = `#/zone/${f.properties.site}/${f.properties.zone}`) },
+      element("title", { svg: true }, f.properties.name || f.properties.zone));
+    svg.append(path);
+  }
+  for (const n of nodes) {
+    const [x, y] = project(n.position);
+    svg.append(element("circle", { svg: true, cx: x, cy: y, r: (Math.max(width, height) / 120).toFixed(1), "data-node": n.node }, element("title", { svg: true }, n.node)));
+  }
+  setTimeout(() => { features.forEach((f) => paintZone(f.id)); nodes.forEach((n) => paintNode(n.node)); });
+  return svg;
+}
+
+function zoneTable(features) {
+  return element("table", {},
+    element("thead", {}, element("tr", {}, element("th", {}, "Zone"), element("th", {}, "Class"), element("th", {}, "Status"))),
+    element("tbody", {}, features.map((f) => element("tr", {},
+      element("td", {}, element("a", { href: `#/zone/${f.properties.site}/${f.properties.zone}` }, f.properties.name || f.properties.zone)),
+      element("td", {}, f.properties.class || ""),
+      element("td", { "data-status-of": f.id })))));
+}
+
+function paintZone(key) {
+  const zone = state.zones.get(key);
+  if (!zone) return;
+  const label = zone.status === "dark" && zone.severity ? `dark (${zone.severity})` : zone.status.replace("_", " ");
+  for (const path of document.querySelectorAll(`path[data-zone="${CSS.escape(key)}"]`)) {
+    path.setAttribute("class", zone.status);
+    path.setAttribute("data-severity", zone.severity || "");
+  }
+  for (const cell of document.querySelectorAll(`[data-status-of="${CSS.escape(key)}"]`)) {
+    cell.replaceChildren(element("span", { class: `badge ${zone.status}` }, label));
+  }
+}
+
+function paintNode(id) {
+  const node = state.nodes.get(id);
+  if (!node) return;
+  const kind = state.faults.has(id) ? "fault" : node.online ? "online" : "offline";
+  for (const dot of document.querySelectorAll(`circle[data-node="${CSS.escape(id)}"]`)) dot.setAttribute("class", kind);
+}
+
+async function refreshFaults() {
+  if (!mayOperate()) return;
+  const open = await api("/api/v1/alerts?state=open&kind=lamp_fault");
+  state.faults = new Set(open.map((a) => a.node));
+  for (const id of state.nodes.keys()) paintNode(id);
+}
+
+// A zone: lux against what its class requires, and its detections, over the last day.
+async function zoneView(site, zone) {
+  const key = `${site}/${zone}`;
+  const zones = await api(`/api/v1/zones?site=${encodeURIComponent(site)}`);
+  const feature = zones.features.find((f) => f.id === key);
+  if (!feature) return mapView();
+  state.zones.set(key, feature.properties);
+  const view = element("div", {}, element("h1", {}, feature.properties.name || zone),
+    element("p", {}, "Status now: ", element("span", { "data-status-of": key })));
+  $("#view").replaceChildren(view);
+  paintZone(key);
+  if (!mayOperate()) return;
+  const to = Date.now();
+  const series = await api(`/api/v1/series?site=${encodeURIComponent(site)}&zone=${encodeURIComponent(zone)}&from=${to - 24 * 3600e3}&to=${to}&step_s=300`);
+  view.append(element("h2", {}, "The last 24 hours"), chart(series.points),
+    element("p", { class: "legend" }, element("span", {}, "— average lux"), element("span", {}, "- - required"), element("span", {}, "▮ detections")));
+}
+
+function chart(points) {
+  const svg = element("svg", { svg: true, class: "chart", viewBox: "0 0 1000 260", preserveAspectRatio: "none" });
+  if (points.length === 0) return element("p", {}, "No reports in the last 24 hours.");
+  const t0 = points[0].start;
+  const t1 = points[points.length - 1].start || t0 + 1;
+  const luxTop = Math.max(1, ...points.map((p) => Math.max(p.lux_avg || 0, p.required_avg || 0))) * 1.1;
+  const detectionsTop = Math.max(1, ...points.map((p) => p.detections));
+  const x = (t) => (((t - t0) / Math.max(t1 - t0, 1)) * 980 + 10).toFixed(1);
+  const y = (lux) => (250 - (lux / luxTop) * 240).toFixed(1);
+  for (const p of points) {
+    const h = (p.detections / detectionsTop) * 60;
+    svg.append(element("rect", { svg: true, class: "detections", x: x(p.start), y: (250 - h).toFixed(1), width: 2, height: h.toFixed(1) }));
+  }
+  const line = (value, cls) => {
+    const d = points.filter((p) => value(p) !== null && value(p) !== undefined).map((p) => `${x(p.start)},${y(value(p))}`);
+    if (d.length) svg.append(element("polyline", { svg: true, class: cls, points: d.join(" ") }));
+  };
+  line((p) => p.lux_avg, "lux");
+  line((p) => p.required_avg, "required");
+  return svg;
+}
+
+// Open alerts, newest first, with acknowledge and resolve.
+async function alertsView() {
+  const alerts = await api("/api/v1/alerts?state=open");
+  const rows = alerts.map((a) => {
+    const note = element("input", { placeholder: "note", "aria-label": `note for ${a.id}` });
+    const act = (verb) => async () => {
+      try {
+        await api(`/api/v1/alerts/${encodeURIComponent(a.id)}/${verb}`, { method: "POST", body: { note: note.value || verb } });
+        alertsView();
+      } catch (error) {
+        status.textContent = error.message;
+      }
+    };
+    const status = element("span", { class: "error" });
+    return element("tr", { "data-alert": a.id, "data-state": a.state, "data-kind": a.kind, "data-zone": a.zone, "data-node": a.node },
+      element("td", { class: `severity-${a.severity}` }, a.severity),
+      element("td", {}, a.kind.replace(/_/g, " ")),
+      element("td", {}, [a.site, a.zone || a.node || a.circuit].filter(Boolean).join(" / ")),
+      element("td", {}, a.detail, element("br"), `since ${time(a.since)}`),
+      element("td", {}, a.state, a.by ? ` by ${a.by}` : ""),
+      element("td", {}, note,
+        a.state === "raised" ? element("button", { "data-action": "ack", onclick: act("ack") }, "Acknowledge") : null,
+        element("button", { "data-action": "resolve", onclick: act("resolve") }, "Resolve"), status));
+  });
+  $("#view").replaceChildren(element("h1", {}, "Open alerts"),
+    rows.length ? element("table", {}, element("tbody", {}, rows)) : element("p", {}, "Nothing is open."));
+}
+
+$("#login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("#login-error").textContent = "";
+  const response = await fetch("/api/v1/login", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token: $("#token").value.trim() }),
+  });
+  if (!response.ok) {
+    $("#login-error").textContent = (await response.json()).message;
+    return;
+  }
+  $("#token").value = "";
+  start();
+});
+$("#logout").addEventListener("click", async () => {
+  await fetch("/api/v1/logout", { method: "POST", credentials: "same-origin" });
+  showLogin();
+});
+window.addEventListener("hashchange", () => me && route());
+start().then(() => { if (!me) showLogin(); });

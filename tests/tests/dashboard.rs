@@ -1,0 +1,214 @@
+//! The dashboard in a real browser (headless Chromium through chromedriver): with its own
+//! Mosquitto, gateway and the simulator playing a lamp failure, an operator sees every
+//! zone drawn, the failing zone turn dark without a reload, and acknowledges its alert on
+//! the page; a partner finds no per-node data and no crew or control pages. Screenshots
+//! of each step are kept in `target/tmp/dashboard-*`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use parklight_sim::Scenario;
+use parklight_site::Site;
+use parklight_tests::api::{Credential, request};
+use parklight_tests::broker::Mosquitto;
+use parklight_tests::browser::Browser;
+use parklight_tests::gateway::{Gateway, remiseparken_file};
+use parklight_tests::process::Parklight;
+use parklight_tests::{free_port, one_at_a_time, wait_until};
+
+fn artefacts(test: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{test}"))
+}
+
+fn token(config: &str, role: &str) -> String {
+    let done = Parklight::spawn(&[
+        "token", "create", "--config", config, "--role", role, "--name", role,
+    ])
+    .wait(Duration::from_secs(30));
+    assert!(done.status.success(), "{}", done.stderr);
+    done.stdout.trim().to_owned()
+}
+
+#[test]
+fn an_operator_sees_a_zone_go_dark_live_and_acknowledges_it_and_a_partner_sees_no_node() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let mut gateway = Gateway::new(&broker.url(), "");
+    gateway.start();
+    let port = gateway.http_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let config = gateway.config_path().to_string_lossy().into_owned();
+    let (operator, partner) = (token(&config, "operator"), token(&config, "partnership"));
+    let site = Site::load(&remiseparken_file()).unwrap();
+    let story = Scenario::LampFailureInBusyZone
+        .story(
+            std::slice::from_ref(&site),
+            jiff::Timestamp::now().as_millisecond(),
+            5,
+            true,
+        )
+        .unwrap();
+    let zone = site.node(&story.targets[0]).unwrap().zone.clone().unwrap();
+    let key = format!("{}/{zone}", site.id);
+    // The lamps stay broken, so the alert is still open when the crew gets to it.
+    let broken_after = story.faults.scripted[0].after.as_secs();
+    let faults: Vec<String> = (story.targets.iter())
+        .map(|node| format!("lamp@{node}=+{broken_after}s"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("for-good.toml");
+    // The lamp-failure night, its lamps failing for good.
+    let start = jiff::Timestamp::from_millisecond(story.start_ms.unwrap()).unwrap();
+    let wall_s = (broken_after + 7200) as f64 / story.speed;
+    std::fs::write(
+        &scenario,
+        format!(
+            "start = \"{start}\"\nspeed = {}\nduration_s = {wall_s}\nfaults = \"{}\"\n",
+            story.speed,
+            faults.join(",")
+        ),
+    )
+    .unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut browser = Browser::start(&artefacts("operator")).await;
+        browser.log_in(&url, &operator).await;
+        let drawn = browser.eval("document.querySelectorAll('svg.map path[data-zone]').length").await;
+        assert_eq!(drawn, site.zones.len(), "every zone drawn");
+        assert!(browser.wait_for(Duration::from_secs(10), "document.querySelectorAll('svg.map circle').length > 0").await);
+        browser.screenshot("operator-map").await;
+        // Marked, so a reload would show.
+        browser.eval("window.parklightMarker = 'not reloaded'").await;
+
+        let state = tempfile::tempdir().unwrap();
+        let sim = Parklight::spawn(&[
+            "sim", "--broker", &broker.url(), "--state", &state.path().to_string_lossy(), "--fresh",
+            "--scenario", &scenario.to_string_lossy(), "--drain-s", "10", "--seed", "5",
+        ]);
+        let dark = format!(
+            "document.querySelector('path[data-zone=\"{key}\"]').getAttribute('class') === 'dark' \
+             && document.querySelector('path[data-zone=\"{key}\"]').getAttribute('data-severity') !== ''"
+        );
+        let went_dark = browser.wait_for(Duration::from_secs(120), &dark).await;
+        browser.screenshot("zone-dark-live").await;
+        assert!(went_dark, "{}", gateway.log());
+        assert_eq!(browser.eval("window.parklightMarker").await, "not reloaded");
+        let finished = sim.wait(Duration::from_secs(300));
+        assert!(finished.status.success(), "{}", finished.stderr);
+
+        // The crew's page: the zone's alerts, acknowledged with a note.
+        browser.client.goto(&format!("{url}#/alerts")).await.unwrap();
+        let members: Vec<&str> = story.targets.iter().map(String::as_str).collect();
+        let in_zone = format!(
+            "[...document.querySelectorAll('tr[data-alert]')].find(r => r.dataset.zone === '{zone}' \
+             || {members:?}.includes(r.dataset.node))"
+        );
+        let listed = browser.wait_for(Duration::from_secs(30), &in_zone).await;
+        browser.screenshot("alerts").await;
+        let alerts = request(port, "GET", "/api/v1/alerts", Credential::Bearer(&operator), None);
+        assert!(listed, "no alert of {zone} listed: {}", alerts.body);
+        let id = browser.eval(&format!("{in_zone}.dataset.alert")).await;
+        let id = id.as_str().unwrap().to_owned();
+        browser
+            .eval(&format!(
+                "(() => {{ const row = document.querySelector('tr[data-alert=\"{id}\"]'); \
+                 row.querySelector('input').value = 'relamping tonight'; \
+                 row.querySelector('button[data-action=ack]').click(); return true; }})()"
+            ))
+            .await;
+        let acknowledged = format!(
+            "document.querySelector('tr[data-alert=\"{id}\"]')?.dataset.state === 'acknowledged'"
+        );
+        assert!(browser.wait_for(Duration::from_secs(20), &acknowledged).await, "{}", gateway.log());
+        browser.screenshot("acknowledged").await;
+        let stored = request(port, "GET", &format!("/api/v1/alerts/{id}"), Credential::Bearer(&operator), None).json();
+        assert_eq!((stored["state"].as_str(), stored["by"].as_str(), stored["note"].as_str()),
+            (Some("acknowledged"), Some("operator"), Some("relamping tonight")));
+
+        // A partner: zones only; no node, no crew page.
+        browser.client.find(fantoccini::Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+        assert!(browser.wait_for(Duration::from_secs(10), "!document.querySelector('#login').hidden").await);
+        browser.log_in(&url, &partner).await;
+        let drawn = browser.eval("document.querySelectorAll('svg.map path[data-zone]').length").await;
+        assert_eq!(drawn, site.zones.len());
+        assert_eq!(browser.eval("document.querySelectorAll('svg.map circle').length").await, 0);
+        assert_eq!(browser.eval("document.querySelector('a[href=\"#/alerts\"]').hidden").await, true);
+        browser.client.goto(&format!("{url}#/alerts")).await.unwrap();
+        assert!(browser.wait_for(Duration::from_secs(10), "document.querySelector('svg.map')").await);
+        let text = browser.eval("document.body.innerText").await;
+        let text = text.as_str().unwrap();
+        for node in &site.nodes {
+            assert!(!text.contains(&node.id), "{} on the partner's page", node.id);
+        }
+        assert!(!text.to_lowercase().contains("control") && !text.contains("Acknowledge"), "{text}");
+        browser.screenshot("partner-map").await;
+        browser.close().await;
+    });
+    gateway.stop();
+}
+
+#[test]
+fn the_demo_serves_the_dashboard_and_draws_its_site() {
+    let _serial = one_at_a_time();
+    let (broker_port, http_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Parklight::spawn(&[
+        "demo",
+        "--port",
+        &broker_port.to_string(),
+        "--http",
+        &format!("127.0.0.1:{http_port}"),
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let mut printed = String::new();
+    let told = wait_until(Duration::from_secs(30), || {
+        printed = demo.printed();
+        printed.contains("  token ")
+    });
+    assert!(told, "{printed}");
+    let line = |label: &str| {
+        (printed.lines())
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .unwrap_or_else(|| panic!("no {label} in {printed}"))
+    };
+    let (url, token) = (line("dashboard"), line("token"));
+    assert_eq!(url, format!("http://127.0.0.1:{http_port}/"));
+    let site = Site::remiseparken();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut browser = Browser::start(&artefacts("demo")).await;
+        browser.log_in(&url, &token).await;
+        let drawn = browser
+            .eval("document.querySelectorAll('svg.map path[data-zone]').length")
+            .await;
+        assert_eq!(drawn, site.zones.len());
+        let title = browser
+            .eval("document.querySelector('#view h1').innerText")
+            .await;
+        assert_eq!(title, site.name.as_str());
+        browser.screenshot("demo-map").await;
+        browser.close().await;
+    });
+    demo.interrupt();
+    let finished = demo.wait(Duration::from_secs(60));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(
+        finished.stdout.contains("dark zones") && finished.stdout.contains("open alerts"),
+        "{}",
+        finished.stdout
+    );
+}
