@@ -155,6 +155,20 @@ impl HttpConfig {
     }
 }
 
+/// Usage figures for safety partnerships.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Partners see counts from 1 below this as suppressed.
+    pub suppress_below: u32,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig { suppress_below: 5 }
+    }
+}
+
 /// Forwarding to InfluxDB 2.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +353,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// HTTP listener.
     pub http: HttpConfig,
+    /// Usage figures for partnerships.
+    pub usage: UsageConfig,
     /// Forwarding to InfluxDB, when configured.
     pub influxdb: Option<InfluxConfig>,
     /// Site files, with paths resolved.
@@ -563,6 +579,7 @@ impl Config {
                 "storage" => config.storage = report.section("storage", value).unwrap_or_default(),
                 "ingest" => config.ingest = report.section("ingest", value).unwrap_or_default(),
                 "http" => config.http = report.section("http", value).unwrap_or_default(),
+                "usage" => config.usage = report.section("usage", value).unwrap_or_default(),
                 "influxdb" => config.influxdb = report.section("influxdb", value),
                 "sites" => config.sites = report.section("sites", value).unwrap_or_default(),
                 "detection" => {
@@ -573,7 +590,7 @@ impl Config {
                 other => report.at(
                     span,
                     format!(
-                        "unknown section [{other}] (mqtt, storage, ingest, http, influxdb, sites, detection, alerts, webhooks)"
+                        "unknown section [{other}] (mqtt, storage, ingest, http, usage, influxdb, sites, detection, alerts, webhooks)"
                     ),
                 ),
             }
@@ -665,6 +682,13 @@ impl Config {
             }
         }
         self.check_http(&mut found, read);
+        if !(1..=1000).contains(&self.usage.suppress_below) {
+            found.error(
+                "usage",
+                "suppress_below",
+                "[usage] suppress_below: 1 (nothing suppressed) to 1000".into(),
+            );
+        }
         if mqtt.client_id.is_empty() || mqtt.client_id.len() > 23 * 4 {
             found.error(
                 "mqtt",

@@ -232,10 +232,17 @@ async fn summary(dir: &std::path::Path, store: &crate::store::Store, stop: &Canc
                     .sum()
             })
             .unwrap_or(0);
-        let dark = (store.active_conditions().unwrap_or_default().iter())
-            .filter(|c| c.transition.kind == crate::detect::Kind::DarkZone)
-            .count();
-        let open = store.alerts(true).map_or(0, |a| a.len());
+        // SQLite blocks: off the runtime's worker while it reads.
+        let counted = tokio::task::block_in_place(|| {
+            let dark = (store.active_conditions()?.iter())
+                .filter(|c| c.transition.kind == crate::detect::Kind::DarkZone)
+                .count();
+            Ok::<_, crate::store::StorageError>((dark, store.alerts(true)?.len()))
+        });
+        let (dark, open) = match counted {
+            Ok((dark, open)) => (dark.to_string(), open.to_string()),
+            Err(_) => ("?".into(), "?".into()),
+        };
         let line = format!(
             "{rate:6.1} reports/s  {stored:8} stored  {:2} nodes online  {dark} dark zones  {open} open alerts  {:3} rejected  store {:.1} MB",
             metric(&text, crate::metrics::NODES_ONLINE),

@@ -93,6 +93,20 @@ pub fn tls_config(http: &HttpConfig) -> Result<Arc<rustls::ServerConfig>, String
     Ok(Arc::new(config))
 }
 
+/// Connections served over TLS at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long a client has for its TLS handshake, and then for each request's headers.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Tells browsers to come back over HTTPS only, for a year.
+async fn strict_transport(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static("max-age=31536000"),
+    );
+    response
+}
+
 /// Serves `app` over TLS until `stop`: each connection's handshake (within 10 s) and
 /// requests on a task of its own.
 async fn serve_tls(
@@ -102,7 +116,12 @@ async fn serve_tls(
     stop: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let app = app.layer(axum::middleware::map_response(strict_transport));
     loop {
+        let Ok(slot) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -119,13 +138,23 @@ async fn serve_tls(
             .clone()
             .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         tokio::spawn(async move {
-            let handshake =
-                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
-            let Ok(Ok(stream)) = handshake.await else {
-                return;
+            let _slot = slot;
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "HTTPS: handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "HTTPS: handshake timed out");
+                    return;
+                }
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

@@ -118,7 +118,8 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         config.storage.dead_letters_max,
         sites.clone(),
         broker_link.clone(),
-        config.http.tls().is_some(),
+        config.http.tls().is_some() || config.http.plain_http_beyond_loopback,
+        config.usage.suppress_below,
     )?;
     let http = http::serve(&config.http, Arc::new(api), stop.clone())
         .await

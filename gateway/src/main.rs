@@ -235,7 +235,7 @@ enum TokenCommand {
         /// operator, maintenance, partnership or viewer.
         #[arg(long)]
         role: String,
-        /// Who or what holds it; unique, and never reused.
+        /// Who or what holds it (1 to 64 of A-Z a-z 0-9 . _ @ -); unique, never reused.
         #[arg(long)]
         name: String,
     },
@@ -710,8 +710,8 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
             let role = Role::parse(&role)
                 .ok_or_else(|| anyhow::anyhow!("--role {role:?}: one of {}", names.join(", ")))?;
             anyhow::ensure!(
-                !name.trim().is_empty() && name.len() <= 100,
-                "--name: 1 to 100 characters"
+                access::valid_name(&name),
+                "--name {name:?}: 1 to 64 of A-Z a-z 0-9 . _ @ - (it is shown as who acted)"
             );
             let secret = access::new_secret();
             anyhow::ensure!(

@@ -9,6 +9,8 @@ use parklight_protocol::Reject;
 
 /// Reports received (every telemetry message, before decoding).
 pub const REPORTS_RECEIVED: &str = "parklight_reports_received_total";
+/// API requests refused or failed, by error code (`unauthorized`, `forbidden`, …).
+pub const API_ERRORS: &str = "parklight_api_errors_total";
 /// New reports stored.
 pub const REPORTS_STORED: &str = "parklight_reports_stored_total";
 /// Reports that were stored before.
@@ -83,6 +85,7 @@ pub const ALERT_QUEUE_AGE: &str = "parklight_alert_queue_oldest_seconds";
 /// the start.
 pub fn register() {
     describe_counter!(REPORTS_RECEIVED, "Telemetry messages received");
+    describe_counter!(API_ERRORS, "API requests refused or failed, by error code");
     describe_counter!(REPORTS_STORED, "New reports stored");
     describe_counter!(
         REPORTS_DUPLICATE,

@@ -9,6 +9,7 @@ let live = null;     // the EventSource
 const state = { zones: new Map(), nodes: new Map(), faults: new Set() };
 
 const mayOperate = () => me && (me.role === "operator" || me.role === "maintenance");
+const mayUsage = () => me && (me.role === "operator" || me.role === "partnership");
 
 async function api(path, options = {}) {
   const response = await fetch(path, {
@@ -42,6 +43,9 @@ const time = (ms) => (ms ? new Date(ms).toLocaleString() : "–");
 function showLogin() {
   me = null;
   if (live) { live.close(); live = null; }
+  state.zones.clear();
+  state.nodes.clear();
+  state.faults.clear();
   $("#login").hidden = false;
   $("#nav").hidden = true;
   $("#logout").hidden = true;
@@ -60,6 +64,7 @@ async function start() {
   $("#logout").hidden = false;
   $("#who").textContent = `${me.name} (${me.role})`;
   for (const link of document.querySelectorAll("[data-needs=operations]")) link.hidden = !mayOperate();
+  for (const link of document.querySelectorAll("[data-needs=usage]")) link.hidden = !mayUsage();
   follow();
   route();
 }
@@ -82,18 +87,31 @@ function follow() {
     paintNode(n.node);
   });
   live.addEventListener("alert", () => {
-    if (location.hash.startsWith("#/alerts")) route();
+    // Not under a crew's fingers: a note being typed stays.
+    const typing = [...document.querySelectorAll("tr[data-alert] input")].some((i) => i.value);
+    if (location.hash.startsWith("#/alerts") && !typing) route();
     else refreshFaults();
   });
   live.addEventListener("resync", () => route());
 }
 
 function route() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
-  if (parts[0] === "alerts" && mayOperate()) return alertsView();
-  if (parts[0] === "zone" && parts.length === 3) return zoneView(parts[1], parts[2]);
-  return mapView();
+  let parts = [];
+  try {
+    parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  } catch {
+    parts = [];
+  }
+  const view = parts[0] === "alerts" && mayOperate() ? alertsView()
+    : parts[0] === "usage" && mayUsage() ? usageView()
+    : parts[0] === "zone" && parts.length === 3 ? zoneView(parts[1], parts[2])
+    : mapView();
+  view.catch((error) => {
+    if (me) $("#view").replaceChildren(element("p", { class: "error", role: "alert" }, `Could not load this page: ${error.message}`));
+  });
 }
+
+const zoneLink = (site, zone) => `#/zone/${encodeURIComponent(site)}/${encodeURIComponent(zone)}`;
 
 // The map: zones from the site's GeoJSON, coloured by status; nodes as dots.
 async function mapView() {
@@ -117,6 +135,7 @@ async function mapView() {
 
 function siteMap(site, features, nodes) {
   const points = features.flatMap((f) => f.geometry.coordinates[0]).concat(nodes.map((n) => n.position));
+  if (points.length === 0) return element("p", {}, "Nothing to draw: the site has no zones.");
   const lons = points.map((p) => p[0]);
   const lats = points.map((p) => p[1]);
   const [minLon, maxLon, minLat, maxLat] = [Math.min(...lons), Math.max(...lons), Math.min(...lats), Math.max(...lats)];
@@ -128,7 +147,7 @@ function siteMap(site, features, nodes) {
   const svg = element("svg", { svg: true, class: "map", viewBox: `-10 -10 ${width + 20} ${height + 20}`, "data-site": site.id });
   for (const f of features) {
     const d = "M" + f.geometry.coordinates[0].map((p) => project(p).join(",")).join("L") + "Z";
-    const path = element("path", { svg: true, d, "data-zone": f.id, onclick: () => (location.hash = `#/zone/${f.properties.site}/${f.properties.zone}`) },
+    const path = element("path", { svg: true, d, "data-zone": f.id, onclick: () => (location.hash = zoneLink(f.properties.site, f.properties.zone)) },
       element("title", { svg: true }, f.properties.name || f.properties.zone));
     svg.append(path);
   }
@@ -144,7 +163,7 @@ function zoneTable(features) {
   return element("table", {},
     element("thead", {}, element("tr", {}, element("th", {}, "Zone"), element("th", {}, "Class"), element("th", {}, "Status"))),
     element("tbody", {}, features.map((f) => element("tr", {},
-      element("td", {}, element("a", { href: `#/zone/${f.properties.site}/${f.properties.zone}` }, f.properties.name || f.properties.zone)),
+      element("td", {}, element("a", { href: zoneLink(f.properties.site, f.properties.zone) }, f.properties.name || f.properties.zone)),
       element("td", {}, f.properties.class || ""),
       element("td", { "data-status-of": f.id })))));
 }
@@ -244,6 +263,40 @@ async function alertsView() {
     rows.length ? element("table", {}, element("tbody", {}, rows)) : element("p", {}, "Nothing is open."));
 }
 
+// Use over the last 28 days: each zone's detections by weekday and local hour.
+async function usageView() {
+  const sites = await api("/api/v1/sites");
+  const to = Date.now();
+  const from = to - 28 * 24 * 3600e3;
+  const view = element("div", {}, element("h1", {}, "Use over the last 28 days"));
+  $("#view").replaceChildren(view);
+  for (const site of sites) {
+    const usage = await api(`/api/v1/usage?site=${encodeURIComponent(site.id)}&from=${from}&to=${to}`);
+    const count = (n) => (n === null ? `<${usage.suppressed_below}` : String(n));
+    view.append(element("h2", {}, site.name),
+      element("p", {}, `Hours and weekdays in ${usage.timezone}.`,
+        usage.suppressed_below ? ` Counts below ${usage.suppressed_below} are not shown.` : ""),
+      element("table", { "data-usage": site.id },
+        element("thead", {}, element("tr", {}, ["Zone", "Detections", "After dark", "Share after dark", "Occupied dark minutes"].map((h) => element("th", {}, h)))),
+        element("tbody", {}, usage.zones.map((z) => element("tr", {},
+          element("td", {}, z.name || z.zone), element("td", {}, count(z.detections)),
+          element("td", {}, count(z.after_dark_detections)),
+          element("td", {}, z.after_dark_share === null ? "–" : `${Math.round(z.after_dark_share * 100)} %`),
+          element("td", {}, count(z.occupied_dark_minutes)))))));
+    for (const z of usage.zones) view.append(element("h3", {}, z.name || z.zone), heatMap(z.heat, count));
+  }
+}
+
+function heatMap(heat, count) {
+  const top = Math.max(1, ...heat.flat().filter((n) => n !== null));
+  const days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+  const hours = [...Array(24).keys()];
+  return element("table", { class: "heat" },
+    element("thead", {}, element("tr", {}, element("th", {}), hours.map((h) => element("th", {}, String(h))))),
+    element("tbody", {}, heat.map((row, day) => element("tr", {}, element("th", {}, days[day]),
+      row.map((n) => element("td", { class: n === null ? "heat-suppressed" : `heat-${Math.ceil((n / top) * 5)}`, title: count(n) }, n === null ? "·" : ""))))));
+}
+
 $("#login").addEventListener("submit", async (event) => {
   event.preventDefault();
   $("#login-error").textContent = "";
@@ -261,7 +314,9 @@ $("#login").addEventListener("submit", async (event) => {
 });
 $("#logout").addEventListener("click", async () => {
   await fetch("/api/v1/logout", { method: "POST", credentials: "same-origin" });
-  showLogin();
+  // A fresh page: nothing of the last person's view stays in memory.
+  location.hash = "";
+  location.reload();
 });
 window.addEventListener("hashchange", () => me && route());
 start().then(() => { if (!me) showLogin(); });

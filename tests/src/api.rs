@@ -95,6 +95,11 @@ impl Listener {
         Listener { stop, reader }
     }
 
+    /// Whether the server ended the stream.
+    pub fn ended(&self) -> bool {
+        self.reader.is_finished()
+    }
+
     /// Stops reading: the answer so far, with every event received in its body.
     pub fn close(self) -> Answer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -192,4 +197,22 @@ fn parse(response: &[u8]) -> Answer {
         headers,
         body: body.to_owned(),
     }
+}
+
+/// `parklight token create` for `role`, named after it, on the gateway of `config`: the
+/// token, which it printed alone on one line.
+pub fn create_token(config: &str, role: &str) -> String {
+    let done = crate::process::Parklight::spawn(&[
+        "token", "create", "--config", config, "--role", role, "--name", role,
+    ])
+    .wait(Duration::from_secs(30));
+    assert!(done.status.success(), "{}", done.stderr);
+    let lines: Vec<&str> = done.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "the token alone: {:?}", done.stdout);
+    assert!(
+        lines[0].starts_with("plk_") && lines[0].len() == 68,
+        "{}",
+        lines[0]
+    );
+    lines[0].to_owned()
 }

@@ -112,6 +112,20 @@ impl Parklight {
             .status();
     }
 
+    /// `parklight demo` with its broker on `broker_port`, its HTTP listener on
+    /// `http_port` and its data in `dir`.
+    pub fn demo(broker_port: u16, http_port: u16, dir: &std::path::Path) -> Parklight {
+        Parklight::spawn(&[
+            "demo",
+            "--port",
+            &broker_port.to_string(),
+            "--http",
+            &format!("127.0.0.1:{http_port}"),
+            "--dir",
+            &dir.to_string_lossy(),
+        ])
+    }
+
     /// What it printed on standard output so far.
     pub fn printed(&self) -> String {
         self.printed

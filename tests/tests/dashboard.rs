@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parklight_sim::Scenario;
 use parklight_site::Site;
-use parklight_tests::api::{Credential, request};
+use parklight_tests::api::{Credential, create_token, request};
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::browser::Browser;
 use parklight_tests::gateway::{Gateway, remiseparken_file};
@@ -18,15 +18,6 @@ use parklight_tests::{free_port, one_at_a_time, wait_until};
 
 fn artefacts(test: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{test}"))
-}
-
-fn token(config: &str, role: &str) -> String {
-    let done = Parklight::spawn(&[
-        "token", "create", "--config", config, "--role", role, "--name", role,
-    ])
-    .wait(Duration::from_secs(30));
-    assert!(done.status.success(), "{}", done.stderr);
-    done.stdout.trim().to_owned()
 }
 
 #[test]
@@ -38,7 +29,10 @@ fn an_operator_sees_a_zone_go_dark_live_and_acknowledges_it_and_a_partner_sees_n
     let port = gateway.http_port();
     let url = format!("http://127.0.0.1:{port}/");
     let config = gateway.config_path().to_string_lossy().into_owned();
-    let (operator, partner) = (token(&config, "operator"), token(&config, "partnership"));
+    let (operator, partner) = (
+        create_token(&config, "operator"),
+        create_token(&config, "partnership"),
+    );
     let site = Site::load(&remiseparken_file()).unwrap();
     let story = Scenario::LampFailureInBusyZone
         .story(
@@ -102,10 +96,9 @@ fn an_operator_sees_a_zone_go_dark_live_and_acknowledges_it_and_a_partner_sees_n
 
         // The crew's page: the zone's alerts, acknowledged with a note.
         browser.client.goto(&format!("{url}#/alerts")).await.unwrap();
-        let members: Vec<&str> = story.targets.iter().map(String::as_str).collect();
         let in_zone = format!(
-            "[...document.querySelectorAll('tr[data-alert]')].find(r => r.dataset.zone === '{zone}' \
-             || {members:?}.includes(r.dataset.node))"
+            "[...document.querySelectorAll('tr[data-alert]')].find(r => r.dataset.kind === 'dark_zone' \
+             && r.dataset.zone === '{zone}')"
         );
         let listed = browser.wait_for(Duration::from_secs(30), &in_zone).await;
         browser.screenshot("alerts").await;
@@ -139,13 +132,24 @@ fn an_operator_sees_a_zone_go_dark_live_and_acknowledges_it_and_a_partner_sees_n
         assert_eq!(browser.eval("document.querySelector('a[href=\"#/alerts\"]').hidden").await, true);
         browser.client.goto(&format!("{url}#/alerts")).await.unwrap();
         assert!(browser.wait_for(Duration::from_secs(10), "document.querySelector('svg.map')").await);
-        let text = browser.eval("document.body.innerText").await;
-        let text = text.as_str().unwrap();
+        // Nothing of a node anywhere in the page, text, attributes or titles.
+        let page = browser.eval("document.documentElement.outerHTML").await;
+        let page = page.as_str().unwrap();
         for node in &site.nodes {
-            assert!(!text.contains(&node.id), "{} on the partner's page", node.id);
+            assert!(!page.contains(&node.id), "{} on the partner's page", node.id);
         }
-        assert!(!text.to_lowercase().contains("control") && !text.contains("Acknowledge"), "{text}");
+        assert!(!page.contains("#/control") && !page.contains("Acknowledge"), "{page}");
         browser.screenshot("partner-map").await;
+        // Their page: use by zone, hour and weekday, nothing per node.
+        browser.client.goto(&format!("{url}#/usage")).await.unwrap();
+        assert!(browser.wait_for(Duration::from_secs(20), "document.querySelector('table[data-usage] tbody tr')").await);
+        let rows = browser.eval("document.querySelectorAll('table[data-usage] tbody tr').length").await;
+        assert_eq!(rows, site.zones.len());
+        let page = browser.eval("document.documentElement.outerHTML").await;
+        for node in &site.nodes {
+            assert!(!page.as_str().unwrap().contains(&node.id), "{} on the usage page", node.id);
+        }
+        browser.screenshot("partner-usage").await;
         browser.close().await;
     });
     gateway.stop();
@@ -156,15 +160,7 @@ fn the_demo_serves_the_dashboard_and_draws_its_site() {
     let _serial = one_at_a_time();
     let (broker_port, http_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let demo = Parklight::spawn(&[
-        "demo",
-        "--port",
-        &broker_port.to_string(),
-        "--http",
-        &format!("127.0.0.1:{http_port}"),
-        "--dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let demo = Parklight::demo(broker_port, http_port, dir.path());
     let mut printed = String::new();
     let told = wait_until(Duration::from_secs(30), || {
         printed = demo.printed();

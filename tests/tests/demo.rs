@@ -13,15 +13,7 @@ fn the_demo_runs_the_whole_system_and_stops_cleanly() {
     let _serial = one_at_a_time();
     let (broker_port, http_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let demo = Parklight::spawn(&[
-        "demo",
-        "--port",
-        &broker_port.to_string(),
-        "--http",
-        &format!("127.0.0.1:{http_port}"),
-        "--dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let demo = Parklight::demo(broker_port, http_port, dir.path());
     assert!(
         wait_until(Duration::from_secs(30), || http_get(http_port, "/metrics")
             .is_some()),

@@ -1,7 +1,8 @@
 //! Alerts (filtered, with their history), acknowledge and resolve; silences.
 
 use axum::Json;
-use axum::extract::{Path, Query, State, rejection::JsonRejection, rejection::QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use parklight_protocol::alert::{Alert, AlertKind, AlertState, Severity};
 use serde::{Deserialize, Serialize};
@@ -204,9 +205,10 @@ pub async fn alerts(
 pub async fn alert(
     State(api): State<Shared>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AlertDetail>, ApiError> {
     caller.require(Permission::Operations)?;
+    let Path(id) = id?;
     let detail = api
         .read(move |store| {
             let Some(alert) = store.alerts(false)?.into_iter().find(|a| a.id == id) else {
@@ -251,11 +253,12 @@ pub struct Note {
 async fn act(
     api: Shared,
     caller: Caller,
-    id: String,
+    id: Result<Path<String>, PathRejection>,
     note: Result<Json<Note>, JsonRejection>,
     action: Action,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permission::Crew)?;
+    let Path(id) = id?;
     let Json(Note { note }) = note?;
     if note.chars().count() > 1000 {
         return Err(ApiError::invalid("note", "at most 1000 characters"));
@@ -283,11 +286,12 @@ fn crew_error(error: CrewError) -> ApiError {
 /// Acknowledges an alert (as the token's name, with a note).
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", params(("id" = String, Path, description = "The alert's id")),
     request_body = Note, responses((status = 204), (status = 401, body = ErrorBody),
-    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn acknowledge(
     State(api): State<Shared>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     note: Result<Json<Note>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     act(api, caller, id, note, Action::Acknowledge).await
@@ -296,15 +300,19 @@ pub async fn acknowledge(
 /// Resolves an alert by hand; refused (409, with the reason) while its condition is active.
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/resolve", params(("id" = String, Path, description = "The alert's id")),
     request_body = Note, responses((status = 204), (status = 401, body = ErrorBody),
-    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn resolve(
     State(api): State<Shared>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     note: Result<Json<Note>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     act(api, caller, id, note, Action::Resolve).await
 }
+
+/// The longest silence.
+pub const MAX_SILENCE_MS: i64 = 366 * 86_400_000;
 
 /// A maintenance window.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -362,7 +370,7 @@ pub struct NewSilence {
     pub node: Option<String>,
     /// One circuit of it.
     pub circuit: Option<String>,
-    /// When it ends, Unix ms (in the future).
+    /// When it ends, Unix ms (in the future, within a year).
     pub until: i64,
     /// Why (at most 1000 characters).
     pub note: String,
@@ -393,8 +401,8 @@ pub async fn add_silence(
     caller.require(Permission::Crew)?;
     let Json(new) = body?;
     let now = jiff::Timestamp::now().as_millisecond();
-    if new.until <= now {
-        return Err(ApiError::invalid("until", "must be in the future"));
+    if new.until <= now || new.until - now > MAX_SILENCE_MS {
+        return Err(ApiError::invalid("until", "in the future, within a year"));
     }
     if new.note.chars().count() > 1000 {
         return Err(ApiError::invalid("note", "at most 1000 characters"));
@@ -405,9 +413,19 @@ pub async fn add_silence(
         node: new.node.as_deref(),
         circuit: new.circuit.as_deref(),
     };
-    let scope = target
-        .scope(&api.sites)
-        .map_err(|e| ApiError::invalid("site", e.to_string()))?;
+    let field = match (&new.zone, &new.node, &new.circuit) {
+        (Some(_), None, None) => "zone",
+        (None, Some(_), None) => "node",
+        (None, None, Some(_)) => "circuit",
+        (None, None, None) => "site",
+        _ => "zone",
+    };
+    let scope = target.scope(&api.sites).map_err(|e| match e {
+        CrewError::Unknown(message) if message.starts_with("one of") => {
+            ApiError::invalid(field, "one of zone, node and circuit at most")
+        }
+        other => ApiError::invalid(field, other.to_string()),
+    })?;
     let mut silence = Silence {
         id: 0,
         site: new.site,
@@ -418,7 +436,7 @@ pub async fn add_silence(
         note: new.note,
     };
     let silence = api
-        .read(move |store| {
+        .write(move |store, _| {
             silence.id = store.add_silence(&silence)?;
             Ok(silence)
         })
@@ -433,12 +451,13 @@ pub async fn add_silence(
 pub async fn end_silence(
     State(api): State<Shared>,
     caller: Caller,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permission::Crew)?;
+    let Path(id) = id?;
     let now = jiff::Timestamp::now().as_millisecond();
     let ended = api
-        .read(move |store| Ok(store.end_silence(id, now)?))
+        .write(move |store, _| Ok(store.end_silence(id, now)?))
         .await?;
     if ended {
         Ok(StatusCode::NO_CONTENT)

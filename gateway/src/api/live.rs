@@ -10,13 +10,13 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::Serialize;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::access::{Caller, Permission};
 use super::crew::AlertView;
-use super::places::{online, zones_now};
+use super::places::{offline_nodes, zones_now};
 use super::{ApiError, ErrorBody, Shared};
 use crate::detect::{Kind, Status};
 
@@ -24,6 +24,8 @@ use crate::detect::{Kind, Status};
 pub const POLL: Duration = Duration::from_millis(500);
 /// Events a slow stream may fall behind before it is told to fetch everything again.
 pub const BACKLOG: usize = 1024;
+/// How often an open stream checks that its token and session are still valid.
+pub const RECHECK: Duration = Duration::from_secs(5);
 
 /// A change, as `/api/v1/events` sends it (the SSE event name is its `type`).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -31,6 +33,10 @@ pub const BACKLOG: usize = 1024;
 pub enum LiveEvent {
     /// A zone's status (or a dark zone's severity) changed.
     Zone {
+        /// Whether the status itself changed (not only the severity): partners and
+        /// viewers hear only of these, since severity follows detections.
+        #[serde(skip)]
+        status_changed: bool,
         /// The site.
         site: String,
         /// The zone.
@@ -66,12 +72,14 @@ impl LiveEvent {
         }
         match self {
             LiveEvent::Zone {
+                status_changed: true,
                 site,
                 zone,
                 status,
                 judged_at,
                 ..
             } => Some(LiveEvent::Zone {
+                status_changed: true,
                 site: site.clone(),
                 zone: zone.clone(),
                 status: status.clone(),
@@ -79,7 +87,7 @@ impl LiveEvent {
                 judged_at: *judged_at,
             }),
             LiveEvent::Resync => Some(LiveEvent::Resync),
-            LiveEvent::Alert(_) | LiveEvent::Node { .. } => None,
+            LiveEvent::Zone { .. } | LiveEvent::Alert(_) | LiveEvent::Node { .. } => None,
         }
     }
 
@@ -95,6 +103,7 @@ impl LiveEvent {
 
 /// Live updates as Server-Sent Events: `zone`, `alert`, `node`, and `resync` when the
 /// stream fell behind. Subscribe first, then fetch the zones: nothing falls between.
+/// The stream ends when its token is revoked or its session ends.
 #[utoipa::path(get, path = "/api/v1/events", responses(
     (status = 200, content_type = "text/event-stream", body = LiveEvent),
     (status = 401, body = ErrorBody)))]
@@ -103,12 +112,47 @@ pub async fn events(
     caller: Caller,
 ) -> Result<Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.require(Permission::ZoneStatus)?;
-    let stream = BroadcastStream::new(api.events.subscribe()).filter_map(move |event| {
-        let event = event.unwrap_or(LiveEvent::Resync).for_caller(&caller)?;
-        let data = serde_json::to_string(&event).ok()?;
-        Some(Ok(Event::default().event(event.name()).data(data)))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    let (sender, stream) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(relay(api.clone(), caller, sender));
+    Ok(Sse::new(ReceiverStream::new(stream).map(Ok)).keep_alive(KeepAlive::default()))
+}
+
+/// Passes on what `caller` may see of the broadcast until the stream is closed or the
+/// caller's token or session is no longer valid (checked every [`RECHECK`]).
+async fn relay(api: Shared, caller: Caller, sender: tokio::sync::mpsc::Sender<Event>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut broadcast = api.events.subscribe();
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.tick().await;
+    loop {
+        let event = tokio::select! {
+            received = broadcast.recv() => match received {
+                Ok(event) => event,
+                Err(RecvError::Lagged(_)) => LiveEvent::Resync,
+                Err(RecvError::Closed) => return,
+            },
+            _ = recheck.tick() => {
+                if caller.still_valid(&api).await {
+                    continue;
+                }
+                return;
+            }
+            () = sender.closed() => return,
+        };
+        let Some(event) = event.for_caller(&caller) else {
+            continue;
+        };
+        let Ok(data) = serde_json::to_string(&event) else {
+            continue;
+        };
+        if sender
+            .send(Event::default().event(event.name()).data(data))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// A zone's status, dark severity and the end of the window it is from.
@@ -159,8 +203,9 @@ pub async fn run(api: Shared, stop: CancellationToken) {
     }
 }
 
+/// Where the task starts: the cursors first, then the state, so that nothing committed
+/// in between is missed (it may be told twice, which changes nothing).
 fn start(store: &mut crate::store::Store) -> Result<Seen, ApiError> {
-    let (windows, dark) = zones_now(store, None)?;
     let mut seen = Seen {
         windows: store.window_log_end()?,
         conditions: store.last_condition_id()?,
@@ -168,16 +213,17 @@ fn start(store: &mut crate::store::Store) -> Result<Seen, ApiError> {
         outbox: store.outbox_end()?,
         ..Seen::default()
     };
+    let (windows, dark) = zones_now(store, None)?;
     for (key, window) in windows {
         let severity = dark.get(&key).map(|s| s.as_str().to_owned());
         seen.zones
             .insert(key, (window.status, severity, Some(window.end)));
     }
-    let summaries = store.node_summaries()?;
-    let now = online(store)?;
-    for summary in summaries {
-        let online = now.get(&summary.node).copied().unwrap_or(false);
-        seen.connected.insert(summary.node, (summary.site, online));
+    seen.offline = offline_nodes(store)?;
+    for summary in store.node_summaries()? {
+        let connected = summary.presence.is_some_and(|p| !p.offline);
+        seen.connected
+            .insert(summary.node, (summary.site, connected));
     }
     Ok(seen)
 }
@@ -260,6 +306,7 @@ fn follow(seen: &mut Seen, news: News) -> Vec<LiveEvent> {
             && (*status, severity.clone()) != before
         {
             events.push(LiveEvent::Zone {
+                status_changed: *status != before.0,
                 site: key.0,
                 zone: key.1,
                 status: status.as_str().into(),

@@ -8,6 +8,7 @@
 //! - `places`: sites, zones (GeoJSON with live status), nodes.
 //! - `crew`: alerts, their history, acknowledge and resolve; silences.
 //! - `series`: a zone's or a node's series at a step.
+//! - `usage`: foot traffic by zone, hour and weekday for partnerships.
 //! - [`live`]: `/api/v1/events`, live updates as Server-Sent Events.
 
 pub mod access;
@@ -15,6 +16,7 @@ mod crew;
 pub mod live;
 mod places;
 mod series;
+mod usage;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,7 +33,7 @@ use utoipa_axum::routes;
 
 use crate::detection::BrokerLink;
 use crate::store::{StorageError, Store};
-use access::{Caller, Limiter, Role, SESSION_COOKIE, SESSION_LIFETIME, Sessions};
+use access::{Caller, Limiter, Role, SESSION_LIFETIME, Sessions};
 
 /// Reports the detectors may lag behind the store while the gateway still counts as ready.
 pub const READY_DETECTION_LAG: i64 = 10_000;
@@ -45,7 +47,11 @@ pub struct ApiState {
     broker: Arc<BrokerLink>,
     sessions: Sessions,
     limiter: Limiter,
+    /// The session cookie's name; `Secure` (and `__Host-`) when browsers reach the
+    /// gateway over HTTPS.
+    cookie: &'static str,
     secure_cookies: bool,
+    suppress_below: u32,
     events: tokio::sync::broadcast::Sender<live::LiveEvent>,
 }
 
@@ -53,13 +59,16 @@ pub struct ApiState {
 pub type Shared = Arc<ApiState>;
 
 impl ApiState {
-    /// The API's state over the store in `folder`, for `sites`.
+    /// The API's state over the store in `folder`, for `sites`; session cookies are
+    /// `Secure` when `secure_cookies` (browsers come over HTTPS); partners' counts from 1
+    /// below `suppress_below` are suppressed.
     pub fn new(
         folder: PathBuf,
         dead_letters_max: usize,
         sites: Vec<Site>,
         broker: Arc<BrokerLink>,
         secure_cookies: bool,
+        suppress_below: u32,
     ) -> Result<ApiState, StorageError> {
         Ok(ApiState {
             store: Mutex::new(Store::open(&folder, dead_letters_max)?),
@@ -69,7 +78,9 @@ impl ApiState {
             broker,
             sessions: Sessions::default(),
             limiter: Limiter::default(),
+            cookie: access::cookie_name(secure_cookies),
             secure_cookies,
+            suppress_below,
             events: tokio::sync::broadcast::channel(live::BACKLOG).0,
         })
     }
@@ -127,6 +138,12 @@ pub enum ApiError {
     /// The request cannot be read (400 `bad_request`).
     #[error("{0}")]
     BadRequest(String),
+    /// The body is not JSON (415 `unsupported_media_type`).
+    #[error("send the body as JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// The body is too large (413 `too_large`).
+    #[error("the body is too large")]
+    TooLarge,
     /// A field's value is not acceptable (422 `invalid`), naming the field.
     #[error("{field}: {message}")]
     Invalid {
@@ -167,6 +184,10 @@ impl ApiError {
             ApiError::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -187,11 +208,19 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
     }
 }
 
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> ApiError {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
         use axum::extract::rejection::JsonRejection;
         match rejection {
             JsonRejection::JsonDataError(e) => ApiError::invalid("body", e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
             other => ApiError::BadRequest(other.body_text()),
         }
     }
@@ -201,7 +230,8 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable, for programs: `unauthorized`, `forbidden`, `too_many_attempts`,
-    /// `not_found`, `bad_request`, `invalid`, `conflict`, `unavailable`, `internal`.
+    /// `not_found`, `bad_request`, `unsupported_media_type`, `too_large`, `invalid`,
+    /// `conflict`, `unavailable`, `internal`.
     pub code: String,
     /// For people.
     pub message: String,
@@ -213,6 +243,7 @@ pub struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status();
+        metrics::counter!(crate::metrics::API_ERRORS, "code" => code).increment(1);
         let field = match &self {
             ApiError::Invalid { field, .. } => Some(field.clone()),
             _ => None,
@@ -240,11 +271,48 @@ impl IntoResponse for ApiError {
         description = "Park paths kept lit: zones, nodes, alerts and silences of a parklight gateway."
     ),
     modifiers(&BearerAuth),
-    security(("bearer" = []), ("session" = []))
+    security(("bearer" = []), ("session" = [])),
+    components(schemas(ErrorBody))
 )]
 struct ApiDoc;
 
+/// The security schemes.
 struct BearerAuth;
+
+/// Adds the answers every route may give: 400 (a request that cannot be read), 429 (an
+/// address refused after failed attempts) and 500.
+fn every_route_may_fail(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    for item in openapi.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.put,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (status, what) in [
+                ("400", "The request cannot be read"),
+                ("429", "Too many failed attempts from this address"),
+                ("500", "Internal error (the detail is in the gateway's log)"),
+            ] {
+                let response = ResponseBuilder::new()
+                    .description(what)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build();
+                (operation.responses.responses)
+                    .entry(status.into())
+                    .or_insert(response.into());
+            }
+        }
+    }
+}
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -258,9 +326,12 @@ impl utoipa::Modify for BearerAuth {
         );
         components.add_security_scheme(
             "session",
-            utoipa::openapi::security::SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
-                SESSION_COOKIE,
-            ))),
+            utoipa::openapi::security::SecurityScheme::ApiKey(ApiKey::Cookie(
+                ApiKeyValue::with_description(
+                    access::SESSION_COOKIE,
+                    "From POST /api/v1/login; named __Host-parklight_session over HTTPS",
+                ),
+            )),
         );
     }
 }
@@ -283,15 +354,19 @@ pub fn router(api: Shared) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(crew::silences, crew::add_silence))
         .routes(routes!(crew::end_silence))
         .routes(routes!(series::series))
+        .routes(routes!(usage::usage))
         .routes(routes!(live::events))
         .with_state(api)
         .split_for_parts();
+    let mut openapi = openapi;
+    every_route_may_fail(&mut openapi);
     let document = openapi.clone();
     let router = router
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || std::future::ready(Json(document.clone()))),
         )
+        .layer(axum::middleware::map_response(no_store))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             let mut response =
@@ -300,6 +375,14 @@ pub fn router(api: Shared) -> (axum::Router, utoipa::openapi::OpenApi) {
             response
         });
     (router, openapi)
+}
+
+/// API answers are not to be cached: they change, and some are for one role only.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The process is up.
@@ -327,8 +410,9 @@ pub struct Readiness {
     (status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(api): State<Shared>) -> Response {
     let broker = api.broker.since().is_some();
+    // On a connection of its own: a write may wait its turn behind the writer.
     let checked = api
-        .read(|store| {
+        .write(|store, _| {
             let lag = store.last_report_id()? - store.detected()?.report;
             let writable = store.probe_write().is_ok();
             Ok((writable, lag))
@@ -391,7 +475,8 @@ async fn login(
     let session = api.sessions.open(token_hash);
     let secure = if api.secure_cookies { "; Secure" } else { "" };
     let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        api.cookie,
         SESSION_LIFETIME.as_secs()
     );
     let mut headers = HeaderMap::new();
@@ -407,11 +492,15 @@ async fn logout(
     request: axum::http::Request<axum::body::Body>,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    if let Some(id) = access::session_cookie(&parts) {
+    if let Some(id) = access::session_cookie(&parts, api.cookie) {
         api.sessions.close(id);
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let secure = if api.secure_cookies { "; Secure" } else { "" };
+    let expired = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
+        api.cookie
+    );
     if let Ok(value) = HeaderValue::from_str(&expired) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }

@@ -218,13 +218,18 @@ pub(super) fn zones_now(store: &Store, site: Option<&str>) -> Result<ZonesNow, A
     Ok((windows, dark))
 }
 
-/// Whether each node is online: its latest status says so and no `node_offline`
-/// condition is active.
-pub(super) fn online(store: &Store) -> Result<BTreeMap<String, bool>, ApiError> {
-    let offline: BTreeSet<String> = (store.active_conditions()?.into_iter())
+/// Nodes with an active `node_offline` condition.
+pub(super) fn offline_nodes(store: &Store) -> Result<BTreeSet<String>, ApiError> {
+    Ok((store.active_conditions()?.into_iter())
         .filter(|c| c.transition.kind == Kind::NodeOffline)
         .filter_map(|c| c.transition.node)
-        .collect();
+        .collect())
+}
+
+/// Whether each node is online: its latest status says so and no `node_offline`
+/// condition is active.
+fn online(store: &Store) -> Result<BTreeMap<String, bool>, ApiError> {
+    let offline = offline_nodes(store)?;
     Ok((store.presence()?.into_iter())
         .map(|(node, p)| {
             let online = !p.offline && !offline.contains(&node);
@@ -297,7 +302,9 @@ pub async fn nodes(
                 running_cfg: n.cfg,
                 desired_cfg: desired.get(&n.node).map(|(cfg, _, _)| *cfg),
                 open_alerts: (alerts.iter())
-                    .filter(|a| a.node.as_deref() == Some(n.node.as_str()))
+                    .filter(|a| {
+                        a.node.as_deref() == Some(n.node.as_str()) || a.children.contains(&n.node)
+                    })
                     .map(|a| a.id.clone())
                     .collect(),
                 node: n.node,

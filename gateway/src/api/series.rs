@@ -12,6 +12,8 @@ use crate::store::Selector;
 
 /// Most points one answer may hold.
 pub const MAX_POINTS: i64 = 10_000;
+/// The longest span one request may ask for.
+pub const MAX_SPAN_MS: i64 = 31 * 86_400_000;
 
 /// Which series.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -26,7 +28,8 @@ pub struct SeriesQuery {
     pub from: i64,
     /// To, Unix ms (exclusive).
     pub to: i64,
-    /// Step, seconds (at least 1; at most 10 000 points in all).
+    /// Step, seconds (at least 1; at most 10 000 points in all; at most 31 days between
+    /// from and to).
     pub step_s: i64,
 }
 
@@ -102,14 +105,18 @@ pub async fn series(
         (None, Some(node)) => (node.clone(), false),
         _ => return Err(ApiError::invalid("zone", "give a zone or a node")),
     };
-    if q.step_s < 1 {
-        return Err(ApiError::invalid("step_s", "at least 1"));
+    if !(1..=MAX_SPAN_MS / 1000).contains(&q.step_s) {
+        return Err(ApiError::invalid("step_s", "1 s to 31 days"));
     }
-    if q.to <= q.from {
-        return Err(ApiError::invalid("to", "after from"));
+    if q.from < 0 {
+        return Err(ApiError::invalid("from", "a time since 1970 (Unix ms)"));
     }
-    let step_ms = q.step_s.saturating_mul(1000);
-    if (q.to - q.from) / step_ms > MAX_POINTS {
+    let span = q.to.checked_sub(q.from).unwrap_or(i64::MAX);
+    if span <= 0 || span > MAX_SPAN_MS {
+        return Err(ApiError::invalid("to", "after from, by at most 31 days"));
+    }
+    let step_ms = q.step_s * 1000;
+    if span / step_ms > MAX_POINTS {
         return Err(ApiError::invalid(
             "step_s",
             format!("at most {MAX_POINTS} points: a longer step"),
@@ -132,7 +139,11 @@ pub async fn series(
                     Vec::new(),
                 ));
             }
-            let buckets = store.series(Selector::Zone(&place), from, to, step_ms)?;
+            let selector = Selector::Zone {
+                site: &site,
+                zone: &place,
+            };
+            let buckets = store.series(selector, from, to, step_ms)?;
             // The windows the steps start in: up to a day past the last.
             let windows = store.zone_windows(&site, &place, from, to.saturating_add(86_400_000))?;
             Ok((buckets, windows))

@@ -30,8 +30,13 @@ const DELETE_ROWS: i64 = 10_000;
 pub enum Selector<'a> {
     /// One node.
     Node(&'a str),
-    /// Every node's reports made in a zone.
-    Zone(&'a str),
+    /// Every node's reports made in a zone of a site.
+    Zone {
+        /// The site.
+        site: &'a str,
+        /// The zone.
+        zone: &'a str,
+    },
 }
 
 /// One step of a series.
@@ -320,17 +325,18 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<ReportRow>, StorageError> {
-        let (block_column, raw_column, name) = match selector {
-            Selector::Node(node) => ("n.name", "n.name", node),
-            Selector::Zone(zone) => ("b.zone", "r.zone", zone),
+        let (block_column, raw_column, name, site) = match selector {
+            Selector::Node(node) => ("n.name", "n.name", node, None),
+            Selector::Zone { site, zone } => ("b.zone", "r.zone", zone, Some(site)),
         };
         let mut rows = Vec::new();
         let mut statement = self.connection.prepare_cached(&format!(
             "SELECT b.zone, b.columns FROM hour_blocks b JOIN nodes n ON n.id = b.node
-             WHERE {block_column} = ?1 AND b.hour >= (?2 / ?4) * ?4 AND b.hour < ?3"
+             WHERE {block_column} = ?1 AND b.hour >= (?2 / ?4) * ?4 AND b.hour < ?3
+               AND (?5 IS NULL OR n.site = ?5)"
         ))?;
         let blocks: Vec<(String, Vec<u8>)> = statement
-            .query_map(params![name, from, to, HOUR_MS], |row| {
+            .query_map(params![name, from, to, HOUR_MS, site], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })?
             .collect::<Result<_, _>>()?;
@@ -345,10 +351,11 @@ impl Store {
         let mut statement = self.connection.prepare_cached(&format!(
             "SELECT {REPORT_COLUMNS} FROM reports r NOT INDEXED JOIN nodes n ON n.id = r.node
              LEFT JOIN hour_blocks b ON b.node = r.node AND b.hour = (r.ts / ?4) * ?4 AND b.zone = coalesce(r.zone, '')
-             WHERE r.id > ?5 AND {raw_column} = ?1 AND r.ts >= ?2 AND r.ts < ?3 AND r.id > coalesce(b.max_id, 0)"
+             WHERE r.id > ?5 AND {raw_column} = ?1 AND r.ts >= ?2 AND r.ts < ?3 AND r.id > coalesce(b.max_id, 0)
+               AND (?6 IS NULL OR n.site = ?6)"
         ))?;
         let raw = statement.query_map(
-            params![name, from, to, HOUR_MS, self.cursor(FOLDED)?],
+            params![name, from, to, HOUR_MS, self.cursor(FOLDED)?, site],
             |row| report_from(row, 0),
         )?;
         for row in raw {
@@ -579,12 +586,26 @@ mod tests {
         );
         assert_eq!(
             store
-                .series(Selector::Zone("skatepark"), from, to, HOUR_MS)
+                .series(
+                    Selector::Zone {
+                        site: "remiseparken",
+                        zone: "skatepark"
+                    },
+                    from,
+                    to,
+                    HOUR_MS
+                )
                 .unwrap(),
             before
         );
         // Every field of every report, as the blocks give it back.
-        for selector in [Selector::Node("pole-017"), Selector::Zone("skatepark")] {
+        for selector in [
+            Selector::Node("pole-017"),
+            Selector::Zone {
+                site: "remiseparken",
+                zone: "skatepark",
+            },
+        ] {
             let read = sorted(store.reports_between(selector, from, to).unwrap());
             assert_eq!(read, raw, "{selector:?}");
         }
@@ -729,10 +750,16 @@ mod tests {
         // pole-017's rows are ids 1-180, its third hour starts at 121.
         assert_eq!(store.cursor(FOLDED).unwrap(), 120);
         assert_eq!(other.cursor(FOLDED).unwrap(), 120);
-        for selector in [Selector::Node("pole-018"), Selector::Zone("skatepark")] {
+        for selector in [
+            Selector::Node("pole-018"),
+            Selector::Zone {
+                site: "remiseparken",
+                zone: "skatepark",
+            },
+        ] {
             let series = store.series(selector, from, to, HOUR_MS).unwrap();
             assert_eq!(other.series(selector, from, to, HOUR_MS).unwrap(), series);
-            let expected = if selector == Selector::Zone("skatepark") {
+            let expected = if matches!(selector, Selector::Zone { .. }) {
                 120
             } else {
                 60

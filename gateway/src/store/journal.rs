@@ -501,6 +501,21 @@ impl Store {
         )
     }
 
+    /// Every zone window of `site` ending in `(from, to]`, by zone, then in time order.
+    pub fn site_windows(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<ZoneWindow>, StorageError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {WINDOW_COLUMNS} FROM zone_windows
+             WHERE site = ?1 AND end_ms > ?2 AND end_ms <= ?3 ORDER BY zone, end_ms"
+        ))?;
+        let rows = statement.query_map(params![site, from, to], window_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn window_rows(
         &self,
         filter: &str,

@@ -1,0 +1,261 @@
+//! Usage for safety partnerships: foot traffic per zone by local hour and weekday, the
+//! share after dark, occupied dark minutes and detections in the dark, from the
+//! detectors' zone windows. Zones only, never a node; for partners, periods are whole
+//! hours, nothing newer than the last full hour is counted, and counts from 1 to
+//! `[usage] suppress_below - 1` are suppressed.
+
+use axum::Json;
+use axum::extract::{Query, State, rejection::QueryRejection};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use parklight_core::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::access::{Caller, Permission, Role};
+use super::{ApiError, ErrorBody, Shared};
+use crate::detect::ZoneWindow;
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Which usage.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UsageQuery {
+    /// The site.
+    pub site: String,
+    /// Only this zone.
+    pub zone: Option<String>,
+    /// From, Unix ms.
+    pub from: i64,
+    /// To, Unix ms (for partners, whole hours: both ends go back to the start of
+    /// their hour, and to is at most the start of the current one).
+    pub to: i64,
+    /// `json` (the default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// A zone's use over the period.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ZoneUsage {
+    /// The zone.
+    pub zone: String,
+    /// Its name.
+    pub name: Option<String>,
+    /// Motion detections (`null`: suppressed).
+    pub detections: Option<u64>,
+    /// Detections while it was dark outside, in the windows the detectors judged
+    /// (`null`: suppressed).
+    pub after_dark_detections: Option<u64>,
+    /// Share of detections after dark, 0–1 (`null`: suppressed or none).
+    pub after_dark_share: Option<f64>,
+    /// Minutes the zone was dark (below its class) with detections (`null`: suppressed
+    /// with the detections in the dark).
+    pub occupied_dark_minutes: Option<u64>,
+    /// Detections while the zone was dark, below its class: people in the dark
+    /// (`null`: suppressed).
+    pub detections_in_dark_zone: Option<u64>,
+    /// Detections by local weekday (Monday first) and hour: 7 rows of 24 (`null`:
+    /// suppressed).
+    pub heat: Vec<Vec<Option<u64>>>,
+}
+
+/// Usage of a site's zones over a period, in the site's local time.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    /// The site.
+    pub site: String,
+    /// Its IANA time zone: hours and weekdays are local.
+    pub timezone: String,
+    /// From, Unix ms (as counted: for partners, the start of its hour).
+    pub from: i64,
+    /// To, Unix ms (as counted: for partners, the start of its hour, at most the
+    /// current one).
+    pub to: i64,
+    /// Counts from 1 below this are suppressed (`null`); 0 when nothing is.
+    pub suppressed_below: u32,
+    /// Each zone.
+    pub zones: Vec<ZoneUsage>,
+}
+
+/// Sums of a cell or a zone.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    detections: u64,
+    after_dark: u64,
+    occupied_dark_minutes: u64,
+    in_dark_zone: u64,
+}
+
+impl Sums {
+    fn add(&mut self, w: &ZoneWindow) {
+        self.detections += u64::from(w.detections);
+        // Judged windows are those dark outside (and within the zone's dates).
+        if w.status != crate::detect::Status::NotJudged {
+            self.after_dark += u64::from(w.detections);
+        }
+        self.occupied_dark_minutes += u64::from(w.occupied_dark_minutes);
+        self.in_dark_zone += u64::from(w.detections_dark);
+    }
+}
+
+/// A count as shown: `None` when it is from 1 to `below - 1`.
+fn shown(count: u64, below: u32) -> Option<u64> {
+    (count == 0 || count >= u64::from(below)).then_some(count)
+}
+
+/// Local weekday (Monday 0) and hour of the window ending at `end`.
+fn weekday_hour(tz: &TimeZone, end: i64) -> (usize, usize) {
+    let local = tz.to_local(end - 1);
+    let day = local.div_euclid(DAY_MS);
+    // 1970-01-01 was a Thursday.
+    let weekday = (day + 3).rem_euclid(7) as usize;
+    let hour = (local.rem_euclid(DAY_MS) / HOUR_MS) as usize;
+    (weekday, hour)
+}
+
+/// Foot traffic by zone, local hour and weekday; after-dark share; occupied dark
+/// minutes and detections in the dark. JSON, or CSV with `format=csv`.
+#[utoipa::path(get, path = "/api/v1/usage", params(UsageQuery), responses(
+    (status = 200, body = Usage), (status = 200, content_type = "text/csv", body = String),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn usage(
+    State(api): State<Shared>,
+    caller: Caller,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::Usage)?;
+    let Query(q) = query?;
+    let site = api.site(&q.site)?.clone();
+    if let Some(zone) = &q.zone {
+        site.zone(zone)
+            .ok_or_else(|| ApiError::NotFound(format!("no zone {zone} in site {}", site.id)))?;
+    }
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::invalid("format", "json or csv")),
+    };
+    let partner = caller.role == Role::Partnership;
+    let below = if partner { api.suppress_below } else { 0 };
+    // Partners get whole hours, none newer than the last full one.
+    let now = jiff::Timestamp::now().as_millisecond();
+    let hour = |ms: i64| ms - ms.rem_euclid(HOUR_MS);
+    let (from, to) = if partner {
+        (hour(q.from), hour(q.to.min(now)))
+    } else {
+        (q.from, q.to)
+    };
+    if from < 0 {
+        return Err(ApiError::invalid("from", "a time since 1970 (Unix ms)"));
+    }
+    let span = to.checked_sub(from).unwrap_or(i64::MAX);
+    if span <= 0 || span > 400 * DAY_MS {
+        return Err(ApiError::invalid(
+            "to",
+            "after from (for partners: by a whole hour, before the current one), by at most 400 days",
+        ));
+    }
+    let id = site.id.clone();
+    let windows = api
+        .read(move |store| Ok(store.site_windows(&id, from, to)?))
+        .await?;
+    let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
+    let mut zones = Vec::new();
+    for zone in (site.zones.iter()).filter(|z| q.zone.as_ref().is_none_or(|id| *id == z.id)) {
+        let mut total = Sums::default();
+        let mut cells = [[0u64; 24]; 7];
+        for w in windows.iter().filter(|w| w.zone == zone.id) {
+            total.add(w);
+            let (weekday, hour) = weekday_hour(&tz, w.end);
+            cells[weekday][hour] += u64::from(w.detections);
+        }
+        let (detections, after_dark) = (
+            shown(total.detections, below),
+            shown(total.after_dark, below),
+        );
+        zones.push(ZoneUsage {
+            zone: zone.id.clone(),
+            name: zone.name.clone(),
+            after_dark_share: detections
+                .zip(after_dark)
+                .filter(|(all, _)| *all > 0)
+                .map(|(all, dark)| dark as f64 / all as f64),
+            detections,
+            after_dark_detections: after_dark,
+            occupied_dark_minutes: shown(total.in_dark_zone, below)
+                .map(|_| total.occupied_dark_minutes),
+            detections_in_dark_zone: shown(total.in_dark_zone, below),
+            heat: (cells.iter())
+                .map(|hours| hours.iter().map(|c| shown(*c, below)).collect())
+                .collect(),
+        });
+    }
+    let usage = Usage {
+        site: site.id.clone(),
+        timezone: site.timezone.clone(),
+        from,
+        to,
+        suppressed_below: below,
+        zones,
+    };
+    if !csv {
+        return Ok(Json(usage).into_response());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        heat_csv(&usage),
+    )
+        .into_response())
+}
+
+/// One row per zone, weekday and hour: `zone,weekday,hour,detections`, a suppressed
+/// count written `suppressed`.
+fn heat_csv(usage: &Usage) -> String {
+    const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let mut out = String::from("zone,weekday,hour,detections\n");
+    for zone in &usage.zones {
+        for (weekday, hours) in zone.heat.iter().enumerate() {
+            for (hour, count) in hours.iter().enumerate() {
+                let count = count.map_or("suppressed".into(), |c| c.to_string());
+                out.push_str(&format!(
+                    "{},{},{hour},{count}\n",
+                    zone.zone, WEEKDAYS[weekday]
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_counts_are_suppressed_and_zero_is_not() {
+        assert_eq!(shown(0, 5), Some(0));
+        assert_eq!(shown(1, 5), None);
+        assert_eq!(shown(4, 5), None);
+        assert_eq!(shown(5, 5), Some(5));
+        assert_eq!(shown(3, 0), Some(3));
+    }
+
+    #[test]
+    fn windows_fall_in_their_local_hour_and_weekday_across_a_dst_change() {
+        let copenhagen = TimeZone::parse("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
+        // Sunday 2026-10-25: 00:55 UTC is 02:55 summer time; 01:05 UTC is 02:05 winter time.
+        let summer = jiff::Timestamp::from_second(1_792_889_700)
+            .unwrap()
+            .as_millisecond();
+        assert_eq!(weekday_hour(&copenhagen, summer), (6, 2));
+        let winter = summer + 10 * 60_000;
+        assert_eq!(weekday_hour(&copenhagen, winter), (6, 2));
+        // Monday 2026-12-07 18:00 local (17:00 UTC), the window ending then is 17:55–18:00.
+        let monday = jiff::Timestamp::from_second(1_796_662_800)
+            .unwrap()
+            .as_millisecond();
+        assert_eq!(weekday_hour(&copenhagen, monday), (0, 17));
+    }
+}
