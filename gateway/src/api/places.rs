@@ -226,18 +226,6 @@ pub(super) fn offline_nodes(store: &Store) -> Result<BTreeSet<String>, ApiError>
         .collect())
 }
 
-/// Whether each node is online: its latest status says so and no `node_offline`
-/// condition is active.
-fn online(store: &Store) -> Result<BTreeMap<String, bool>, ApiError> {
-    let offline = offline_nodes(store)?;
-    Ok((store.presence()?.into_iter())
-        .map(|(node, p)| {
-            let online = !p.offline && !offline.contains(&node);
-            (node, online)
-        })
-        .collect())
-}
-
 /// A node: where it is, whether it is online, what it runs and what is wrong with it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
@@ -279,12 +267,12 @@ pub async fn nodes(
     if let Some(site) = &filter.site {
         api.site(site)?;
     }
-    let (summaries, desired, online, alerts) = api
+    let (summaries, desired, offline, alerts) = api
         .read(|store| {
             Ok((
                 store.node_summaries()?,
                 store.latest_configs()?,
-                online(store)?,
+                offline_nodes(store)?,
                 store.alerts(true)?,
             ))
         })
@@ -294,7 +282,7 @@ pub async fn nodes(
         .map(|n| {
             let placement = (api.sites.iter()).find_map(|s| s.node(&n.node));
             NodeView {
-                online: online.get(&n.node).copied().unwrap_or(false),
+                online: n.presence.is_some_and(|p| !p.offline) && !offline.contains(&n.node),
                 position: placement.map(|p| p.position),
                 circuit: placement.map(|p| p.circuit.id.clone()),
                 last_report: n.last_report,
