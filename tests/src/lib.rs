@@ -19,7 +19,9 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// End-to-end tests share two cores: each holds this while it runs.
+/// End-to-end tests share two cores: under `cargo test` (one process per test file) each
+/// holds this while it runs; nextest runs each test in a process of its own, as many at
+/// once as `.config/nextest.toml` says.
 pub fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
