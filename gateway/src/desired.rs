@@ -4,6 +4,10 @@
 //! last version published. Every published version is kept in the store, so a restart
 //! never goes back, and the detectors learn from it what each version asks of a zone.
 //!
+//! Lighting set through the API for a node, else for its zone, wins over the site file's
+//! until it is reset (DESIGN.md "Detection and alerts": the detectors judge each zone by
+//! the config its nodes were sent, whoever set it).
+//!
 //! Site files are read again when they change on disk; a file that no longer checks is
 //! logged and the last good one stays in force.
 
@@ -11,12 +15,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use parklight_protocol::Message;
+use parklight_protocol::config::{MotionBoost, Profile};
 use parklight_protocol::topic::{NodeTopic, node_topic};
-use parklight_site::Site;
+use parklight_protocol::{Config, DecodeError, Message, Reject};
+use parklight_site::{Desired, NodePlacement, Site};
 use rumqttc::{AsyncClient, QoS};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::store::control::{ControlLighting, Target};
 use crate::store::{StorageError, Store};
 
 /// What the publisher needs.
@@ -41,6 +48,59 @@ pub struct Publication {
     pub topic: String,
     /// The message.
     pub payload: String,
+}
+
+/// What the API asks of the publisher.
+#[derive(Debug)]
+pub enum Request {
+    /// Plan again now (lighting set through the API changed); answered once what changed
+    /// is handed to the broker connection.
+    Replan(oneshot::Sender<()>),
+    /// Publish these commands (QoS 1, not retained); answered once handed over.
+    Commands(Vec<Publication>, oneshot::Sender<()>),
+}
+
+/// Reads lighting as stored for a zone or node (`{"profile": [...], "motion_boost":
+/// {...}}`), exactly as a node would read it in a config.
+pub fn decode_lighting(text: &str) -> Result<(Profile, Option<MotionBoost>), DecodeError> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).unwrap_or_default();
+    object.insert("v".into(), 1.into());
+    object.insert("id".into(), "check".into());
+    object.insert("cfg".into(), 1.into());
+    let config = Config::decode(serde_json::Value::Object(object).to_string().as_bytes())?;
+    let profile = config.profile.ok_or(DecodeError {
+        reason: Reject::MissingField,
+        field: Some("profile"),
+    })?;
+    Ok((profile, config.motion_boost))
+}
+
+/// What `node` of `site` should run: the lighting set through the API for it, else for
+/// its zone, else the site file's.
+pub fn desired(site: &Site, node: &NodePlacement, controls: &[ControlLighting]) -> Desired {
+    let mut desired = site.desired(node);
+    let set = |target: Target| {
+        controls
+            .iter()
+            .find(|c| c.site == site.id && c.target == target)
+    };
+    let control = set(Target::Node(node.id.clone()))
+        .or_else(|| node.zone.clone().and_then(|zone| set(Target::Zone(zone))));
+    if let Some(control) = control {
+        match decode_lighting(&control.lighting) {
+            Ok((profile, motion_boost)) => {
+                desired.profile = profile;
+                desired.motion_boost = motion_boost;
+            }
+            Err(error) => tracing::error!(
+                node = %node.id,
+                %error,
+                "the lighting set for it does not decode: the site file's stays"
+            ),
+        }
+    }
+    desired
 }
 
 /// A config message as text.
@@ -71,6 +131,7 @@ pub fn plan(
     republish: bool,
 ) -> Result<Vec<Publication>, StorageError> {
     let latest = store.latest_configs()?;
+    let controls = store.control_lighting()?;
     let running: HashMap<String, u32> = store
         .node_summaries()?
         .into_iter()
@@ -80,7 +141,7 @@ pub fn plan(
     let mut publications = Vec::new();
     for site in sites {
         for node in &site.nodes {
-            let desired = site.desired(node);
+            let desired = desired(site, node, &controls);
             let content = encode(&desired.config(0));
             let last = latest.get(&node.id);
             let Ok(topic) = node_topic(prefix, &site.id, &node.id, NodeTopic::Config) else {
@@ -117,16 +178,18 @@ fn modified(path: &PathBuf) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Publishes what [`plan`] finds at start, then again whenever a site file changes,
-/// until `stop`.
+/// Publishes what [`plan`] finds at start, then again whenever a site file changes or
+/// the API asks (`requests`), until `stop`.
 pub async fn run(
     settings: DesiredSettings,
     mut sites: Vec<Site>,
     client: AsyncClient,
+    mut requests: mpsc::Receiver<Request>,
     stop: CancellationToken,
 ) -> Result<(), StorageError> {
     let mut seen: Vec<Option<SystemTime>> = settings.files.iter().map(modified).collect();
     let mut republish = true;
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         let (store_path, max, prefix) = (
             settings.store.clone(),
@@ -159,16 +222,39 @@ pub async fn run(
                         return Ok(()); // the connection's task has ended: the gateway stops
                     }
                 }
+                for waiter in waiting.drain(..) {
+                    let _ = waiter.send(());
+                }
             }
             Err(error) if error.is_transient() => {
                 tracing::warn!(%error, "configs not planned; retrying");
             }
             Err(error) => return Err(error),
         }
-        // Wait for a site file to change (a good one replaces its site).
+        // Wait for a site file to change (a good one replaces its site) or a request.
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(settings.check_every) => {}
+                Some(request) = requests.recv() => match request {
+                    Request::Replan(reply) => {
+                        waiting.push(reply);
+                        break;
+                    }
+                    Request::Commands(commands, reply) => {
+                        for command in commands {
+                            tracing::info!(topic = %command.topic, "publishing command");
+                            if client
+                                .publish(command.topic, QoS::AtLeastOnce, false, command.payload)
+                                .await
+                                .is_err()
+                            {
+                                return Ok(());
+                            }
+                        }
+                        let _ = reply.send(());
+                        continue;
+                    }
+                },
                 _ = stop.cancelled() => return Ok(()),
             }
             let mut changed = false;

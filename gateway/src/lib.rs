@@ -113,14 +113,8 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
         sites: sites.iter().map(|s| s.id.clone()).collect(),
     };
     let broker_link = Arc::new(detection::BrokerLink::default());
-    let api = api::ApiState::new(
-        config.storage.path.clone(),
-        config.storage.dead_letters_max,
-        sites.clone(),
-        broker_link.clone(),
-        config.http.tls().is_some() || config.http.plain_http_beyond_loopback,
-        config.usage.suppress_below,
-    )?;
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+    let api = api::ApiState::new(&config, sites.clone(), broker_link.clone(), control_tx)?;
     let http = http::serve(&config.http, Arc::new(api), stop.clone())
         .await
         .map_err(|source| GatewayError::Http {
@@ -253,7 +247,13 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
             files: config.sites.iter().map(|s| s.file.clone()).collect(),
             check_every: Duration::from_secs(5),
         };
-        let published = desired::run(settings, sites.clone(), client.clone(), stop.clone());
+        let published = desired::run(
+            settings,
+            sites.clone(),
+            client.clone(),
+            control_rx,
+            stop.clone(),
+        );
         let supervisor = supervisor.clone();
         async move {
             let _guard = guard;

@@ -32,6 +32,11 @@ const OPEN: [u16; 5] = [200; 5];
 const SIGNED_IN: [u16; 5] = [401, 200, 200, 200, 200];
 const OPERATIONS: [u16; 5] = [401, 403, 403, 200, 200];
 const USAGE: [u16; 5] = [401, 403, 200, 403, 200];
+const CONTROL: [u16; 5] = [401, 403, 403, 403, 200];
+
+/// A zone's lighting, and the route as the document names it.
+const LAWN: &str = "/api/v1/control/remiseparken/zones/lawn/lighting";
+const LIGHTING: &str = "/api/v1/control/{site}/{kind}/{id}/lighting";
 
 #[test]
 fn every_route_answers_each_role_exactly_as_it_may() {
@@ -180,6 +185,13 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         story.start_ms.unwrap()
     );
     let usage_csv = format!("{usage}&format=csv");
+    let lawn_pole = format!(
+        "/api/v1/control/remiseparken/nodes/{}/lighting",
+        (site.nodes.iter())
+            .find(|n| n.zone.as_deref() == Some("lawn"))
+            .unwrap()
+            .id
+    );
     let too_fine = format!("/api/v1/series?site=remiseparken&zone={zone}&from=0&to={now}&step_s=1");
 
     // The table: each row asked by each of WHO, in order.
@@ -264,6 +276,46 @@ fn every_route_answers_each_role_exactly_as_it_may() {
             Some("/api/v1/silences/{id}"),
             [401, 403, 403, 204, 204],
         ),
+        (
+            "GET",
+            "/api/v1/control/remiseparken",
+            Some("/api/v1/control/{site}"),
+            CONTROL,
+        ),
+        (
+            "GET",
+            "/api/v1/control/nowhere",
+            Some("/api/v1/control/{site}"),
+            [401, 403, 403, 403, 404],
+        ),
+        ("PUT", LAWN, Some(LIGHTING), CONTROL),
+        // A node's lighting dimmed below its zone's class without a motion boost.
+        ("PUT", &lawn_pole, Some(LIGHTING), [401, 403, 403, 403, 422]),
+        (
+            "PUT",
+            "/api/v1/control/remiseparken/zones/nowhere/lighting",
+            Some(LIGHTING),
+            [401, 403, 403, 403, 404],
+        ),
+        (
+            "PUT",
+            "/api/v1/control/remiseparken/circuits/c1/lighting",
+            Some(LIGHTING),
+            [401, 403, 403, 403, 404],
+        ),
+        ("DELETE", LAWN, Some(LIGHTING), CONTROL),
+        (
+            "POST",
+            "/api/v1/control/remiseparken/zones/lawn/override",
+            Some("/api/v1/control/{site}/zones/{zone}/override"),
+            CONTROL,
+        ),
+        (
+            "GET",
+            "/api/v1/control/remiseparken/audit",
+            Some("/api/v1/control/{site}/audit"),
+            CONTROL,
+        ),
         ("POST", "/api/v1/login", Some("/api/v1/login"), SIGNED_IN),
         ("POST", "/api/v1/logout", Some("/api/v1/logout"), [204; 5]),
         ("GET", "/api/v1/events", Some("/api/v1/events"), SIGNED_IN),
@@ -295,6 +347,13 @@ fn every_route_answers_each_role_exactly_as_it_may() {
                 ("POST", "/api/v1/login") => Some(json!({
                     "token": if who == 0 { "plk_wrong".to_owned() } else { tokens[who - 1].clone() }
                 })),
+                ("POST", p) if p.ends_with("/override") => {
+                    Some(json!({"level": 100, "until": until}))
+                }
+                ("PUT", p) if p.contains("/nodes/") => Some(json!({"profile": [
+                    {"at": "sunset", "level": 100}, {"at": "22:00", "level": 10, "class": "P6"}
+                ]})),
+                ("PUT", _) => Some(json!({"profile": [{"at": "sunset", "level": 100}]})),
                 ("POST", _) => Some(json!({"note": "on our way"})),
                 _ => None,
             };

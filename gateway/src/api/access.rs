@@ -65,6 +65,8 @@ pub enum Permission {
     Crew,
     /// Usage figures, aggregated to zones and hours.
     Usage,
+    /// Lamp control: lighting profiles, overrides, the control audit log.
+    Control,
 }
 
 impl Role {
@@ -97,6 +99,7 @@ impl Role {
                 matches!(self, Role::Operator | Role::Maintenance)
             }
             Permission::Usage => matches!(self, Role::Operator | Role::Partnership),
+            Permission::Control => self == Role::Operator,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`live`]: `/api/v1/events`, live updates as Server-Sent Events.
 
 pub mod access;
+mod control;
 mod crew;
 pub mod live;
 mod places;
@@ -45,6 +46,10 @@ pub struct ApiState {
     dead_letters_max: usize,
     sites: Vec<Site>,
     broker: Arc<BrokerLink>,
+    /// Asks the config publisher to plan again or to publish commands.
+    control: tokio::sync::mpsc::Sender<crate::desired::Request>,
+    /// The MQTT topic prefix, for commands.
+    topic_prefix: String,
     sessions: Sessions,
     limiter: Limiter,
     /// The session cookie's name; `Secure` (and `__Host-`) when browsers reach the
@@ -59,28 +64,31 @@ pub struct ApiState {
 pub type Shared = Arc<ApiState>;
 
 impl ApiState {
-    /// The API's state over the store in `folder`, for `sites`; session cookies are
-    /// `Secure` when `secure_cookies` (browsers come over HTTPS); partners' counts from 1
-    /// below `suppress_below` are suppressed.
+    /// The API's state, as `config` says, for `sites`; `control` reaches the config
+    /// publisher. Session cookies are `Secure` when browsers come over HTTPS (TLS, or
+    /// plain HTTP beyond loopback behind a proxy); partners' counts from 1 below
+    /// `[usage] suppress_below` are suppressed.
     pub fn new(
-        folder: PathBuf,
-        dead_letters_max: usize,
+        config: &crate::config::Config,
         sites: Vec<Site>,
         broker: Arc<BrokerLink>,
-        secure_cookies: bool,
-        suppress_below: u32,
+        control: tokio::sync::mpsc::Sender<crate::desired::Request>,
     ) -> Result<ApiState, StorageError> {
+        let (folder, dead_letters_max) = (&config.storage.path, config.storage.dead_letters_max);
+        let secure_cookies = config.http.tls().is_some() || config.http.plain_http_beyond_loopback;
         Ok(ApiState {
-            store: Mutex::new(Store::open(&folder, dead_letters_max)?),
-            folder,
+            store: Mutex::new(Store::open(folder, dead_letters_max)?),
+            folder: folder.clone(),
             dead_letters_max,
             sites,
             broker,
+            control,
+            topic_prefix: config.mqtt.topic_prefix.clone(),
             sessions: Sessions::default(),
             limiter: Limiter::default(),
             cookie: access::cookie_name(secure_cookies),
             secure_cookies,
-            suppress_below,
+            suppress_below: config.usage.suppress_below,
             events: tokio::sync::broadcast::channel(live::BACKLOG).0,
         })
     }
@@ -356,6 +364,10 @@ pub fn router(api: Shared) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(series::series))
         .routes(routes!(usage::usage))
         .routes(routes!(live::events))
+        .routes(routes!(control::state))
+        .routes(routes!(control::set_lighting, control::reset_lighting))
+        .routes(routes!(control::override_zone))
+        .routes(routes!(control::audit))
         .with_state(api)
         .split_for_parts();
     let mut openapi = openapi;

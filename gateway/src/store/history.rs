@@ -319,7 +319,7 @@ impl Store {
     }
 
     /// Reports of `selector` made in `[from, to)`, from blocks and raw rows alike.
-    fn reports_between(
+    pub fn reports_between(
         &self,
         selector: Selector<'_>,
         from: i64,

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod alerts;
 mod blocks;
+pub mod control;
 pub mod history;
 pub mod journal;
 mod schema;

@@ -299,4 +299,29 @@ pub const MIGRATIONS: &[&str] = &[
         revoked INTEGER
     ) WITHOUT ROWID;
     ",
+    "
+    -- Lighting set through the API for a zone or a node (target 'zone:ID' or 'node:ID'):
+    -- it wins over the site file's until reset. lighting: {profile, motion_boost}.
+    CREATE TABLE control_lighting (
+        site TEXT NOT NULL,
+        target TEXT NOT NULL,
+        lighting TEXT NOT NULL,
+        set_by TEXT NOT NULL,
+        set_at INTEGER NOT NULL,
+        PRIMARY KEY (site, target)
+    ) WITHOUT ROWID;
+    -- Every control action: who, what, when; sent: [[node, message id], ...] to match
+    -- each node's command_applied or command_rejected.
+    CREATE TABLE control_audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        by TEXT NOT NULL,
+        action TEXT NOT NULL,
+        site TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        sent TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX control_audit_by_site ON control_audit (site, id);
+    ",
 ];
