@@ -1,5 +1,5 @@
 // parklight's dashboard: plain JavaScript, no build step, no network beyond the gateway.
-// Hash routes: #/ map, #/zone/{site}/{zone}, #/alerts. The session is an HttpOnly
+// Hash routes: #/ map, #/zone/{site}/{zone}, #/alerts, #/usage, #/control. The session is an HttpOnly
 // cookie set by POST /api/v1/login; live updates come over Server-Sent Events.
 
 const $ = (selector) => document.querySelector(selector);
@@ -10,6 +10,8 @@ const state = { zones: new Map(), nodes: new Map(), faults: new Set() };
 
 const mayOperate = () => me && (me.role === "operator" || me.role === "maintenance");
 const mayUsage = () => me && (me.role === "operator" || me.role === "partnership");
+const mayControl = () => me && me.role === "operator";
+const enc = encodeURIComponent;
 
 async function api(path, options = {}) {
   const response = await fetch(path, {
@@ -63,8 +65,9 @@ async function start() {
   $("#nav").hidden = false;
   $("#logout").hidden = false;
   $("#who").textContent = `${me.name} (${me.role})`;
-  for (const link of document.querySelectorAll("[data-needs=operations]")) link.hidden = !mayOperate();
-  for (const link of document.querySelectorAll("[data-needs=usage]")) link.hidden = !mayUsage();
+  // Links to pages the role may not use are not in the page at all.
+  const may = { operations: mayOperate(), usage: mayUsage(), control: mayControl() };
+  for (const link of document.querySelectorAll("[data-needs]")) if (!may[link.dataset.needs]) link.remove();
   follow();
   route();
 }
@@ -104,6 +107,7 @@ function route() {
   }
   const view = parts[0] === "alerts" && mayOperate() ? alertsView()
     : parts[0] === "usage" && mayUsage() ? usageView()
+    : parts[0] === "control" && mayControl() ? controlView()
     : parts[0] === "zone" && parts.length === 3 ? zoneView(parts[1], parts[2])
     : mapView();
   view.catch((error) => {
@@ -295,6 +299,84 @@ function heatMap(heat, count) {
     element("thead", {}, element("tr", {}, element("th", {}), hours.map((h) => element("th", {}, String(h))))),
     element("tbody", {}, heat.map((row, day) => element("tr", {}, element("th", {}, days[day]),
       row.map((n) => element("td", { class: n === null ? "heat-suppressed" : `heat-${Math.ceil((n / top) * 5)}`, title: count(n) }, n === null ? "·" : ""))))));
+}
+
+// Lamp control: each zone's lighting (edit, reset to the site file, hold for an event)
+// and the latest changes with what each node answered.
+async function controlView() {
+  const sites = await api("/api/v1/sites");
+  const view = element("div", {}, element("h1", {}, "Lamp control"));
+  for (const site of sites) {
+    const path = `/api/v1/control/${enc(site.id)}`;
+    const [control, audit] = await Promise.all([api(path), api(`${path}/audit?limit=20`)]);
+    view.append(element("h2", {}, site.name),
+      element("table", { "data-control": site.id },
+        element("thead", {}, element("tr", {}, ["Zone", "In force", "Night's lighting", ""].map((h) => element("th", {}, h)))),
+        element("tbody", {}, control.zones.map((z) => zoneControl(site.id, z, control.nodes.filter((n) => n.zone === z.zone))))),
+      element("h3", {}, "Latest changes"), auditTable(audit));
+  }
+  $("#view").replaceChildren(view);
+}
+
+function zoneControl(site, zone, nodes) {
+  const steps = element("div", { class: "steps" });
+  const addStep = (step = { at: "23:00", level: 50 }) => steps.append(element("span", { class: "step" },
+    element("input", { name: "at", value: step.at, size: 6, "aria-label": "from (sunset or HH:MM)" }),
+    element("input", { name: "level", type: "number", min: 0, max: 100, value: step.level, "aria-label": "level %" }),
+    element("input", { name: "class", value: step.class || "", size: 3, placeholder: "class", "aria-label": "class" }),
+    element("button", { type: "button", title: "remove", onclick: (e) => e.target.parentElement.remove() }, "×")));
+  zone.lighting.profile.forEach((step) => addStep(step));
+  const boost = zone.lighting.motion_boost;
+  const boostLevel = element("input", { name: "boost-level", type: "number", min: 0, max: 100, value: boost?.level ?? "", "aria-label": "boost level %" });
+  const boostHold = element("input", { name: "boost-hold", type: "number", min: 0, value: boost?.hold_s ?? "", "aria-label": "boost hold s" });
+  const holdLevel = element("input", { name: "hold-level", type: "number", min: 0, max: 100, value: 100, "aria-label": "override level %" });
+  const holdHours = element("input", { name: "hold-hours", type: "number", min: 1, max: 168, value: 4, "aria-label": "override hours" });
+  const message = element("p", { class: "message", role: "status" });
+  const lighting = () => ({
+    profile: [...steps.querySelectorAll(".step")].map((span) => {
+      const value = (name) => span.querySelector(`[name=${name}]`).value.trim();
+      const step = { at: value("at"), level: Number(value("level")) };
+      if (value("class")) step.class = value("class");
+      return step;
+    }),
+    motion_boost: boostLevel.value === "" ? null : { level: Number(boostLevel.value), hold_s: Number(boostHold.value) },
+  });
+  const path = `/api/v1/control/${enc(site)}`;
+  const act = (run) => async () => {
+    try {
+      const answer = await run();
+      await controlView();
+      const row = document.querySelector(`table[data-control="${site}"] tr[data-zone="${zone.zone}"] .message`);
+      row.textContent = [`Sent to ${answer.nodes.length} nodes.`, ...answer.warnings.map((w) => `Warning: ${w}`)].join(" ");
+      row.classList.toggle("warning", answer.warnings.length > 0);
+    } catch (error) {
+      message.textContent = error.message;
+      message.className = "message error";
+    }
+  };
+  const zonePath = `${path}/zones/${enc(zone.zone)}`;
+  const running = nodes.filter((n) => n.applied && n.source !== "node").length;
+  const own = nodes.filter((n) => n.source === "node").length;
+  return element("tr", { "data-zone": zone.zone, "data-source": zone.source },
+    element("td", {}, zone.zone, element("br"), zone.class),
+    element("td", {}, zone.source === "zone" ? `set by ${zone.set_by}, ${time(zone.set_at)}` : "site file",
+      element("br"), `${running} of ${nodes.length - own} nodes run it`, own ? `; ${own} with their own` : ""),
+    element("td", {}, steps, element("button", { type: "button", onclick: () => addStep() }, "+ step"),
+      element("div", {}, "motion boost ", boostLevel, " % for ", boostHold, " s"), message),
+    element("td", {},
+      element("button", { "data-action": "save", onclick: act(() => api(`${zonePath}/lighting`, { method: "PUT", body: lighting() })) }, "Save"),
+      zone.source === "zone" ? element("button", { "data-action": "reset", onclick: act(() => api(`${zonePath}/lighting`, { method: "DELETE" })) }, "Reset to site file") : null,
+      element("div", { class: "hold" }, "hold at ", holdLevel, " % for ", holdHours, " h ",
+        element("button", { "data-action": "override", onclick: act(() => api(`${zonePath}/override`, { method: "POST", body: { level: Number(holdLevel.value), until: Date.now() + Number(holdHours.value) * 3600e3 } })) }, "Hold"))));
+}
+
+function auditTable(entries) {
+  if (!entries.length) return element("p", {}, "No changes yet.");
+  const results = (nodes) => Object.entries(nodes.reduce((counts, n) => ({ ...counts, [n.result]: (counts[n.result] || 0) + 1 }), {}))
+    .map(([result, count]) => `${count} ${result}`).join(", ") || "–";
+  return element("table", { class: "audit" }, element("tbody", {}, entries.map((e) => element("tr", { "data-entry": e.id },
+    element("td", {}, time(e.at)), element("td", {}, e.by), element("td", {}, e.action.replace(/_/g, " ")),
+    element("td", {}, `${e.target_kind} ${e.target}`), element("td", {}, results(e.nodes))))));
 }
 
 $("#login").addEventListener("submit", async (event) => {

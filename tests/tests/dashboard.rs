@@ -122,6 +122,30 @@ fn an_operator_sees_a_zone_go_dark_live_and_acknowledges_it_and_a_partner_sees_n
         assert_eq!((stored["state"].as_str(), stored["by"].as_str(), stored["note"].as_str()),
             (Some("acknowledged"), Some("operator"), Some("relamping tonight")));
 
+        // The control page: every zone; a class that does not exist is refused with its
+        // field named, and the lawn at 90 % is saved and in force.
+        browser.client.goto(&format!("{url}#/control")).await.unwrap();
+        let rows = "document.querySelectorAll('table[data-control] tbody tr[data-zone]').length";
+        assert!(browser.wait_for(Duration::from_secs(20), &format!("{rows} === {}", site.zones.len())).await);
+        let edit = |class: &str| format!(
+            "(() => {{ const row = document.querySelector('tr[data-zone=lawn]'); \
+             const step = row.querySelector('.step'); step.querySelector('[name=level]').value = '90'; \
+             step.querySelector('[name=class]').value = '{class}'; \
+             row.querySelector('button[data-action=save]').click(); return true; }})()"
+        );
+        browser.eval(&edit("P9")).await;
+        let refused = "document.querySelector('tr[data-zone=lawn] .message.error')?.textContent.startsWith('profile[0].class')";
+        assert!(browser.wait_for(Duration::from_secs(10), refused).await);
+        browser.screenshot("control-refused").await;
+        browser.eval(&edit("")).await;
+        let saved = "document.querySelector('tr[data-zone=lawn]')?.dataset.source === 'zone' \
+            && document.querySelector('tr[data-zone=lawn] .message').textContent.startsWith('Sent to')";
+        assert!(browser.wait_for(Duration::from_secs(20), saved).await, "{}", gateway.log());
+        browser.screenshot("control-saved").await;
+        let control = request(port, "GET", "/api/v1/control/remiseparken", Credential::Bearer(&operator), None).json();
+        let lawn = control["zones"].as_array().unwrap().iter().find(|z| z["zone"] == "lawn").unwrap();
+        assert_eq!((lawn["set_by"].as_str(), &lawn["lighting"]["profile"][0]["level"]), (Some("operator"), &serde_json::json!(90)));
+
         // A partner: zones only; no node, no crew page.
         browser.client.find(fantoccini::Locator::Css("#logout")).await.unwrap().click().await.unwrap();
         assert!(browser.wait_for(Duration::from_secs(10), "!document.querySelector('#login').hidden").await);
@@ -129,7 +153,7 @@ fn an_operator_sees_a_zone_go_dark_live_and_acknowledges_it_and_a_partner_sees_n
         let drawn = browser.eval("document.querySelectorAll('svg.map path[data-zone]').length").await;
         assert_eq!(drawn, site.zones.len());
         assert_eq!(browser.eval("document.querySelectorAll('svg.map circle').length").await, 0);
-        assert_eq!(browser.eval("document.querySelector('a[href=\"#/alerts\"]').hidden").await, true);
+        assert_eq!(browser.eval("document.querySelector('a[href=\"#/alerts\"]') === null").await, true);
         browser.client.goto(&format!("{url}#/alerts")).await.unwrap();
         assert!(browser.wait_for(Duration::from_secs(10), "document.querySelector('svg.map')").await);
         // Nothing of a node anywhere in the page, text, attributes or titles.
