@@ -169,6 +169,25 @@ impl Default for UsageConfig {
     }
 }
 
+/// Pricing the lamps' energy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnergyConfig {
+    /// Price of a kWh, in `currency`; no cost is given without it.
+    pub tariff_per_kwh: Option<f64>,
+    /// ISO 4217 code of the tariff's currency.
+    pub currency: String,
+}
+
+impl Default for EnergyConfig {
+    fn default() -> Self {
+        EnergyConfig {
+            tariff_per_kwh: None,
+            currency: "EUR".into(),
+        }
+    }
+}
+
 /// Forwarding to InfluxDB 2.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -355,6 +374,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Usage figures for partnerships.
     pub usage: UsageConfig,
+    /// Pricing the lamps' energy.
+    pub energy: EnergyConfig,
     /// Forwarding to InfluxDB, when configured.
     pub influxdb: Option<InfluxConfig>,
     /// Site files, with paths resolved.
@@ -580,6 +601,7 @@ impl Config {
                 "ingest" => config.ingest = report.section("ingest", value).unwrap_or_default(),
                 "http" => config.http = report.section("http", value).unwrap_or_default(),
                 "usage" => config.usage = report.section("usage", value).unwrap_or_default(),
+                "energy" => config.energy = report.section("energy", value).unwrap_or_default(),
                 "influxdb" => config.influxdb = report.section("influxdb", value),
                 "sites" => config.sites = report.section("sites", value).unwrap_or_default(),
                 "detection" => {
@@ -590,7 +612,7 @@ impl Config {
                 other => report.at(
                     span,
                     format!(
-                        "unknown section [{other}] (mqtt, storage, ingest, http, usage, influxdb, sites, detection, alerts, webhooks)"
+                        "unknown section [{other}] (mqtt, storage, ingest, http, usage, energy, influxdb, sites, detection, alerts, webhooks)"
                     ),
                 ),
             }
@@ -687,6 +709,21 @@ impl Config {
                 "usage",
                 "suppress_below",
                 "[usage] suppress_below: 1 (nothing suppressed) to 1000".into(),
+            );
+        }
+        if (self.energy.tariff_per_kwh).is_some_and(|t| !(0.0..=1000.0).contains(&t)) {
+            found.error(
+                "energy",
+                "tariff_per_kwh",
+                "[energy] tariff_per_kwh: 0 to 1000 (a price per kWh)".into(),
+            );
+        }
+        let currency = &self.energy.currency;
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            found.error(
+                "energy",
+                "currency",
+                "[energy] currency: an ISO 4217 code such as EUR or DKK".into(),
             );
         }
         if mqtt.client_id.is_empty() || mqtt.client_id.len() > 23 * 4 {

@@ -14,7 +14,7 @@ use parklight_tests::broker::Mosquitto;
 use parklight_tests::gateway::{Gateway, remiseparken_file};
 use parklight_tests::process::Parklight;
 use parklight_tests::{one_at_a_time, wait_until};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Who asks: no credential, then each role, least first.
 const WHO: [&str; 5] = ["nobody", "viewer", "partnership", "maintenance", "operator"];
@@ -43,7 +43,10 @@ fn every_route_answers_each_role_exactly_as_it_may() {
     let _serial = one_at_a_time();
     let broker = Mosquitto::start();
     // Partners see counts below 60 as suppressed: an evening hour of a quiet zone is less.
-    let mut gateway = Gateway::new(&broker.url(), "[usage]\nsuppress_below = 60\n");
+    let mut gateway = Gateway::new(
+        &broker.url(),
+        "[usage]\nsuppress_below = 60\n\n[energy]\ntariff_per_kwh = 2.5\n",
+    );
     gateway.start();
     let port = gateway.http_port();
     let config = gateway.config_path().to_string_lossy().into_owned();
@@ -185,6 +188,10 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         story.start_ms.unwrap()
     );
     let usage_csv = format!("{usage}&format=csv");
+    let energy = usage.replace("/usage?", "/energy?");
+    let energy_csv = format!("{energy}&format=csv");
+    let compliance = usage.replace("/usage?", "/compliance?");
+    let compliance_csv = format!("{compliance}&format=csv");
     let lawn_pole = format!(
         "/api/v1/control/remiseparken/nodes/{}/lighting",
         (site.nodes.iter())
@@ -226,6 +233,10 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         ),
         ("GET", &usage, Some("/api/v1/usage"), USAGE),
         ("GET", &usage_csv, Some("/api/v1/usage"), USAGE),
+        ("GET", &energy, Some("/api/v1/energy"), CONTROL),
+        ("GET", &energy_csv, Some("/api/v1/energy"), CONTROL),
+        ("GET", &compliance, Some("/api/v1/compliance"), USAGE),
+        ("GET", &compliance_csv, Some("/api/v1/compliance"), USAGE),
         ("GET", "/api/v1/alerts", Some("/api/v1/alerts"), OPERATIONS),
         (
             "GET",
@@ -378,6 +389,69 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Energy: every Remiseparken lamp meters its power; priced at the tariff, and no
+    // day-burner in this story.
+    let spent = request(port, "GET", &energy, operator, None).json();
+    let total = &spent["total"];
+    let kwh = total["kwh"].as_f64().unwrap();
+    assert!(kwh > 0.0, "{spent:#}");
+    assert_eq!(total["metered_kwh"].as_f64(), Some(kwh), "{total:#}");
+    assert!(
+        (total["cost"].as_f64().unwrap() - 2.5 * kwh).abs() < 1e-9,
+        "{total:#}"
+    );
+    assert!(
+        total["daylight_kwh"].as_f64().unwrap() < 0.05 * kwh,
+        "{total:#}"
+    );
+    let csv_rows = request(port, "GET", &energy_csv, operator, None)
+        .body
+        .lines()
+        .count()
+        - 1;
+    let nights: usize = (spent["zones"].as_array().unwrap().iter())
+        .map(|z| z["nights"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(csv_rows, nights);
+    // Compliance: the failing zone was below its class for a while, and its lamps'
+    // faults were repaired within the story (an hour after they failed).
+    let judged = request(port, "GET", &compliance, operator, None).json();
+    let failing = (judged["zones"].as_array().unwrap().iter())
+        .find(|z| z["zone"] == zone.as_str())
+        .unwrap();
+    let months = failing["months"].as_array().unwrap();
+    let below: f64 = months
+        .iter()
+        .map(|m| m["below_class_hours"].as_f64().unwrap())
+        .sum();
+    assert!(below > 0.0, "{failing:#}");
+    let repairs: Vec<f64> = (months.iter())
+        .flat_map(|m| m["faults"].as_array().unwrap().clone())
+        .filter(|f| f["kind"] == "lamp_fault")
+        .filter_map(|f| f["hours_to_repair"].as_f64())
+        .collect();
+    assert!(!repairs.is_empty(), "{failing:#}");
+    assert!(
+        repairs.iter().all(|h| (0.5..=2.0).contains(h)),
+        "{repairs:?}"
+    );
+    let shared = request(
+        port,
+        "GET",
+        &compliance,
+        Credential::Bearer(&tokens[1]),
+        None,
+    )
+    .json();
+    let faults: Vec<Value> = (shared["zones"].as_array().unwrap().iter())
+        .flat_map(|z| z["months"].as_array().unwrap().clone())
+        .flat_map(|m| m["faults"].as_array().unwrap().clone())
+        .collect();
+    assert!(
+        !faults.is_empty() && faults.iter().all(|f| f.get("node").is_none()),
+        "{shared:#}"
+    );
 
     // The document validates as OpenAPI 3.1 and lists exactly the routes of the table.
     let document = request(port, "GET", "/api/v1/openapi.json", Credential::None, None);

@@ -67,6 +67,10 @@ pub enum Permission {
     Usage,
     /// Lamp control: lighting profiles, overrides, the control audit log.
     Control,
+    /// The lamps' energy and its cost.
+    Energy,
+    /// Compliance: lit to class, dark with people, time to repair.
+    Compliance,
 }
 
 impl Role {
@@ -99,7 +103,8 @@ impl Role {
                 matches!(self, Role::Operator | Role::Maintenance)
             }
             Permission::Usage => matches!(self, Role::Operator | Role::Partnership),
-            Permission::Control => self == Role::Operator,
+            Permission::Control | Permission::Energy => self == Role::Operator,
+            Permission::Compliance => matches!(self, Role::Operator | Role::Partnership),
         }
     }
 }

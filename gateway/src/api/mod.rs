@@ -12,8 +12,10 @@
 //! - [`live`]: `/api/v1/events`, live updates as Server-Sent Events.
 
 pub mod access;
+mod compliance;
 mod control;
 mod crew;
+mod energy;
 pub mod live;
 mod places;
 mod series;
@@ -36,6 +38,48 @@ use crate::detection::BrokerLink;
 use crate::store::{StorageError, Store};
 use access::{Caller, Limiter, Role, SESSION_LIFETIME, Sessions};
 
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Whether `format` asks for CSV: `json` (the default) or `csv`.
+fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(_) => Err(ApiError::invalid("format", "json or csv")),
+    }
+}
+
+/// A CSV answer.
+fn csv_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+}
+
+/// The period `[from, to)` asked (Unix ms), checked: at most `max_days` long; for
+/// partners, whole hours, none newer than the last full one.
+fn period(from: i64, to: i64, partner: bool, max_days: i64) -> Result<(i64, i64), ApiError> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let hour = |ms: i64| ms - ms.rem_euclid(HOUR_MS);
+    let (from, to) = if partner {
+        (hour(from), hour(to.min(now)))
+    } else {
+        (from, to)
+    };
+    if from < 0 {
+        return Err(ApiError::invalid("from", "a time since 1970 (Unix ms)"));
+    }
+    let span = to.checked_sub(from).unwrap_or(i64::MAX);
+    if span <= 0 || span > max_days * DAY_MS {
+        return Err(ApiError::invalid(
+            "to",
+            format!(
+                "after from (for partners: by a whole hour, before the current one), by at most {max_days} days"
+            ),
+        ));
+    }
+    Ok((from, to))
+}
+
 /// Reports the detectors may lag behind the store while the gateway still counts as ready.
 pub const READY_DETECTION_LAG: i64 = 10_000;
 
@@ -50,6 +94,8 @@ pub struct ApiState {
     control: tokio::sync::mpsc::Sender<crate::desired::Request>,
     /// The MQTT topic prefix, for commands.
     topic_prefix: String,
+    /// Pricing the lamps' energy.
+    energy: crate::config::EnergyConfig,
     sessions: Sessions,
     limiter: Limiter,
     /// The session cookie's name; `Secure` (and `__Host-`) when browsers reach the
@@ -84,6 +130,7 @@ impl ApiState {
             broker,
             control,
             topic_prefix: config.mqtt.topic_prefix.clone(),
+            energy: config.energy.clone(),
             sessions: Sessions::default(),
             limiter: Limiter::default(),
             cookie: access::cookie_name(secure_cookies),
@@ -368,6 +415,8 @@ pub fn router(api: Shared) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(control::set_lighting, control::reset_lighting))
         .routes(routes!(control::override_zone))
         .routes(routes!(control::audit))
+        .routes(routes!(energy::energy))
+        .routes(routes!(compliance::compliance_report))
         .with_state(api)
         .split_for_parts();
     let mut openapi = openapi;

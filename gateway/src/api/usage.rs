@@ -6,18 +6,16 @@
 
 use axum::Json;
 use axum::extract::{Query, State, rejection::QueryRejection};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use parklight_core::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
-use super::{ApiError, ErrorBody, Shared};
+use super::{ApiError, ErrorBody, Shared, csv_response, period, wants_csv};
 use crate::detect::ZoneWindow;
 
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
+use super::{DAY_MS, HOUR_MS};
 
 /// Which usage.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -132,31 +130,10 @@ pub async fn usage(
         site.zone(zone)
             .ok_or_else(|| ApiError::NotFound(format!("no zone {zone} in site {}", site.id)))?;
     }
-    let csv = match q.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(ApiError::invalid("format", "json or csv")),
-    };
+    let csv = wants_csv(q.format.as_deref())?;
     let partner = caller.role == Role::Partnership;
     let below = if partner { api.suppress_below } else { 0 };
-    // Partners get whole hours, none newer than the last full one.
-    let now = jiff::Timestamp::now().as_millisecond();
-    let hour = |ms: i64| ms - ms.rem_euclid(HOUR_MS);
-    let (from, to) = if partner {
-        (hour(q.from), hour(q.to.min(now)))
-    } else {
-        (q.from, q.to)
-    };
-    if from < 0 {
-        return Err(ApiError::invalid("from", "a time since 1970 (Unix ms)"));
-    }
-    let span = to.checked_sub(from).unwrap_or(i64::MAX);
-    if span <= 0 || span > 400 * DAY_MS {
-        return Err(ApiError::invalid(
-            "to",
-            "after from (for partners: by a whole hour, before the current one), by at most 400 days",
-        ));
-    }
+    let (from, to) = period(q.from, q.to, partner, 400)?;
     let id = site.id.clone();
     let windows = api
         .read(move |store| Ok(store.site_windows(&id, from, to)?))
@@ -203,11 +180,7 @@ pub async fn usage(
     if !csv {
         return Ok(Json(usage).into_response());
     }
-    Ok((
-        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-        heat_csv(&usage),
-    )
-        .into_response())
+    Ok(csv_response(heat_csv(&usage)))
 }
 
 /// One row per zone, weekday and hour: `zone,weekday,hour,detections`, a suppressed
