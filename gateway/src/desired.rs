@@ -50,14 +50,46 @@ pub struct Publication {
     pub payload: String,
 }
 
+/// A change of lighting set through the API, logged as control audit entry `entry`.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Its audit entry.
+    pub entry: i64,
+    /// The site.
+    pub site: String,
+    /// The zone or node whose lighting changed.
+    pub target: Target,
+}
+
+/// A message sent to a node: the node and the message's id.
+pub type Sent = (String, String);
+
 /// What the API asks of the publisher.
 #[derive(Debug)]
 pub enum Request {
-    /// Plan again now (lighting set through the API changed); answered once what changed
-    /// is handed to the broker connection.
-    Replan(oneshot::Sender<()>),
+    /// Plan again now for a change of lighting: the configs it makes for the nodes the
+    /// change governs are recorded in its audit entry, and answered once handed to the
+    /// broker connection. A plan that fails is tried again; the entry is recorded then.
+    Replan(Change, oneshot::Sender<Vec<Sent>>),
     /// Publish these commands (QoS 1, not retained); answered once handed over.
     Commands(Vec<Publication>, oneshot::Sender<()>),
+}
+
+/// The nodes of `site` whose lighting a change of `target` decides, given what is set
+/// through the API: the node itself, or its zone's nodes without lighting of their own.
+pub fn governed<'s>(
+    site: &'s Site,
+    target: &'s Target,
+    controls: &'s [ControlLighting],
+) -> impl Iterator<Item = &'s NodePlacement> {
+    site.nodes.iter().filter(move |node| match target {
+        Target::Node(id) => node.id == *id,
+        Target::Zone(zone) => {
+            node.zone.as_deref() == Some(zone.as_str())
+                && !(controls.iter())
+                    .any(|c| c.site == site.id && c.target == Target::Node(node.id.clone()))
+        }
+    })
 }
 
 /// Reads lighting as stored for a zone or node (`{"profile": [...], "motion_boost":
@@ -122,14 +154,15 @@ fn first_version(now: i64) -> u32 {
 /// last one published (or that has none), numbered past that one, the version the node
 /// last reported running, and [`first_version`]; returns what to publish, with the
 /// unchanged latest versions too when `republish` (at start: a broker may have lost its
-/// retained messages, or the gateway stopped between storing and publishing).
+/// retained messages, or the gateway stopped between storing and publishing), and the
+/// versions it made, by node.
 pub fn plan(
     store: &mut Store,
     sites: &[Site],
     prefix: &str,
     now: i64,
     republish: bool,
-) -> Result<Vec<Publication>, StorageError> {
+) -> Result<(Vec<Publication>, HashMap<String, u32>), StorageError> {
     let latest = store.latest_configs()?;
     let controls = store.control_lighting()?;
     let running: HashMap<String, u32> = store
@@ -139,6 +172,7 @@ pub fn plan(
         .collect();
     let mut writer = store.write()?;
     let mut publications = Vec::new();
+    let mut made = HashMap::new();
     for site in sites {
         for node in &site.nodes {
             let desired = desired(site, node, &controls);
@@ -164,6 +198,7 @@ pub fn plan(
             let payload = encode(&desired.config(cfg));
             let id = writer.node(&node.id, &site.id)?;
             writer.config(id, cfg, &content, &payload, now)?;
+            made.insert(node.id.clone(), cfg);
             publications.push(Publication {
                 topic: topic.as_str().to_owned(),
                 payload,
@@ -171,7 +206,34 @@ pub fn plan(
         }
     }
     writer.commit()?;
-    Ok(publications)
+    Ok((publications, made))
+}
+
+/// Plans, then records in each change's audit entry the configs made for the nodes it
+/// governs; what to publish, and what each change sent.
+fn plan_changes(
+    store: &mut Store,
+    sites: &[Site],
+    prefix: &str,
+    republish: bool,
+    changes: &[Change],
+) -> Result<(Vec<Publication>, Vec<Vec<Sent>>), StorageError> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let (publications, made) = plan(store, sites, prefix, now, republish)?;
+    let controls = store.control_lighting()?;
+    let mut sent = Vec::new();
+    for change in changes {
+        let site = sites.iter().find(|s| s.id == change.site);
+        let nodes = site
+            .into_iter()
+            .flat_map(|site| governed(site, &change.target, &controls));
+        let messages: Vec<Sent> = nodes
+            .filter_map(|node| Some((node.id.clone(), format!("c-{}", made.get(&node.id)?))))
+            .collect();
+        store.control_sent(change.entry, &messages)?;
+        sent.push(messages);
+    }
+    Ok((publications, sent))
 }
 
 fn modified(path: &PathBuf) -> Option<SystemTime> {
@@ -189,7 +251,7 @@ pub async fn run(
 ) -> Result<(), StorageError> {
     let mut seen: Vec<Option<SystemTime>> = settings.files.iter().map(modified).collect();
     let mut republish = true;
-    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut waiting: Vec<(Change, oneshot::Sender<Vec<Sent>>)> = Vec::new();
     loop {
         let (store_path, max, prefix) = (
             settings.store.clone(),
@@ -197,15 +259,16 @@ pub async fn run(
             settings.prefix.clone(),
         );
         let current = sites.clone();
+        let changes: Vec<Change> = waiting.iter().map(|(change, _)| change.clone()).collect();
         let planned = tokio::task::spawn_blocking(move || {
             let mut store = Store::open(&store_path, max)?;
-            let now = jiff::Timestamp::now().as_millisecond();
-            plan(&mut store, &current, &prefix, now, republish)
+            plan_changes(&mut store, &current, &prefix, republish, &changes)
         })
         .await
         .map_err(|e| StorageError::Corrupt(format!("config planning panicked: {e}")))?;
+        let mut retry = false;
         match planned {
-            Ok(publications) => {
+            Ok((publications, sent)) => {
                 republish = false;
                 for publication in publications {
                     tracing::info!(topic = %publication.topic, "publishing config");
@@ -222,22 +285,23 @@ pub async fn run(
                         return Ok(()); // the connection's task has ended: the gateway stops
                     }
                 }
-                for waiter in waiting.drain(..) {
-                    let _ = waiter.send(());
+                for ((_, reply), sent) in waiting.drain(..).zip(sent) {
+                    let _ = reply.send(sent);
                 }
             }
             Err(error) if error.is_transient() => {
                 tracing::warn!(%error, "configs not planned; retrying");
+                retry = true;
             }
             Err(error) => return Err(error),
         }
         // Wait for a site file to change (a good one replaces its site) or a request.
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(settings.check_every) => {}
+                _ = tokio::time::sleep(settings.check_every) => if retry { break },
                 Some(request) = requests.recv() => match request {
-                    Request::Replan(reply) => {
-                        waiting.push(reply);
+                    Request::Replan(change, reply) => {
+                        waiting.push((change, reply));
                         break;
                     }
                     Request::Commands(commands, reply) => {

@@ -335,12 +335,18 @@ function zoneControl(site, zone, nodes) {
   const lighting = () => ({
     profile: [...steps.querySelectorAll(".step")].map((span) => {
       const value = (name) => span.querySelector(`[name=${name}]`).value.trim();
+      if (value("level") === "") throw new Error("every step needs a level, 0 to 100");
       const step = { at: value("at"), level: Number(value("level")) };
       if (value("class")) step.class = value("class");
       return step;
     }),
-    motion_boost: boostLevel.value === "" ? null : { level: Number(boostLevel.value), hold_s: Number(boostHold.value) },
+    motion_boost: boostAsked(),
   });
+  const boostAsked = () => {
+    if (boostLevel.value === "" && boostHold.value === "") return null;
+    if (boostLevel.value === "" || boostHold.value === "") throw new Error("a motion boost needs a level and a hold time");
+    return { level: Number(boostLevel.value), hold_s: Number(boostHold.value) };
+  };
   const path = `/api/v1/control/${enc(site)}`;
   const act = (run) => async () => {
     try {
@@ -367,7 +373,7 @@ function zoneControl(site, zone, nodes) {
       element("button", { "data-action": "save", onclick: act(() => api(`${zonePath}/lighting`, { method: "PUT", body: lighting() })) }, "Save"),
       zone.source === "zone" ? element("button", { "data-action": "reset", onclick: act(() => api(`${zonePath}/lighting`, { method: "DELETE" })) }, "Reset to site file") : null,
       element("div", { class: "hold" }, "hold at ", holdLevel, " % for ", holdHours, " h ",
-        element("button", { "data-action": "override", onclick: act(() => api(`${zonePath}/override`, { method: "POST", body: { level: Number(holdLevel.value), until: Date.now() + Number(holdHours.value) * 3600e3 } })) }, "Hold"))));
+        element("button", { "data-action": "override", onclick: act(() => api(`${zonePath}/override`, { method: "POST", body: { level: Number(holdLevel.value), until: Math.round(Date.now() + Number(holdHours.value) * 3600e3) } })) }, "Hold"))));
 }
 
 function auditTable(entries) {

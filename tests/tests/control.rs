@@ -198,6 +198,11 @@ fn lighting_set_through_the_api_reaches_the_lamps_survives_a_restart_and_is_audi
         (Some("operator"), Some("lawn"))
     );
     assert_eq!(entries[0]["nodes"][0]["result"], "applied", "{audit:#}");
+    assert_eq!(
+        entries[1]["nodes"].as_array().unwrap().len(),
+        lawn.len(),
+        "{audit:#}"
+    );
     for answer in entries[1]["nodes"].as_array().unwrap() {
         let expected = if answer["node"] == own.as_str() {
             "superseded"
@@ -263,6 +268,21 @@ fn lighting_set_through_the_api_reaches_the_lamps_survives_a_restart_and_is_audi
         "the same versions"
     );
 
+    // A night after the restart: the lawn follows what was set (full all night, no boost).
+    night(&broker, state.path(), false);
+    for node in &lawn[1..] {
+        assert_eq!(
+            levels(&gateway, node, 2),
+            [100],
+            "{node}: what was set, after the restart"
+        );
+    }
+    assert_eq!(
+        levels(&gateway, &own, 2),
+        [80],
+        "{own}: its own, after the restart"
+    );
+
     // The lawn reset to its site file (full, 80 % from midnight); its pole keeps its own.
     let reset = call("DELETE", ZONE, None);
     assert_eq!(reset.status, 200, "{}", reset.body);
@@ -272,24 +292,24 @@ fn lighting_set_through_the_api_reaches_the_lamps_survives_a_restart_and_is_audi
         "{}",
         reset.body
     );
+    let again = call("DELETE", ZONE, None);
+    assert_eq!(again.status, 404, "nothing left to reset: {}", again.body);
     night(&broker, state.path(), false);
     for node in &lawn[1..] {
         // 80 % (P6) from midnight, boosted to full on motion.
-        let levels = levels(&gateway, node, 2);
+        let levels = levels(&gateway, node, 3);
         assert!(
             levels.len() >= 3 && levels.iter().all(|l| [100, 80].contains(l)),
             "{node}: the site file's profile: {levels:?}"
         );
     }
-    assert_eq!(
-        levels(&gateway, &own, 2),
-        [80],
-        "{own}: still its own after the restart"
-    );
+    assert_eq!(levels(&gateway, &own, 3), [80], "{own}: still its own");
     let audit = call("GET", "/api/v1/control/remiseparken/audit?limit=1", None).json();
     assert_eq!(audit[0]["action"], "reset_lighting", "{audit:#}");
+    let answers = audit[0]["nodes"].as_array().unwrap();
+    assert_eq!(answers.len(), lawn.len() - 1, "{audit:#}");
     assert!(
-        (audit[0]["nodes"].as_array().unwrap().iter()).all(|n| n["result"] == "applied"),
+        answers.iter().all(|n| n["result"] == "applied"),
         "{audit:#}"
     );
 

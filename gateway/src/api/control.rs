@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission};
 use super::{ApiError, ErrorBody, Shared};
-use crate::desired::{self, Publication, Request};
+use crate::desired::{self, Change, Publication, Request};
 use crate::store::control::{AuditEntry, ControlLighting, Target};
 use crate::store::{Selector, StorageError, Store};
 
@@ -25,7 +25,9 @@ const LEARN_MS: i64 = 14 * 86_400_000;
 /// Reports a node needs in the dark, lamp lit, before its lamp counts as learned.
 const LEARN_REPORTS: usize = 10;
 /// The sun below this altitude (degrees) leaves a lamp's own light on its sensor.
-const NIGHT_ALTITUDE: f64 = -6.0;
+const NIGHT_ALTITUDE: f64 = -12.0;
+/// Lamp levels learned from: high enough that ambient light counts for little.
+const LEARN_LEVEL: u8 = 50;
 /// The longest override.
 pub const MAX_OVERRIDE_MS: i64 = 7 * 86_400_000;
 /// How long the API waits for the config publisher.
@@ -36,7 +38,8 @@ const PUBLISHER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct StepView {
     /// `sunset` (first step only) or a local time `HH:MM`.
     pub at: String,
-    /// Lamp level, percent.
+    /// Lamp level, percent (0 to 100).
+    #[schema(maximum = 100)]
     pub level: u8,
     /// The lighting class the step is designed to deliver (P1 to P6); a class below the
     /// zone's needs a motion boost above the step's level.
@@ -47,9 +50,11 @@ pub struct StepView {
 /// Brighten on motion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BoostView {
-    /// Level while boosted, percent.
+    /// Level while boosted, percent (0 to 100).
+    #[schema(maximum = 100)]
     pub level: u8,
-    /// Seconds after the last detection.
+    /// Seconds after the last detection, up to a day.
+    #[schema(maximum = 86400)]
     pub hold_s: u32,
 }
 
@@ -221,8 +226,9 @@ impl From<AuditEntry> for AuditView {
 /// An override of a zone's lamps.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OverrideBody {
-    /// Level, percent.
-    pub level: u8,
+    /// Level, percent (0 to 100).
+    #[schema(maximum = 100)]
+    pub level: u64,
     /// Until when, Unix ms: in the future, within 7 days.
     pub until: i64,
 }
@@ -363,7 +369,13 @@ pub fn check_lighting(body: &Value, zone: Option<&Zone>) -> Result<String, ApiEr
             ));
         }
     }
-    let text = body.to_string();
+    // Stored as a node reads it: no boost is no `motion_boost` at all.
+    let mut stored = serde_json::Map::new();
+    stored.insert("profile".into(), Value::Array(steps.clone()));
+    if let Some(boost) = object.get("motion_boost").filter(|b| !b.is_null()) {
+        stored.insert("motion_boost".into(), boost.clone());
+    }
+    let text = Value::Object(stored).to_string();
     desired::decode_lighting(&text).map_err(|e| {
         ApiError::invalid(
             e.field.unwrap_or("profile"),
@@ -373,13 +385,16 @@ pub fn check_lighting(body: &Value, zone: Option<&Zone>) -> Result<String, ApiEr
     Ok(text)
 }
 
-/// Steps of `lighting` that `zone`'s lamps, as learned from the last 14 nights (each
-/// node's lux per unit of luminance while lit in the dark), would light below the class
-/// the step must deliver.
+/// Steps of `lighting` that `zone`'s lamps (or only `node`'s), as learned from the last
+/// 14 nights, would light below the class the step must deliver. Each node's lamp is
+/// learned as its lux per unit of luminance (the firmware's curve) from its reports lit
+/// at 50 % or more with the sun 12° or more below the horizon, so that what the sky and
+/// its neighbours add counts for little.
 fn lamp_warnings(
     store: &Store,
     site: &Site,
     zone: &Zone,
+    node: Option<&str>,
     lighting: &str,
     now: i64,
 ) -> Result<Vec<String>, StorageError> {
@@ -387,11 +402,14 @@ fn lamp_warnings(
         return Ok(Vec::new());
     };
     let mut full = Vec::new();
-    for node in (site.nodes.iter()).filter(|n| n.zone.as_deref() == Some(zone.id.as_str())) {
+    let lamps = (site.nodes.iter())
+        .filter(|n| n.zone.as_deref() == Some(zone.id.as_str()))
+        .filter(|n| node.is_none_or(|id| id == n.id));
+    for node in lamps {
         let mut per_luminance: Vec<f64> = store
             .reports_between(Selector::Node(&node.id), now - LEARN_MS, now)?
             .into_iter()
-            .filter(|r| r.lamp_on && r.lamp_level >= 10)
+            .filter(|r| r.lamp_on && r.lamp_level >= LEARN_LEVEL)
             .filter(|r| altitude_deg(r.ts, site.lat, site.lon) < NIGHT_ALTITUDE)
             .filter_map(|r| {
                 let lux = r.lux?.avg * node.calibration;
@@ -415,37 +433,38 @@ fn lamp_warnings(
             let required = class.map_or(zone.requirement.avg_lux, |(avg, _)| avg);
             let expected = full * f64::from(luminance(f32::from(step.level)));
             (expected < required).then(|| {
+                let lamps = node.map_or(format!("zone {}'s lamps give", zone.id), |n| format!("{n}'s lamp gives"));
                 format!(
-                    "profile[{i}]: at level {} zone {}'s lamps give about {expected:.1} lx on average (learned from its last 14 nights), below the {required:.1} lx the step must deliver",
-                    step.level, zone.id
+                    "profile[{i}]: at level {} {lamps} about {expected:.1} lx on average (learned from the last 14 nights), below the {required:.1} lx the step must deliver",
+                    step.level
                 )
             })
         })
         .collect())
 }
 
-/// Has the config publisher plan again (or publish `commands`), waiting for it.
-async fn ask_publisher(api: &Shared, commands: Option<Vec<Publication>>) -> Result<(), ApiError> {
-    let (reply, answered) = tokio::sync::oneshot::channel();
-    let request = match commands {
-        Some(commands) => Request::Commands(commands, reply),
-        None => Request::Replan(reply),
+/// Hands `request` to the config publisher and waits for its answer, at most 10 s in all.
+async fn ask_publisher<T>(
+    api: &Shared,
+    request: Request,
+    answered: tokio::sync::oneshot::Receiver<T>,
+    unanswered: &str,
+) -> Result<T, ApiError> {
+    let asked = async {
+        api.control.send(request).await.ok()?;
+        answered.await.ok()
     };
-    let unavailable = || {
-        ApiError::Unavailable(
-            "stored, but the config publisher did not answer in 10 s: it publishes when it can"
-                .into(),
-        )
-    };
-    api.control.send(request).await.map_err(|_| unavailable())?;
-    match tokio::time::timeout(PUBLISHER_WAIT, answered).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(unavailable()),
+    match tokio::time::timeout(PUBLISHER_WAIT, asked).await {
+        Ok(Some(answer)) => Ok(answer),
+        _ => Err(ApiError::Unavailable(format!(
+            "the config publisher did not answer within 10 s: {unanswered}"
+        ))),
     }
 }
 
-/// Plans and publishes what a change of `target`'s lighting means, records the config
-/// sent to each node it governs in audit entry `entry`, and answers with them.
+/// Has the config publisher plan and publish what change `entry` of `target`'s lighting
+/// means (it records in the entry the config sent to each node the change governs), and
+/// answers with those messages.
 async fn publish_lighting(
     api: &Shared,
     site: String,
@@ -453,26 +472,18 @@ async fn publish_lighting(
     entry: i64,
     warnings: Vec<String>,
 ) -> Result<Json<ControlAnswer>, ApiError> {
-    ask_publisher(api, None).await?;
+    let (reply, answered) = tokio::sync::oneshot::channel();
+    let change = Change {
+        entry,
+        site,
+        target,
+    };
+    let unanswered = format!(
+        "the lighting is stored and logged as entry {entry}; it is published, and the entry lists what was sent, when the publisher can"
+    );
+    ask_publisher(api, Request::Replan(change, reply), answered, &unanswered).await?;
     let nodes = api
-        .write(move |store, api| {
-            let site = api.site(&site)?;
-            let set = store.control_lighting()?;
-            let latest = store.latest_configs()?;
-            let sent: Vec<(String, String)> = (site.nodes.iter())
-                .filter(|node| match &target {
-                    Target::Node(id) => node.id == *id,
-                    Target::Zone(zone) => {
-                        node.zone.as_deref() == Some(zone.as_str())
-                            && source_of(site, &node.id, Some(zone), &set) != Source::Node
-                    }
-                })
-                .filter_map(|node| {
-                    let (cfg, _, _) = latest.get(&node.id)?;
-                    Some((node.id.clone(), format!("c-{cfg}")))
-                })
-                .collect();
-            store.control_sent(entry, &sent)?;
+        .read(move |store| {
             let logged = store.control_entry(entry)?;
             Ok(logged.map(|e| AuditView::from(e).nodes).unwrap_or_default())
         })
@@ -595,8 +606,12 @@ pub async fn set_lighting(
     let (entry, warnings) = api
         .write(move |store, api| {
             let site = api.site(&site)?;
+            let node = match &stored {
+                Target::Node(node) => Some(node.as_str()),
+                Target::Zone(_) => None,
+            };
             let warnings = match zone.as_deref().and_then(|z| site.zone(z)) {
-                Some(zone) => lamp_warnings(store, site, zone, &lighting, now)?,
+                Some(zone) => lamp_warnings(store, site, zone, node, &lighting, now)?,
                 None => Vec::new(),
             };
             let detail = json!({ "lighting": body, "warnings": warnings }).to_string();
@@ -608,6 +623,7 @@ pub async fn set_lighting(
                 now,
                 &detail,
             )?;
+            let entry = entry.ok_or_else(|| ApiError::internal("logging lighting", "no entry"))?;
             Ok((entry, warnings))
         })
         .await?;
@@ -636,7 +652,8 @@ pub async fn reset_lighting(
         .write(
             move |store, _| Ok(store.set_control_lighting(&site, &stored, None, &by, now, "{}")?),
         )
-        .await?;
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no lighting is set for {kind} {id}")))?;
     publish_lighting(&api, site_id, target, entry, Vec::new()).await
 }
 
@@ -670,6 +687,11 @@ pub async fn override_zone(
         .filter(|n| n.zone.as_deref() == Some(zone.as_str()))
         .map(|n| n.id.clone())
         .collect();
+    if nodes.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "zone {zone} has no nodes to hold"
+        )));
+    }
     let prefix = api.topic_prefix.clone();
     let detail = json!({ "level": asked.level, "until": asked.until }).to_string();
     let (site, stored, by) = (site_id.clone(), target.clone(), caller.name);
@@ -692,10 +714,18 @@ pub async fn override_zone(
         });
         sent.push((node, id.clone()));
     }
+    let (reply, answered) = tokio::sync::oneshot::channel();
+    let unanswered = format!("the override (entry {entry}) was not sent");
+    ask_publisher(
+        &api,
+        Request::Commands(commands, reply),
+        answered,
+        &unanswered,
+    )
+    .await?;
     let recorded = sent.clone();
     api.write(move |store, _| Ok(store.control_sent(entry, &recorded)?))
         .await?;
-    ask_publisher(&api, Some(commands)).await?;
     Ok(Json(ControlAnswer {
         entry,
         nodes: sent
@@ -758,6 +788,19 @@ mod tests {
         let (profile, boost) = desired::decode_lighting(&text).unwrap();
         let view = LightingView::of(&profile, boost);
         assert_eq!(serde_json::to_value(view).unwrap(), body);
+    }
+
+    #[test]
+    fn no_motion_boost_is_stored_as_none_as_the_state_gives_it() {
+        let site = Site::remiseparken();
+        let body = json!({"profile": [{"at": "sunset", "level": 100}], "motion_boost": null});
+        let text = check_lighting(&body, site.zone("lawn")).unwrap();
+        assert_eq!(text, r#"{"profile":[{"at":"sunset","level":100}]}"#);
+        let (profile, boost) = desired::decode_lighting(&text).unwrap();
+        assert_eq!(
+            serde_json::to_value(LightingView::of(&profile, boost)).unwrap(),
+            body
+        );
     }
 
     #[test]

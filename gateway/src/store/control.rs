@@ -118,7 +118,7 @@ impl Store {
     }
 
     /// Sets (`Some`) or resets (`None`) a target's lighting and logs it as `action` with
-    /// `detail`; the audit entry's number.
+    /// `detail`; the audit entry's number (`None`: a reset of nothing set, not logged).
     pub fn set_control_lighting(
         &mut self,
         site: &str,
@@ -127,9 +127,9 @@ impl Store {
         by: &str,
         at: i64,
         detail: &str,
-    ) -> Result<i64, StorageError> {
+    ) -> Result<Option<i64>, StorageError> {
         let writer = self.write()?;
-        match lighting {
+        let changed = match lighting {
             Some(lighting) => writer.tx.prepare_cached(
                 "INSERT OR REPLACE INTO control_lighting (site, target, lighting, set_by, set_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -139,6 +139,9 @@ impl Store {
                 .prepare_cached("DELETE FROM control_lighting WHERE site = ?1 AND target = ?2")?
                 .execute(params![site, target.key()])?,
         };
+        if changed == 0 {
+            return Ok(None); // the transaction rolls back as the writer drops
+        }
         let action = if lighting.is_some() {
             "set_lighting"
         } else {
@@ -146,7 +149,7 @@ impl Store {
         };
         let id = audit(&writer.tx, site, target, action, by, at, detail)?;
         writer.commit()?;
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// Logs an action with no stored state (an override); its number.
@@ -248,23 +251,34 @@ impl Store {
             )?
             .query_row(params![node, id], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
-        let superseded = || -> Result<bool, StorageError> {
-            let Some(version) = id.strip_prefix("c-").and_then(|v| v.parse::<u32>().ok()) else {
-                return Ok(false);
-            };
-            let latest: Option<u32> = self
+        // A config's answer may be lost: the version the node reports running tells too.
+        let version = id.strip_prefix("c-").and_then(|v| v.parse::<u32>().ok());
+        let running = || -> Result<Option<u32>, StorageError> {
+            Ok(self
+                .connection
+                .prepare_cached(
+                    "SELECT r.cfg FROM reports r JOIN nodes n ON n.id = r.node
+                     WHERE n.name = ?1 AND r.cfg IS NOT NULL ORDER BY r.id DESC LIMIT 1",
+                )?
+                .query_row([&node], |row| row.get(0))
+                .optional()?)
+        };
+        let latest = || -> Result<Option<u32>, StorageError> {
+            Ok(self
                 .connection
                 .prepare_cached(
                     "SELECT max(c.cfg) FROM configs c JOIN nodes n ON n.id = c.node WHERE n.name = ?1",
                 )?
-                .query_row([&node], |row| row.get(0))?;
-            Ok(latest.is_some_and(|latest| latest > version))
+                .query_row([&node], |row| row.get(0))?)
         };
-        let (result, reason) = match answer {
-            Some((kind, reason)) if kind == "command_rejected" => ("rejected", reason),
-            Some(_) => ("applied", None),
-            None if superseded()? => ("superseded", None),
-            None => ("pending", None),
+        let (result, reason) = match (answer, version) {
+            (Some((kind, reason)), _) if kind == "command_rejected" => ("rejected", reason),
+            (Some(_), _) => ("applied", None),
+            (None, Some(version)) if running()? == Some(version) => ("applied", None),
+            (None, Some(version)) if latest()?.is_some_and(|latest| latest > version) => {
+                ("superseded", None)
+            }
+            (None, _) => ("pending", None),
         };
         Ok(NodeAnswer {
             node,
