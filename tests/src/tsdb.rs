@@ -24,6 +24,8 @@ pub struct VictoriaMetrics {
     dir: tempfile::TempDir,
     port: u16,
     process: Option<Child>,
+    /// Its `-promscrape.config` file, once it scrapes.
+    scrape: Option<PathBuf>,
 }
 
 impl VictoriaMetrics {
@@ -35,6 +37,7 @@ impl VictoriaMetrics {
             dir: tempfile::tempdir().expect("temporary folder"),
             port: free_port(),
             process: None,
+            scrape: None,
         };
         tsdb.launch();
         tsdb
@@ -52,6 +55,7 @@ impl VictoriaMetrics {
                 "-dedup.minScrapeInterval=1ms",
                 "-search.latencyOffset=0s",
             ])
+            .args((self.scrape.iter()).map(|file| format!("-promscrape.config={}", file.display())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -97,6 +101,56 @@ impl VictoriaMetrics {
     pub fn resume(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// Restarts it (same port and data) scraping `/metrics` on loopback `port` every
+    /// second, as job `parklight`.
+    pub fn scrape(&mut self, port: u16) {
+        let file = self.dir.path().join("scrape.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "scrape_configs:\n  - job_name: parklight\n    scrape_interval: 1s\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
+            ),
+        )
+        .expect("writing the scrape config");
+        self.scrape = Some(file);
+        self.resume();
+    }
+
+    /// A PromQL range query from `start` to `end` (Unix ms) at `step_s`: each series'
+    /// labels and `(Unix ms, value)` samples; panics naming the query when it fails.
+    pub fn query_range(&self, query: &str, start: i64, end: i64, step_s: u32) -> Vec<Series> {
+        let _ = http_get(self.port, "/internal/force_flush");
+        let encoded =
+            percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC);
+        let path = format!(
+            "/api/v1/query_range?query={encoded}&start={}&end={}&step={step_s}s",
+            start as f64 / 1000.0,
+            end as f64 / 1000.0
+        );
+        let body = http_get(self.port, &path).unwrap_or_default();
+        let answer: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{query}: not JSON ({e}): {body}"));
+        assert_eq!(answer["status"], "success", "{query}: {answer}");
+        (answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+        .iter()
+        .map(|series| Series {
+            labels: (series["metric"].as_object().into_iter().flatten())
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect(),
+            samples: (series["values"].as_array().into_iter().flatten())
+                .filter_map(|pair| {
+                    let at = pair[0].as_f64()?;
+                    let value = pair[1].as_str()?.parse::<f64>().ok()?;
+                    Some(((at * 1000.0) as i64, value))
+                })
+                .collect(),
+        })
+        .collect()
     }
 
     /// Every series whose name matches the regular expression.

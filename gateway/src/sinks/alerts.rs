@@ -302,6 +302,13 @@ pub async fn deliver(
     stop: CancellationToken,
 ) -> Result<(), StorageError> {
     let mut store = Store::open(&store, dead_letters_max)?;
+    // Counted from zero from the start, so that a rate over them reads 0, not nothing.
+    let name = receiver.name.clone();
+    counter!(m::ALERTS_DELIVERED, "receiver" => name.clone()).increment(0);
+    for kind in ["permanent", "retry"] {
+        counter!(m::ALERT_DELIVERY_FAILURES, "receiver" => name.clone(), "kind" => kind)
+            .increment(0);
+    }
     let mut attempt = 0;
     while !stop.is_cancelled() {
         match round(&mut receiver, &mut store, &mut changed, &stop).await {
