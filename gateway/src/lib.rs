@@ -22,6 +22,7 @@
 pub mod alert;
 pub mod alerting;
 pub mod api;
+pub mod backfill;
 pub mod clock;
 pub mod config;
 pub mod crew;

@@ -368,3 +368,86 @@ fn a_scenario_file_starts_from_a_built_in_story_and_a_bad_one_is_refused_with_it
         refused.stderr
     );
 }
+
+/// `parklight sim --backfill`: two days of every Remiseparken node stored through the
+/// gateway's own code, no broker; lamps lit at night only, people counted, and the
+/// detectors judge the nights lit when the gateway starts.
+#[test]
+fn a_backfill_stores_days_of_history_that_the_detectors_judge() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let mut gateway = parklight_tests::gateway::Gateway::new(&broker.url(), "");
+    let config = gateway.config_path().to_string_lossy().into_owned();
+    let refused = Parklight::spawn(&["sim", "--backfill", "2w", "--config", &config])
+        .wait(Duration::from_secs(30));
+    assert!(
+        !refused.status.success() && refused.stderr.contains("--backfill"),
+        "{}",
+        refused.stderr
+    );
+    let done = Parklight::spawn(&["sim", "--backfill", "2d", "--config", &config])
+        .wait(Duration::from_secs(120));
+    assert!(done.status.success(), "{}", done.stderr);
+    let site = Site::remiseparken();
+    let per_node = 2 * 24 * 60;
+    let stored: u64 = done
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (stored as i64 - (site.nodes.len() * per_node) as i64).abs() <= site.nodes.len() as i64,
+        "{}",
+        done.stdout
+    );
+    let store = gateway.store();
+    let now = jiff::Timestamp::now().as_millisecond();
+    for node in &site.nodes {
+        let reports = store
+            .reports_between(parklight_gateway::store::Selector::Node(&node.id), 0, now)
+            .unwrap();
+        let night = |r: &&parklight_gateway::store::ReportRow| {
+            parklight_core::solar::altitude_deg(r.ts, site.lat, site.lon) < -1.0
+        };
+        assert!(
+            reports
+                .iter()
+                .filter(night)
+                .all(|r| r.lamp_on && r.lamp_level >= 80),
+            "{}",
+            node.id
+        );
+        assert!(
+            reports
+                .iter()
+                .filter(|r| !night(r))
+                .filter(|r| parklight_core::solar::altitude_deg(r.ts, site.lat, site.lon) > 1.0)
+                .all(|r| !r.lamp_on),
+            "{}",
+            node.id
+        );
+        assert!(
+            reports.iter().map(|r| u64::from(r.motion)).sum::<u64>() > 0,
+            "{}",
+            node.id
+        );
+    }
+    drop(store);
+    gateway.start();
+    let caught_up = wait_until(Duration::from_secs(120), || {
+        let store = gateway.store();
+        store.detected().unwrap().report >= store.last_report_id().unwrap()
+    });
+    assert!(caught_up, "{}", gateway.log());
+    let store = gateway.store();
+    let windows = store
+        .site_windows(&site.id, now - 2 * 86_400_000, now)
+        .unwrap();
+    let count = |status| windows.iter().filter(|w| w.status == status).count();
+    use parklight_gateway::detect::Status;
+    assert!(count(Status::Lit) > 100, "lit windows at night");
+    assert_eq!(count(Status::Dark), 0, "{windows:#?}");
+    gateway.stop();
+}

@@ -858,6 +858,7 @@ mod tests {
                 "alert_requests_open",
                 "alerts_by_state",
                 "conditions_by_time",
+                "control_audit_by_site",
                 "dead_letters_by_report",
                 "hour_blocks_by_zone",
                 "reports_held",

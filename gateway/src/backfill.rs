@@ -1,0 +1,260 @@
+//! Simulated history, fast (`parklight sim --backfill 365d`), for benchmarks and for
+//! trying the dashboard on a year of data: the simulator's physics (sun, clouds, moon,
+//! each lamp through the firmware's luminance curve, its power) and foot traffic make
+//! each node's reports, lamps following the site's profile and motion boost, and the
+//! gateway's own decode, validation and writer store them, without a broker, and closed
+//! hours are folded into blocks as housekeeping would have. The detectors judge the
+//! history when the gateway next starts; its housekeeping then drops the raw rows past
+//! the retention that they have judged.
+
+use std::path::PathBuf;
+
+use parklight_core::control::profile_level;
+use parklight_core::solar::{altitude_deg, night_at};
+use parklight_core::tz::TimeZone;
+use parklight_protocol::topic::{NodeTopic, node_topic};
+use parklight_protocol::{Faults, Lamp, Lux, Message, Telemetry};
+use parklight_sim::{people, physics};
+use parklight_site::{Desired, NodePlacement, Site};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::ingest::{Incoming, Ingest};
+use crate::store::{StorageError, Store};
+
+/// Reports per transaction.
+const GROUP: usize = 5000;
+
+/// What to make.
+#[derive(Debug, Clone)]
+pub struct Backfill {
+    /// The store's folder.
+    pub store: PathBuf,
+    /// Dead letters kept.
+    pub dead_letters_max: usize,
+    /// The sites.
+    pub sites: Vec<Site>,
+    /// Topic prefix.
+    pub prefix: String,
+    /// The span that ends at `end_ms`.
+    pub span_ms: i64,
+    /// Its end, Unix ms.
+    pub end_ms: i64,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+/// One simulated pole.
+struct Pole<'s> {
+    site: &'s Site,
+    placement: &'s NodePlacement,
+    desired: Desired,
+    topic: String,
+    rng: ChaCha8Rng,
+    seq: u32,
+    cfg: Option<u32>,
+    full_lux: f64,
+    popularity: f64,
+    poles_in_zone: usize,
+    boost_until: i64,
+}
+
+impl Pole<'_> {
+    /// Its report at `ts` under `sky` lux.
+    fn report(&mut self, ts: i64, sky: f64, tz: &TimeZone) -> Telemetry {
+        let interval = self.desired.interval_s;
+        let local = tz.to_local(ts).rem_euclid(86_400_000) / 60_000;
+        let rate = people::rate_per_hour(
+            (local / 60) as u8,
+            (local % 60) as u8,
+            self.popularity,
+            self.poles_in_zone,
+        );
+        let motion = people::detections(rate, f64::from(interval), &mut self.rng);
+        let night = night_at(ts, self.site.lat, self.site.lon);
+        let mut level = night.map_or(0, |night| {
+            profile_level(&self.desired.profile, tz, night, ts)
+        });
+        if let (Some(boost), Some(_)) = (self.desired.motion_boost, night) {
+            if motion > 0 {
+                self.boost_until = ts + i64::from(boost.hold_s) * 1000;
+            }
+            if ts < self.boost_until {
+                level = level.max(boost.level);
+            }
+        }
+        let lux =
+            physics::sensor_reading(sky + physics::lamp_lux(self.full_lux, level), &mut self.rng)
+                / self.placement.calibration.max(1e-6);
+        self.seq += 1;
+        Telemetry {
+            boot: 1,
+            seq: self.seq,
+            ts: ts as u64,
+            up_ms: None,
+            period_s: interval,
+            lux: Some(Lux {
+                avg: lux,
+                min: lux * 0.95,
+                max: lux * 1.05,
+            }),
+            motion,
+            lamp: Lamp {
+                on: level > 0,
+                level,
+                power_w: self.placement.metered.then(|| {
+                    physics::lamp_power(
+                        level,
+                        true,
+                        self.placement.rated_w.unwrap_or(physics::LAMP_WATTS),
+                    )
+                }),
+            },
+            cfg: self.cfg,
+            faults: Faults::default(),
+            oldest: None,
+            temp_c: None,
+        }
+    }
+}
+
+/// Makes and stores the reports of every node of `backfill.sites` over the span; how
+/// many were stored.
+pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, StorageError> {
+    let mut store = Store::open(&backfill.store, backfill.dead_letters_max)?;
+    store.register_sites(&backfill.sites)?;
+    let mut ingest = Ingest::new(&backfill.prefix, &backfill.sites, 60_000, &store)?;
+    // Each node runs its desired config from the start, and says so in its reports: the
+    // detectors then hold each step to the class it declares.
+    let start_ms = backfill.end_ms - backfill.span_ms;
+    crate::desired::plan(
+        &mut store,
+        &backfill.sites,
+        &backfill.prefix,
+        start_ms,
+        false,
+    )?;
+    let versions = store.latest_configs()?;
+    let mut poles = Vec::new();
+    for site in &backfill.sites {
+        for placement in &site.nodes {
+            let zone = placement.zone.as_deref().and_then(|z| site.zone(z));
+            let mut rng = ChaCha8Rng::seed_from_u64(backfill.seed ^ hash(&placement.id));
+            let Ok(topic) = node_topic(
+                &backfill.prefix,
+                &site.id,
+                &placement.id,
+                NodeTopic::Telemetry,
+            ) else {
+                continue; // ids are checked with the site file: a topic always fits
+            };
+            poles.push(Pole {
+                site,
+                placement,
+                desired: site.desired(placement),
+                topic: topic.as_str().to_owned(),
+                full_lux: zone.map_or(5.0, |z| z.requirement.avg_lux) * rng.random_range(1.4..2.4),
+                rng,
+                seq: 0,
+                cfg: versions.get(&placement.id).map(|(cfg, _, _)| *cfg),
+                popularity: zone.map_or(1.0, |z| z.popularity),
+                poles_in_zone: (site.nodes.iter())
+                    .filter(|n| n.zone == placement.zone)
+                    .count(),
+                boost_until: 0,
+            });
+        }
+    }
+    let zones: Vec<TimeZone> = (backfill.sites.iter())
+        .map(|s| TimeZone::parse(&s.posix_tz).unwrap_or(TimeZone::UTC))
+        .collect();
+    let mut clouds: Vec<(ChaCha8Rng, physics::Clouds)> = (backfill.sites.iter())
+        .map(|s| {
+            let mut rng = ChaCha8Rng::seed_from_u64(backfill.seed ^ hash(&s.id));
+            let clouds = physics::Clouds::new(&mut rng);
+            (rng, clouds)
+        })
+        .collect();
+    let step = i64::from(
+        poles
+            .iter()
+            .map(|p| p.desired.interval_s)
+            .min()
+            .unwrap_or(60),
+    ) * 1000;
+    let start = start_ms / step * step;
+    let (mut stored, mut pending, mut news) = (0u64, Vec::with_capacity(GROUP), Vec::new());
+    let mut buf = [0u8; 1024];
+    let mut t = start;
+    while t < backfill.end_ms {
+        let skies: Vec<f64> = (backfill.sites.iter().zip(&mut clouds))
+            .map(|(site, (rng, clouds))| {
+                let cover = clouds.step(rng);
+                physics::sky_lux(
+                    altitude_deg(t, site.lat, site.lon),
+                    cover,
+                    physics::moon_lux(t),
+                )
+            })
+            .collect();
+        for pole in &mut poles {
+            if t % (i64::from(pole.desired.interval_s) * 1000) != 0 {
+                continue;
+            }
+            let index = (backfill.sites.iter())
+                .position(|s| s.id == pole.site.id)
+                .unwrap_or(0);
+            let report = pole.report(t, skies[index], &zones[index]);
+            let len = report.encode(&mut buf).unwrap_or(0);
+            pending.push((pole.topic.clone(), buf[..len].to_vec(), t));
+        }
+        if pending.len() >= GROUP {
+            stored += store_group(&mut store, &mut ingest, &pending, &mut news)?;
+            pending.clear();
+            news.clear();
+            progress(t, stored);
+        }
+        t += step;
+    }
+    stored += store_group(&mut store, &mut ingest, &pending, &mut news)?;
+    progress(t, stored);
+    // Closed hours folded into blocks, as housekeeping would have; raw rows stay for the
+    // detectors, and the gateway's housekeeping drops them once judged.
+    store.compact(backfill.end_ms - crate::store::HOUR_MS, &|| false)?;
+    Ok(stored)
+}
+
+/// Stores a group of `(topic, payload, made at)` in one transaction, as the writer does.
+fn store_group(
+    store: &mut Store,
+    ingest: &mut Ingest,
+    group: &[(String, Vec<u8>, i64)],
+    news: &mut Vec<crate::ingest::AckNews>,
+) -> Result<u64, StorageError> {
+    let mut writer = store.write()?;
+    let mut stored = 0;
+    for (topic, payload, at) in group {
+        let incoming = Incoming {
+            topic,
+            payload,
+            received_ms: at + 500,
+            retained: false,
+        };
+        if matches!(
+            ingest.handle(&mut writer, &incoming, news)?,
+            crate::ingest::Outcome::Stored { .. }
+        ) {
+            stored += 1;
+        }
+    }
+    ingest.save(&mut writer)?;
+    writer.commit()?;
+    ingest.committed();
+    Ok(stored)
+}
+
+fn hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,125 @@
+//! `cargo run --release -p parklight-tests --bin bench-api [-- DAYS]`: the API on a long
+//! history. Stores DAYS (default 365) of simulated Remiseparken history with `parklight
+//! sim --backfill` (the gateway's own decode, validation and writer, no broker), starts
+//! the real gateway on it and measures: the backfill's rate, the start-up time (to
+//! `/healthz`), the detectors' catch-up over the whole history, then p50/p99 of a zone's
+//! series for 24 h at a 1-minute step and of the 30-day usage heat map. Every loop is
+//! bounded; everything listens on loopback.
+
+use std::time::{Duration, Instant};
+
+use parklight_tests::api::{Credential, create_token, request};
+use parklight_tests::broker::Mosquitto;
+use parklight_tests::gateway::Gateway;
+use parklight_tests::process::Parklight;
+use parklight_tests::wait_until;
+
+/// Requests per measured route.
+const REQUESTS: usize = 200;
+
+/// p50 and p99 of `samples`, in ms.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    (at(0.50), at(0.99))
+}
+
+/// Times `REQUESTS` GETs of `path(i)`, each required to answer 200.
+fn time_requests(port: u16, token: &str, path: impl Fn(usize) -> String) -> (f64, f64) {
+    let samples = (0..REQUESTS)
+        .map(|i| {
+            let path = path(i);
+            let started = Instant::now();
+            let answer = request(port, "GET", &path, Credential::Bearer(token), None);
+            let took = started.elapsed();
+            assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+            took
+        })
+        .collect();
+    percentiles(samples)
+}
+
+fn main() {
+    let days: u32 = std::env::args()
+        .nth(1)
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(365);
+    parklight_tests::use_release_binary();
+    println!("building the release binary ...");
+    parklight_tests::parklight_binary();
+    let broker = Mosquitto::start();
+    // Raw rows stay until the detectors have judged them: a retention shorter than the
+    // history would let the first housekeeping round drop rows they have not read yet.
+    let mut gateway = Gateway::new(&broker.url(), "");
+    let config = gateway.config_path().to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[storage]\n",
+        &format!("[storage]\nretention_days = {}\n", days + 30),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let started = Instant::now();
+    let backfill = Parklight::spawn(&[
+        "sim",
+        "--backfill",
+        &format!("{days}d"),
+        "--config",
+        &config,
+    ])
+    .wait(Duration::from_secs(3600));
+    assert!(backfill.status.success(), "{}", backfill.stderr);
+    println!(
+        "backfill: {} in {:.0} s",
+        backfill.stdout.trim(),
+        started.elapsed().as_secs_f64()
+    );
+    let bytes: u64 = std::fs::read_dir(gateway.store_path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!("store: {:.0} MB", bytes as f64 / 1e6);
+
+    let started = Instant::now();
+    gateway.start();
+    println!(
+        "start-up to /metrics answering: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let caught_up = wait_until(Duration::from_secs(7200), || {
+        let store = gateway.store();
+        store.detected().unwrap().report >= store.last_report_id().unwrap()
+    });
+    assert!(caught_up, "{}", gateway.log());
+    println!(
+        "detectors caught up with the whole history: {:.0} s after the start",
+        started.elapsed().as_secs_f64()
+    );
+
+    let port = gateway.http_port();
+    let token = create_token(&config, "operator");
+    let zones: Vec<String> = (parklight_site::Site::remiseparken().zones.iter())
+        .map(|z| z.id.clone())
+        .collect();
+    let now = jiff::Timestamp::now().as_millisecond();
+    let day = 86_400_000;
+    let (p50, p99) = time_requests(port, &token, |i| {
+        format!(
+            "/api/v1/series?site=remiseparken&zone={}&from={}&to={now}&step_s=60",
+            zones[i % zones.len()],
+            now - day
+        )
+    });
+    println!("zone series, 24 h at 1 min ({REQUESTS} requests): p50 {p50:.1} ms, p99 {p99:.1} ms");
+    let (p50, p99) = time_requests(port, &token, |_| {
+        format!(
+            "/api/v1/usage?site=remiseparken&from={}&to={now}",
+            now - 30 * day
+        )
+    });
+    println!("usage heat map, 30 days ({REQUESTS} requests): p50 {p50:.1} ms, p99 {p99:.1} ms");
+    gateway.stop();
+}
