@@ -122,6 +122,13 @@ impl Pole<'_> {
 /// many were stored.
 pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, StorageError> {
     let mut store = Store::open(&backfill.store, backfill.dead_letters_max)?;
+    if store.last_report_id()? > 0 {
+        // Its nodes would report boot 1 from seq 1 again: duplicates, nothing stored.
+        return Err(StorageError::Corrupt(format!(
+            "{} already holds reports: backfill into an empty store",
+            backfill.store.display()
+        )));
+    }
     store.register_sites(&backfill.sites)?;
     let mut ingest = Ingest::new(&backfill.prefix, &backfill.sites, 60_000, &store)?;
     // Each node runs its desired config from the start, and says so in its reports: the
@@ -175,12 +182,20 @@ pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, Stor
             (rng, clouds)
         })
         .collect();
+    // Every pole reports on its own interval: step by their greatest common divisor.
+    let gcd = |a: u16, b: u16| -> u16 {
+        let (mut a, mut b) = (a, b);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
     let step = i64::from(
         poles
             .iter()
             .map(|p| p.desired.interval_s)
-            .min()
-            .unwrap_or(60),
+            .fold(0, gcd)
+            .max(1),
     ) * 1000;
     let start = start_ms / step * step;
     let (mut stored, mut pending, mut news) = (0u64, Vec::with_capacity(GROUP), Vec::new());

@@ -324,10 +324,9 @@ struct SimArgs {
 
 /// A span such as `365d` or `12h`, in ms.
 fn span_ms(text: &str) -> anyhow::Result<i64> {
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let ms = match unit {
-        "d" => 86_400_000,
-        "h" => 3_600_000,
+    let (number, ms) = match (text.strip_suffix('d'), text.strip_suffix('h')) {
+        (Some(days), _) => (days, 86_400_000),
+        (_, Some(hours)) => (hours, 3_600_000),
         _ => anyhow::bail!("--backfill {text:?}: a number of days (365d) or hours (12h)"),
     };
     let number: i64 = (number.parse().ok())

@@ -121,14 +121,25 @@ impl VictoriaMetrics {
     /// A PromQL range query from `start` to `end` (Unix ms) at `step_s`: each series'
     /// labels and `(Unix ms, value)` samples; panics naming the query when it fails.
     pub fn query_range(&self, query: &str, start: i64, end: i64, step_s: u32) -> Vec<Series> {
-        let _ = http_get(self.port, "/internal/force_flush");
-        let encoded =
-            percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC);
-        let path = format!(
-            "/api/v1/query_range?query={encoded}&start={}&end={}&step={step_s}s",
+        let range = format!(
+            "/api/v1/query_range?start={}&end={}&step={step_s}s",
             start as f64 / 1000.0,
             end as f64 / 1000.0
         );
+        self.query(&range, query)
+    }
+
+    /// A PromQL instant query at `at` (Unix ms), as [`VictoriaMetrics::query_range`]
+    /// answers.
+    pub fn query_at(&self, query: &str, at: i64) -> Vec<Series> {
+        self.query(&format!("/api/v1/query?time={}", at as f64 / 1000.0), query)
+    }
+
+    fn query(&self, endpoint: &str, query: &str) -> Vec<Series> {
+        let _ = http_get(self.port, "/internal/force_flush");
+        let encoded =
+            percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC);
+        let path = format!("{endpoint}&query={encoded}");
         let body = http_get(self.port, &path).unwrap_or_default();
         let answer: serde_json::Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("{query}: not JSON ({e}): {body}"));
@@ -143,6 +154,7 @@ impl VictoriaMetrics {
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
                 .collect(),
             samples: (series["values"].as_array().into_iter().flatten())
+                .chain(series.get("value"))
                 .filter_map(|pair| {
                     let at = pair[0].as_f64()?;
                     let value = pair[1].as_str()?.parse::<f64>().ok()?;

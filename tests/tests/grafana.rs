@@ -147,7 +147,8 @@ fn every_panel_query_finds_the_right_values_in_what_the_gateway_wrote() {
     .wait(Duration::from_secs(300));
     assert!(finished.status.success(), "{}", finished.stderr);
 
-    // Everything forwarded, and the failed zone's dark windows among it.
+    // Everything forwarded, the failed zone's dark windows and its alerts among it, and
+    // the alerts' changes counted on /metrics.
     let (start, zone_status) = (story.start_ms.unwrap(), "park_zone_status_code");
     let status_query = format!("{zone_status}{{site=\"remiseparken\"}}");
     let mut status = Vec::new();
@@ -158,19 +159,21 @@ fn every_panel_query_finds_the_right_values_in_what_the_gateway_wrote() {
             && status
                 .iter()
                 .any(|s| s.samples.iter().any(|(_, v)| *v == 3.0))
+            && !tsdb.export("park_alert_state_code").is_empty()
+            && !tsdb.export("parklight_alert_changes_total").is_empty()
     });
     assert!(arrived, "not forwarded: {status:?}\n{}", gateway.log());
 
-    // Every Prometheus panel query finds data, and every metric it names exists. The
-    // range reaches a step past now: the gateway's own metrics are all from the last
-    // minute.
-    let end = jiff::Timestamp::now().as_millisecond() + 300_000;
+    // Every Prometheus panel query finds data over the night or now (the gateway's own
+    // metrics are all from the last minute), and every metric it names exists.
+    let end = jiff::Timestamp::now().as_millisecond();
     let prometheus = panel_queries("prometheus", "expr");
     assert!(prometheus.len() >= 20, "{prometheus:?}");
     let mut failures = Vec::new();
     for (file, title, query) in &prometheus {
         let query = substituted(query, &failed);
-        let found = tsdb.query_range(&query, start, end, 300);
+        let mut found = tsdb.query_range(&query, start, end, 300);
+        found.extend(tsdb.query_at(&query, end));
         if !found
             .iter()
             .any(|s| s.samples.iter().any(|(_, v)| v.is_finite()))
@@ -235,7 +238,10 @@ fn every_panel_query_finds_the_right_values_in_what_the_gateway_wrote() {
         below(average).unwrap() < below(required).unwrap(),
         "{lux:?}"
     );
-    let connects = query("gateway-health.json", "Broker connects", &failed).remove(0);
+    let (_, _, broker_connects) = (prometheus.iter())
+        .find(|(_, title, _)| title == "Broker connects")
+        .unwrap();
+    let connects = tsdb.query_at(broker_connects, end);
     assert!(connects[0].samples.last().unwrap().1 >= 1.0, "{connects:?}");
 
     // Every measurement, field and tag a Flux panel names is in what the gateway wrote.

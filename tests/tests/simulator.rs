@@ -388,6 +388,13 @@ fn a_backfill_stores_days_of_history_that_the_detectors_judge() {
     let done = Parklight::spawn(&["sim", "--backfill", "2d", "--config", &config])
         .wait(Duration::from_secs(120));
     assert!(done.status.success(), "{}", done.stderr);
+    let again = Parklight::spawn(&["sim", "--backfill", "1d", "--config", &config])
+        .wait(Duration::from_secs(30));
+    assert!(
+        !again.status.success() && again.stderr.contains("already holds reports"),
+        "{}",
+        again.stderr
+    );
     let site = Site::remiseparken();
     let per_node = 2 * 24 * 60;
     let stored: u64 = done

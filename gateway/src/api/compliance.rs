@@ -67,9 +67,14 @@ pub struct MonthCompliance {
     /// `lit_hours / dark_hours`, 0–1 (`null` without dark hours); unobserved hours count
     /// as not shown lit.
     pub lit_share: Option<f64>,
-    /// Hours the zone was below its class with people in it (detections).
-    pub dark_with_people_hours: f64,
+    /// Hours the zone was below its class with people in it (detections); for partners
+    /// `null` when fewer than `[usage] suppress_below` detections were in the dark.
+    pub dark_with_people_hours: Option<f64>,
     /// Faults that began this month.
+    pub fault_count: u32,
+    /// Of those, repaired by the end of the period.
+    pub repaired_count: u32,
+    /// Each fault (not for partners: a fault of a node is that node's history).
     pub faults: Vec<FaultRepair>,
     /// Median hours from fault to repair of those repaired (`null`: none).
     pub median_hours_to_repair: Option<f64>,
@@ -112,7 +117,8 @@ const FAULTS: [Kind; 7] = [
     Kind::DayBurner,
 ];
 
-/// Each fault begun in `[from, to)`: the transition that began it, and when it cleared.
+/// Each fault begun in `[from, to)`: the transition that began it, and when it cleared
+/// (before `to`; one clearing later is still open at `to`).
 fn episodes(
     conditions: &[ConditionRow],
     (from, to): (i64, i64),
@@ -130,7 +136,7 @@ fn episodes(
                 open.insert(key, found.len());
                 found.push((t, None));
             }
-            (false, Some(&i)) => {
+            (false, Some(&i)) if t.ts < to => {
                 found[i].1 = Some(t.ts);
                 open.remove(&key);
             }
@@ -166,7 +172,9 @@ fn empty_month(month: String) -> MonthCompliance {
         below_class_hours: 0.0,
         unobserved_hours: 0.0,
         lit_share: None,
-        dark_with_people_hours: 0.0,
+        dark_with_people_hours: Some(0.0),
+        fault_count: 0,
+        repaired_count: 0,
         faults: Vec::new(),
         median_hours_to_repair: None,
     }
@@ -179,13 +187,14 @@ fn compliance(
     windows: &[ZoneWindow],
     conditions: &[ConditionRow],
     period: (i64, i64),
-    with_nodes: bool,
+    partner_below: Option<u32>,
 ) -> Vec<ZoneCompliance> {
     let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
-    let faults: Vec<(&Transition, Option<i64>)> = episodes(conditions, period)
-        .into_iter()
-        .filter(|(t, _)| t.site == site.id)
+    let here: Vec<ConditionRow> = (conditions.iter())
+        .filter(|row| row.transition.site == site.id)
+        .cloned()
         .collect();
+    let faults = episodes(&here, period);
     let zone_of = |t: &Transition| {
         t.zone.clone().or_else(|| {
             let node = site.node(t.node.as_deref()?)?;
@@ -196,6 +205,7 @@ fn compliance(
         .filter(|z| zone.is_none_or(|id| id == z.id))
         .map(|z| {
             let mut months: BTreeMap<String, MonthCompliance> = BTreeMap::new();
+            let mut in_dark: BTreeMap<String, u64> = BTreeMap::new();
             for w in windows.iter().filter(|w| w.zone == z.id) {
                 let hours = (w.end - w.start) as f64 / HOUR_MS as f64;
                 let m = month(&mut months, &tz, w.end - 1);
@@ -206,7 +216,9 @@ fn compliance(
                     Status::Unobserved => m.unobserved_hours += hours,
                 }
                 m.dark_hours += hours;
-                m.dark_with_people_hours += f64::from(w.occupied_dark_minutes) / 60.0;
+                let people = m.dark_with_people_hours.get_or_insert(0.0);
+                *people += f64::from(w.occupied_dark_minutes) / 60.0;
+                *in_dark.entry(m.month.clone()).or_default() += u64::from(w.detections_dark);
             }
             for (t, repaired) in faults
                 .iter()
@@ -214,7 +226,7 @@ fn compliance(
             {
                 month(&mut months, &tz, t.since).faults.push(FaultRepair {
                     kind: t.kind.as_str().to_owned(),
-                    node: t.node.clone().filter(|_| with_nodes),
+                    node: t.node.clone(),
                     since: t.since,
                     repaired: *repaired,
                     hours_to_repair: repaired.map(|r| (r - t.since) as f64 / HOUR_MS as f64),
@@ -229,6 +241,17 @@ fn compliance(
                         m.faults.iter().filter_map(|f| f.hours_to_repair).collect();
                     repairs.sort_by(f64::total_cmp);
                     m.median_hours_to_repair = median(&repairs);
+                    m.fault_count = m.faults.len() as u32;
+                    m.repaired_count = repairs.len() as u32;
+                    if let Some(below) = partner_below {
+                        // Partners: counts and the median, no node's history; people in
+                        // the dark only from k detections on.
+                        m.faults.clear();
+                        let seen = in_dark.get(&m.month).copied().unwrap_or(0);
+                        if seen > 0 && seen < u64::from(below) {
+                            m.dark_with_people_hours = None;
+                        }
+                    }
                     m
                 })
                 .collect();
@@ -253,7 +276,9 @@ fn median(values: &[f64]) -> Option<f64> {
 
 /// Per zone and local month: the share of dark hours lit to class, hours dark with
 /// people, and each fault's time to repair. JSON, or CSV (one row per zone and month)
-/// with `format=csv`. Partners get no node ids, and nothing newer than the last full hour.
+/// with `format=csv`. Partners get fault counts and medians but no single fault, hours
+/// dark with people only from `[usage] suppress_below` detections in the dark, and
+/// nothing newer than the last full hour.
 #[utoipa::path(get, path = "/api/v1/compliance", params(ComplianceQuery), responses(
     (status = 200, body = ComplianceReport), (status = 200, content_type = "text/csv", body = String),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -293,7 +318,7 @@ pub async fn compliance_report(
             &windows,
             &conditions,
             (from, to),
-            !partner,
+            partner.then_some(api.suppress_below),
         ),
     };
     if !csv {
@@ -311,9 +336,11 @@ fn compliance_csv(report: &ComplianceReport) -> String {
         |v: Option<f64>, digits: usize| v.map_or(String::new(), |v| format!("{v:.digits$}"));
     for zone in &report.zones {
         for m in &zone.months {
-            let repaired = m.faults.iter().filter(|f| f.repaired.is_some()).count();
+            let people = m
+                .dark_with_people_hours
+                .map_or("suppressed".into(), |h| format!("{h:.2}"));
             out.push_str(&format!(
-                "{},{},{:.2},{:.2},{:.2},{:.2},{},{:.2},{},{repaired},{}\n",
+                "{},{},{:.2},{:.2},{:.2},{:.2},{},{people},{},{},{}\n",
                 zone.zone,
                 m.month,
                 m.dark_hours,
@@ -321,8 +348,8 @@ fn compliance_csv(report: &ComplianceReport) -> String {
                 m.below_class_hours,
                 m.unobserved_hours,
                 optional(m.lit_share, 4),
-                m.dark_with_people_hours,
-                m.faults.len(),
+                m.fault_count,
+                m.repaired_count,
                 optional(m.median_hours_to_repair, 2),
             ));
         }

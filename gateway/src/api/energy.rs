@@ -19,6 +19,9 @@ use super::access::{Caller, Permission};
 use super::{ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, period, wants_csv};
 use crate::store::{ReportRow, Selector, StorageError, Store};
 
+/// The sun above this altitude (degrees) is day, as the day-burner rule has it.
+const DAY_ABOVE_DEG: f64 = 3.0;
+
 /// Which energy figures.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EnergyQuery {
@@ -45,7 +48,7 @@ pub struct Energy {
     pub estimated_kwh: f64,
     /// Lamp hours of nodes that neither meter nor have a rated power: not counted.
     pub unknown_lamp_hours: f64,
-    /// Burnt while the sun was up (day-burners), kWh.
+    /// Burnt while the sun stood more than 3° up (day-burners), kWh.
     pub daylight_kwh: f64,
     /// The cost at the tariff (`null` without one).
     pub cost: Option<f64>,
@@ -117,12 +120,14 @@ pub struct EnergyReport {
 fn report_energy(node: &NodePlacement, report: &ReportRow, daylight: bool) -> Energy {
     let hours = f64::from(report.period_s) / 3600.0;
     let mut energy = Energy::default();
-    if !report.lamp_on {
-        return energy;
-    }
+    // A meter counts what is drawn whatever the lamp says (a stuck relay burns with the
+    // lamp "off"); an estimate only what a lit lamp would draw.
     let metered = report
         .power_w
         .filter(|w| node.metered && w.is_finite() && *w >= 0.0);
+    if metered.is_none() && !report.lamp_on {
+        return energy;
+    }
     let estimated = node
         .rated_w
         .map(|rated| rated * f64::from(luminance(f32::from(report.lamp_level.min(100)))));
@@ -162,10 +167,7 @@ fn energy_by_zone(
             continue;
         };
         for report in store.reports_between(Selector::Node(&node.id), from, to)? {
-            if !report.lamp_on {
-                continue;
-            }
-            let daylight = altitude_deg(report.ts, site.lat, site.lon) > 0.0;
+            let daylight = altitude_deg(report.ts, site.lat, site.lon) > DAY_ABOVE_DEG;
             let energy = report_energy(node, &report, daylight);
             nights
                 .entry(night_of(&tz, report.ts))

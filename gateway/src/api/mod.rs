@@ -58,6 +58,10 @@ fn csv_response(body: String) -> Response {
 /// The period `[from, to)` asked (Unix ms), checked: at most `max_days` long; for
 /// partners, whole hours, none newer than the last full one.
 fn period(from: i64, to: i64, partner: bool, max_days: i64) -> Result<(i64, i64), ApiError> {
+    if from < 0 || to < 0 {
+        let field = if from < 0 { "from" } else { "to" };
+        return Err(ApiError::invalid(field, "a time since 1970 (Unix ms)"));
+    }
     let now = jiff::Timestamp::now().as_millisecond();
     let hour = |ms: i64| ms - ms.rem_euclid(HOUR_MS);
     let (from, to) = if partner {
