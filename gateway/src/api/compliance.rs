@@ -290,11 +290,7 @@ pub async fn compliance_report(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Compliance)?;
     let Query(q) = query?;
-    let site = api.site(&q.site)?;
-    if let Some(zone) = &q.zone {
-        site.zone(zone)
-            .ok_or_else(|| ApiError::NotFound(format!("no zone {zone} in site {}", site.id)))?;
-    }
+    let site = api.site_with(&q.site, q.zone.as_deref())?;
     let csv = wants_csv(q.format.as_deref())?;
     let partner = caller.role == Role::Partnership;
     let (from, to) = period(q.from, q.to, partner, 400)?;

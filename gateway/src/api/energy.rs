@@ -193,11 +193,7 @@ pub async fn energy(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Energy)?;
     let Query(q) = query?;
-    let site = api.site(&q.site)?;
-    if let Some(zone) = &q.zone {
-        site.zone(zone)
-            .ok_or_else(|| ApiError::NotFound(format!("no zone {zone} in site {}", site.id)))?;
-    }
+    let site = api.site_with(&q.site, q.zone.as_deref())?;
     let csv = wants_csv(q.format.as_deref())?;
     let (from, to) = period(q.from, q.to, false, 400)?;
     let (shared, site_id, zone) = (api.clone(), site.id.clone(), q.zone.clone());

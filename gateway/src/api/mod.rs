@@ -177,6 +177,18 @@ impl ApiState {
         (self.sites.iter().find(|s| s.id == id))
             .ok_or_else(|| ApiError::NotFound(format!("no site {id}")))
     }
+
+    /// The site `id`, checking that it has `zone` when one is named.
+    fn site_with(&self, id: &str, zone: Option<&str>) -> Result<&Site, ApiError> {
+        let site = self.site(id)?;
+        match zone {
+            Some(zone) if site.zone(zone).is_none() => Err(ApiError::NotFound(format!(
+                "no zone {zone} in site {}",
+                site.id
+            ))),
+            _ => Ok(site),
+        }
+    }
 }
 
 /// An API error: an HTTP status, a stable code and a message for people.

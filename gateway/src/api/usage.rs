@@ -125,11 +125,7 @@ pub async fn usage(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Usage)?;
     let Query(q) = query?;
-    let site = api.site(&q.site)?.clone();
-    if let Some(zone) = &q.zone {
-        site.zone(zone)
-            .ok_or_else(|| ApiError::NotFound(format!("no zone {zone} in site {}", site.id)))?;
-    }
+    let site = api.site_with(&q.site, q.zone.as_deref())?.clone();
     let csv = wants_csv(q.format.as_deref())?;
     let partner = caller.role == Role::Partnership;
     let below = if partner { api.suppress_below } else { 0 };
