@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use parklight_core::control::profile_level;
-use parklight_core::solar::{altitude_deg, night_at};
+use parklight_core::solar::{CIVIL_TWILIGHT_DEG, altitude_deg, night_at};
 use parklight_core::tz::TimeZone;
 use parklight_protocol::topic::{NodeTopic, node_topic};
 use parklight_protocol::{Faults, Lamp, Lux, Message, Telemetry};
@@ -42,6 +42,24 @@ pub struct Backfill {
     pub end_ms: i64,
     /// Seed of every random choice.
     pub seed: u64,
+    /// A zone whose lamps are replaced, and when.
+    pub upgrade: Option<Upgrade>,
+}
+
+/// What the lamps of a zone deliver at full power until they are replaced, over what
+/// its class asks: half. After dark, [`people::appeal`] of this many people walk there
+/// than once it is lit to class, so the new lamps raise its after-dark detections by
+/// `1 / people::appeal(OLD_LAMPS_LIGHT)`.
+pub const OLD_LAMPS_LIGHT: f64 = 0.5;
+
+/// New lamps for a zone, its old ones delivering [`OLD_LAMPS_LIGHT`] until then: a
+/// lighting change with a known effect on foot traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upgrade {
+    /// The zone.
+    pub zone: String,
+    /// When the new lamps burn, Unix ms.
+    pub at_ms: i64,
 }
 
 /// One simulated pole.
@@ -54,8 +72,10 @@ struct Pole<'s> {
     seq: u32,
     cfg: Option<u32>,
     full_lux: f64,
-    popularity: f64,
-    poles_in_zone: usize,
+    required_lux: f64,
+    zone: people::Zone,
+    /// When its zone's old lamps are replaced by these.
+    upgraded_at: Option<i64>,
     boost_until: i64,
 }
 
@@ -63,13 +83,20 @@ impl Pole<'_> {
     /// Its report at `ts` under `sky` lux.
     fn report(&mut self, ts: i64, sky: f64, tz: &TimeZone) -> Telemetry {
         let interval = self.desired.interval_s;
-        let local = tz.to_local(ts).rem_euclid(86_400_000) / 60_000;
-        let rate = people::rate_per_hour(
-            (local / 60) as u8,
-            (local % 60) as u8,
-            self.popularity,
-            self.poles_in_zone,
-        );
+        let full_lux = match self.upgraded_at {
+            Some(at) if ts < at => self.required_lux * OLD_LAMPS_LIGHT,
+            _ => self.full_lux,
+        };
+        let local = jiff::Timestamp::from_millisecond(tz.to_local(ts))
+            .map(|t| jiff::tz::Offset::UTC.to_datetime(t))
+            .unwrap_or_default();
+        let dark = altitude_deg(ts, self.site.lat, self.site.lon) < CIVIL_TWILIGHT_DEG;
+        // Every lamp of a zone is alike here: its own light is its zone's.
+        let zone = people::Zone {
+            light: full_lux / self.required_lux,
+            ..self.zone
+        };
+        let rate = people::rate_per_hour(people::Moment::of(local), dark, &zone);
         let motion = people::detections(rate, f64::from(interval), &mut self.rng);
         let night = night_at(ts, self.site.lat, self.site.lon);
         let mut level = night.map_or(0, |night| {
@@ -83,9 +110,8 @@ impl Pole<'_> {
                 level = level.max(boost.level);
             }
         }
-        let lux =
-            physics::sensor_reading(sky + physics::lamp_lux(self.full_lux, level), &mut self.rng)
-                / self.placement.calibration.max(1e-6);
+        let lux = physics::sensor_reading(sky + physics::lamp_lux(full_lux, level), &mut self.rng)
+            / self.placement.calibration.max(1e-6);
         self.seq += 1;
         Telemetry {
             boot: 1,
@@ -146,6 +172,7 @@ pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, Stor
     for site in &backfill.sites {
         for placement in &site.nodes {
             let zone = placement.zone.as_deref().and_then(|z| site.zone(z));
+            let required_lux = zone.map_or(5.0, |z| z.requirement.avg_lux);
             let mut rng = ChaCha8Rng::seed_from_u64(backfill.seed ^ hash(&placement.id));
             let Ok(topic) = node_topic(
                 &backfill.prefix,
@@ -160,14 +187,21 @@ pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, Stor
                 placement,
                 desired: site.desired(placement),
                 topic: topic.as_str().to_owned(),
-                full_lux: zone.map_or(5.0, |z| z.requirement.avg_lux) * rng.random_range(1.4..2.4),
+                full_lux: required_lux * rng.random_range(1.4..2.4),
+                required_lux,
                 rng,
                 seq: 0,
                 cfg: versions.get(&placement.id).map(|(cfg, _, _)| *cfg),
-                popularity: zone.map_or(1.0, |z| z.popularity),
-                poles_in_zone: (site.nodes.iter())
-                    .filter(|n| n.zone == placement.zone)
-                    .count(),
+                zone: people::Zone {
+                    popularity: zone.map_or(1.0, |z| z.popularity),
+                    poles: (site.nodes.iter())
+                        .filter(|n| n.zone == placement.zone)
+                        .count(),
+                    light: 1.0,
+                },
+                upgraded_at: (backfill.upgrade.as_ref())
+                    .filter(|u| zone.is_some_and(|z| z.id == u.zone))
+                    .map(|u| u.at_ms),
                 boost_until: 0,
             });
         }

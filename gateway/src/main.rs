@@ -255,7 +255,7 @@ enum TokenCommand {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct SimArgs {
     /// Broker URL: mqtt://host:port, or mqtts:// for TLS; user:password@ for credentials.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
@@ -320,6 +320,14 @@ struct SimArgs {
     /// The gateway's configuration, for --backfill.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// With --backfill: the history ends here (RFC 3339, not in the future) [default: now].
+    #[arg(long, requires = "backfill")]
+    until: Option<jiff::Timestamp>,
+    /// With --backfill: ZONE@DATE, the zone's lamps deliver half its class at full power
+    /// until local noon of DATE (YYYY-MM-DD), when new ones light it to class; after
+    /// dark, its foot traffic rises by a known factor from that night on.
+    #[arg(long, value_name = "ZONE@DATE", requires = "backfill")]
+    upgrade: Option<String>,
 }
 
 /// A span such as `365d` or `12h`, in ms.
@@ -335,17 +343,48 @@ fn span_ms(text: &str) -> anyhow::Result<i64> {
     Ok(number * ms)
 }
 
+/// `--upgrade ZONE@DATE` of a zone of `sites`: its lamps replaced at local noon of DATE.
+fn upgrade(
+    text: &str,
+    sites: &[parklight_site::Site],
+) -> anyhow::Result<parklight_gateway::backfill::Upgrade> {
+    let bad = || anyhow::anyhow!("--upgrade {text:?}: ZONE@YYYY-MM-DD, a zone of the sites");
+    let (zone, date) = text.split_once('@').ok_or_else(bad)?;
+    let date: jiff::civil::Date = date.parse().map_err(|_| bad())?;
+    let site = (sites.iter())
+        .find(|s| s.zone(zone).is_some())
+        .ok_or_else(bad)?;
+    let tz = parklight_core::tz::TimeZone::parse(&site.posix_tz).map_err(|_| bad())?;
+    let day = parklight_core::tz::days_from_civil(
+        i32::from(date.year()),
+        date.month() as u32,
+        date.day() as u32,
+    );
+    Ok(parklight_gateway::backfill::Upgrade {
+        zone: zone.to_owned(),
+        at_ms: tz.from_local(day * 86_400_000 + 12 * 3_600_000),
+    })
+}
+
 /// `parklight sim --backfill`: history into a gateway's store, with progress.
-fn backfill(span: &str, config: &std::path::Path, seed: u64) -> anyhow::Result<()> {
+fn backfill(args: &SimArgs, span: &str, config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = Config::load_with(config, &environment_overrides(), Secrets::Skip)?;
+    let now = jiff::Timestamp::now();
+    let end = args.until.unwrap_or(now);
+    if end > now {
+        anyhow::bail!("--until {end}: not in the future (nodes cannot report ahead of the clock)");
+    }
     let backfill = parklight_gateway::backfill::Backfill {
         store: loaded.config.storage.path.clone(),
         dead_letters_max: loaded.config.storage.dead_letters_max,
+        span_ms: span_ms(span)?,
+        end_ms: end.as_millisecond(),
+        seed: args.seed,
+        upgrade: (args.upgrade.as_deref())
+            .map(|text| upgrade(text, &loaded.sites))
+            .transpose()?,
         sites: loaded.sites.clone(),
         prefix: loaded.config.mqtt.topic_prefix.clone(),
-        span_ms: span_ms(span)?,
-        end_ms: jiff::Timestamp::now().as_millisecond(),
-        seed,
     };
     let started = std::time::Instant::now();
     let stored = parklight_gateway::backfill::run(&backfill, |at, stored| {
@@ -880,8 +919,8 @@ fn scenario(
 
 async fn sim(args: SimArgs) -> anyhow::Result<()> {
     if let (Some(span), Some(config)) = (&args.backfill, &args.config) {
-        let (span, config, seed) = (span.clone(), config.clone(), args.seed);
-        return tokio::task::spawn_blocking(move || backfill(&span, &config, seed)).await?;
+        let (span, config, args) = (span.clone(), config.clone(), args.clone());
+        return tokio::task::spawn_blocking(move || backfill(&args, &span, &config)).await?;
     }
     let (builtin, file) = scenario(args.scenario.as_deref())?;
     let start = match (args.start, &file.start) {

@@ -288,7 +288,55 @@ async function usageView() {
           element("td", {}, z.after_dark_share === null ? "–" : `${Math.round(z.after_dark_share * 100)} %`),
           element("td", {}, count(z.occupied_dark_minutes)))))));
     for (const z of usage.zones) view.append(element("h3", {}, z.name || z.zone), heatMap(z.heat, count));
+    view.append(beforeAfter(site, usage.zones));
   }
+}
+
+// Before and after a date (e.g. new lighting) for a zone against control zones, or the
+// whole site: matched nights and dark minutes with a 95 % interval, and the naive figures.
+function beforeAfter(site, zones) {
+  const zone = element("select", { name: "zone", "aria-label": "zone" }, element("option", { value: "" }, "whole site"),
+    zones.map((z) => element("option", { value: z.zone }, z.name || z.zone)));
+  const date = element("input", { name: "date", type: "date", required: true, "aria-label": "first night after the change" });
+  const weeks = element("input", { name: "weeks", type: "number", min: 1, max: 13, value: 4, "aria-label": "weeks each side" });
+  const controls = element("span", { class: "controls" });
+  const pickControls = () => controls.replaceChildren(...(zone.value ? zones.filter((z) => z.zone !== zone.value).map((z) =>
+    element("label", {}, element("input", { type: "checkbox", name: "control", value: z.zone, checked: true }), ` ${z.name || z.zone} `)) : []));
+  zone.onchange = pickControls;
+  const result = element("div", { "data-change": site.id });
+  const compare = async (event) => {
+    event.preventDefault();
+    const query = new URLSearchParams({ site: site.id, date: date.value, weeks: weeks.value });
+    if (zone.value) {
+      query.set("zone", zone.value);
+      query.set("controls", [...controls.querySelectorAll("input:checked")].map((c) => c.value).join(","));
+    }
+    try {
+      result.replaceChildren(changeTable(await api(`/api/v1/usage/change?${query}`)));
+    } catch (error) {
+      result.replaceChildren(element("p", { class: "error" }, error.message));
+    }
+  };
+  return element("section", {}, element("h3", {}, "Before and after a date"),
+    element("form", { onsubmit: compare }, zone, " first night after the change ", date, " weeks each side ", weeks,
+      element("button", {}, "Compare"), element("div", {}, controls)), result);
+}
+
+function changeTable(change) {
+  const percent = (v) => (v === null ? "–" : `${v > 0 ? "+" : ""}${Math.round(v * 100)} %`);
+  const minutes = (v) => (v === null ? "–" : `${v > 0 ? "+" : ""}${v.toFixed(1)}`);
+  const figure = (v) => (v === null ? `<${change.suppressed_below}` : String(Math.round(v * 10) / 10));
+  const rows = [["After-dark detections", change.after_dark_detections, percent], ["Occupied dark minutes per night", change.occupied_dark_minutes, minutes]]
+    .flatMap(([name, methods, show]) => [["matched", methods.matched], ["naive", methods.naive]].map(([method, c]) =>
+      element("tr", { "data-figure": name, "data-method": method }, element("td", {}, name), element("td", {}, method),
+        element("td", {}, figure(c.before)), element("td", {}, figure(c.after)), element("td", {}, show(c.change)),
+        element("td", {}, c.low === null ? "–" : `${show(c.low)} to ${show(c.high)}`))));
+  return element("div", {},
+    element("p", {}, `${change.pairs.length} pairs of nights (same weekday, ${change.weeks} weeks apart), compared over the minutes dark in both`,
+      change.controls.length ? `, against ${change.controls.join(", ")}.` : ", without control zones.",
+      ` Intervals: ${Math.round(change.confidence * 100)} %.`),
+    element("table", {}, element("thead", {}, element("tr", {}, ["Figure", "Method", "Before", "After", "Change", "Interval"].map((h) => element("th", {}, h)))),
+      element("tbody", {}, rows)));
 }
 
 function heatMap(heat, count) {

@@ -27,6 +27,8 @@ pub struct Gateway {
     env: Vec<(String, String)>,
     /// HTTPS certificate chain and key files.
     tls: Option<(PathBuf, PathBuf)>,
+    /// `[storage] retention_days`, where not the default.
+    retention_days: Option<u32>,
 }
 
 impl Gateway {
@@ -43,6 +45,7 @@ impl Gateway {
             sites: vec![remiseparken_file()],
             env: Vec::new(),
             tls: None,
+            retention_days: None,
         };
         gateway.write_config();
         gateway
@@ -57,6 +60,13 @@ impl Gateway {
     /// Serves HTTPS with this certificate chain and key (from the next start on).
     pub fn set_tls(&mut self, cert: &Path, key: &Path) {
         self.tls = Some((cert.to_owned(), key.to_owned()));
+        self.write_config();
+    }
+
+    /// Keeps raw reports this many days (from the next start on): longer than a
+    /// backfilled history, so the detectors judge it all before housekeeping drops any.
+    pub fn set_retention_days(&mut self, days: u32) {
+        self.retention_days = Some(days);
         self.write_config();
     }
 
@@ -83,11 +93,13 @@ impl Gateway {
             self.config_path(),
             format!(
                 "[mqtt]\nurl = \"{broker}\"\nclient_id = \"gateway-under-test\"\n\n\
-                 [storage]\npath = \"data\"\n\n[ingest]\nack_interval_s = 1\n\n\
+                 [storage]\npath = \"data\"\n{retention}\n[ingest]\nack_interval_s = 1\n\n\
                  [http]\nlisten = \"127.0.0.1:{port}\"\n{tls}\n{sites}{extra}\n",
                 broker = self.broker_url,
                 port = self.http_port,
                 extra = self.extra,
+                retention = (self.retention_days)
+                    .map_or(String::new(), |days| format!("retention_days = {days}\n")),
             ),
         )
         .expect("writing the configuration");

@@ -188,6 +188,14 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         story.start_ms.unwrap()
     );
     let usage_csv = format!("{usage}&format=csv");
+    // The story's night after the change, a week after a night with no history.
+    let tz = parklight_core::tz::TimeZone::parse(&site.posix_tz).unwrap();
+    let (year, month, day) = parklight_core::tz::civil_from_days(
+        (tz.to_local(story.start_ms.unwrap()) - 12 * 3_600_000).div_euclid(86_400_000),
+    );
+    let change =
+        format!("/api/v1/usage/change?site=remiseparken&date={year}-{month:02}-{day:02}&weeks=1");
+    let change_of_zone = format!("{change}&zone={zone}&format=csv");
     let energy = usage.replace("/usage?", "/energy?");
     let energy_csv = format!("{energy}&format=csv");
     let compliance = usage.replace("/usage?", "/compliance?");
@@ -233,6 +241,8 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         ),
         ("GET", &usage, Some("/api/v1/usage"), USAGE),
         ("GET", &usage_csv, Some("/api/v1/usage"), USAGE),
+        ("GET", &change, Some("/api/v1/usage/change"), USAGE),
+        ("GET", &change_of_zone, Some("/api/v1/usage/change"), USAGE),
         ("GET", &energy, Some("/api/v1/energy"), CONTROL),
         ("GET", &energy_csv, Some("/api/v1/energy"), CONTROL),
         ("GET", &compliance, Some("/api/v1/compliance"), USAGE),
@@ -724,28 +734,7 @@ fn check_body(method: &str, path: &str, who: &str, answer: &Answer, nodes: &[&st
             );
         }
         if who == "partnership" && path.starts_with("/api/v1/usage") && answer.status == 200 {
-            let counts: Vec<u64> = if path.contains("format=csv") {
-                (answer.body.lines().skip(1))
-                    .filter_map(|l| l.rsplit(',').next()?.parse().ok())
-                    .collect()
-            } else {
-                let mut counts = Vec::new();
-                for zone in answer.json()["zones"].as_array().unwrap() {
-                    for (key, value) in zone.as_object().unwrap() {
-                        if key == "heat" {
-                            let cells = value
-                                .as_array()
-                                .unwrap()
-                                .iter()
-                                .flat_map(|r| r.as_array().unwrap().clone());
-                            counts.extend(cells.filter_map(|c| c.as_u64()));
-                        } else if key != "after_dark_share" {
-                            counts.extend(value.as_u64());
-                        }
-                    }
-                }
-                counts
-            };
+            let counts = usage_counts(path, answer);
             assert!(!counts.is_empty(), "{}", answer.body);
             assert!(
                 counts.iter().all(|c| *c == 0 || *c >= 60),
@@ -762,6 +751,62 @@ fn check_body(method: &str, path: &str, who: &str, answer: &Answer, nodes: &[&st
             }
         }
     }
+}
+
+/// The detection counts in a usage answer.
+fn usage_counts(path: &str, answer: &Answer) -> Vec<u64> {
+    let csv = path.contains("format=csv");
+    let number = |text: &str| text.parse::<f64>().ok().map(|n| n as u64);
+    if path.starts_with("/api/v1/usage/change") {
+        if csv {
+            // figure,method,before,after,…: the detections' totals.
+            return (answer.body.lines().skip(1))
+                .filter(|l| l.starts_with("after_dark_detections,"))
+                .flat_map(|l| {
+                    l.split(',')
+                        .skip(2)
+                        .take(2)
+                        .filter_map(number)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        }
+        let body = answer.json();
+        let mut counts = Vec::new();
+        for pair in body["pairs"].as_array().unwrap() {
+            for key in ["before", "after", "controls_before", "controls_after"] {
+                counts.extend(pair[key].as_u64());
+            }
+        }
+        for method in ["matched", "naive"] {
+            for side in ["before", "after"] {
+                let total = &body["after_dark_detections"][method][side];
+                counts.extend(total.as_f64().map(|n| n as u64));
+            }
+        }
+        return counts;
+    }
+    if csv {
+        return (answer.body.lines().skip(1))
+            .filter_map(|l| l.rsplit(',').next()?.parse().ok())
+            .collect();
+    }
+    let mut counts = Vec::new();
+    for zone in answer.json()["zones"].as_array().unwrap() {
+        for (key, value) in zone.as_object().unwrap() {
+            if key == "heat" {
+                let cells = value
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r.as_array().unwrap().clone());
+                counts.extend(cells.filter_map(|c| c.as_u64()));
+            } else if key != "after_dark_share" {
+                counts.extend(value.as_u64());
+            }
+        }
+    }
+    counts
 }
 
 #[test]

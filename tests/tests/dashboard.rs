@@ -174,6 +174,22 @@ fn an_operator_sees_a_zone_go_dark_live_and_acknowledges_it_and_a_partner_sees_n
             assert!(!page.as_str().unwrap().contains(&node.id), "{} on the usage page", node.id);
         }
         browser.screenshot("partner-usage").await;
+        // Before and after a date: the form asks the API and shows its figures (one night
+        // of history here, so no pairs of nights yet).
+        let controls = browser
+            .eval(
+                "(() => { const form = document.querySelector('section form'); \
+                 const zone = form.querySelector('[name=zone]'); zone.value = 'skatepark'; \
+                 zone.dispatchEvent(new Event('change')); form.querySelector('[name=date]').value = '2026-11-20'; \
+                 form.requestSubmit(); return form.querySelectorAll('input[name=control]:checked').length; })()",
+            )
+            .await;
+        assert_eq!(controls, site.zones.len() - 1);
+        let table = "document.querySelector('[data-change] tr[data-figure][data-method=matched]')";
+        assert!(browser.wait_for(Duration::from_secs(20), table).await);
+        let text = browser.eval("document.querySelector('[data-change]').textContent").await;
+        assert!(text.as_str().unwrap().contains("0 pairs of nights"), "{text}");
+        browser.screenshot("partner-before-after").await;
         browser.close().await;
     });
     gateway.stop();

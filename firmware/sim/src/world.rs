@@ -80,8 +80,12 @@ struct VirtualNode {
     site: usize,
     identity: Identity,
     position: [f64; 2],
-    zone_popularity: f64,
-    zone_poles: usize,
+    /// Its zone as people see it (its `light` set each step).
+    zone: people::Zone,
+    /// The nodes of its zone, itself included.
+    zone_mates: Vec<usize>,
+    /// The average its zone's class asks, lux.
+    required_lux: f64,
     node: Option<Box<Node<SIM_BUFFER>>>,
     store: NodeFile,
     dirty: bool,
@@ -172,6 +176,16 @@ impl VirtualNode {
             (None, _) => 0,
             (Some(_), true) => 100,
             (Some(_), false) => self.level,
+        }
+    }
+
+    /// What its lamp delivers at full power over what its zone's class asks; 0 while it
+    /// is broken or without power.
+    fn light(&self) -> f64 {
+        if self.lamp_works && self.node.is_some() {
+            self.lamp_full_lux / self.required_lux.max(1e-6)
+        } else {
+            0.0
         }
     }
 
@@ -274,6 +288,7 @@ impl World {
     ) -> Result<World, crate::SimError> {
         let mut site_states = Vec::new();
         let mut nodes = Vec::new();
+        let mut zone_of = Vec::new();
         for (site_index, site) in sites.into_iter().enumerate() {
             let tz = jiff::tz::TimeZone::get(&site.timezone)
                 .map_err(|e| crate::SimError::Options(format!("site {}: {e}", site.id)))?;
@@ -282,6 +297,7 @@ impl World {
             for placement in &site.nodes {
                 let zone = placement.zone.as_deref().and_then(|z| site.zone(z));
                 let required = zone.map_or(5.0, |z| z.requirement.avg_lux);
+                zone_of.push(zone.map(|z| (site_index, z.id.clone())));
                 let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ fnv64(&placement.id));
                 let identity = Identity {
                     prefix: heapless::String::try_from(config.prefix.as_str()).map_err(|_| {
@@ -299,12 +315,17 @@ impl World {
                     store: NodeFile::new(&config.state_dir, &site.id, &placement.id),
                     identity,
                     position: placement.position,
-                    zone_popularity: zone.map_or(1.0, |z| z.popularity),
-                    zone_poles: site
-                        .nodes
-                        .iter()
-                        .filter(|n| n.zone == placement.zone)
-                        .count(),
+                    zone: people::Zone {
+                        popularity: zone.map_or(1.0, |z| z.popularity),
+                        poles: site
+                            .nodes
+                            .iter()
+                            .filter(|n| n.zone == placement.zone)
+                            .count(),
+                        light: 1.0,
+                    },
+                    zone_mates: Vec::new(),
+                    required_lux: required,
                     node: None,
                     dirty: false,
                     link: None,
@@ -347,6 +368,12 @@ impl World {
                         .then(|| (j, physics::SPILL_SHARE * (1.0 - d / physics::SPILL_RANGE_M)))
                 })
                 .collect();
+            nodes[i].zone_mates = match &zone_of[i] {
+                Some(zone) => (0..nodes.len())
+                    .filter(|&j| zone_of[j].as_ref() == Some(zone))
+                    .collect(),
+                None => vec![i],
+            };
         }
         let connected = vec![false; nodes.len()];
         let wall_faults = (config.faults.scripted.iter())
@@ -432,22 +459,31 @@ impl World {
             let cloud = state.clouds.step(&mut state.rng);
             let altitude = parklight_core::solar::altitude_deg(t, state.site.lat, state.site.lon);
             let local = jiff::Timestamp::from_millisecond(t)
-                .map(|ts| state.tz.to_datetime(ts))
-                .map(|dt| (dt.hour() as u8, dt.minute() as u8))
-                .unwrap_or((12, 0));
+                .map(|ts| people::Moment::of(state.tz.to_datetime(ts)))
+                .unwrap_or(people::Moment {
+                    weekday: 0,
+                    hour: 12,
+                    minute: 0,
+                    day_of_year: 1,
+                });
             let night = altitude < parklight_core::solar::SUNSET_ALTITUDE_DEG;
-            sky.push((physics::sky_lux(altitude, cloud, moon), local, night));
+            let dark = altitude < parklight_core::solar::CIVIL_TWILIGHT_DEG;
+            sky.push((physics::sky_lux(altitude, cloud, moon), local, night, dark));
         }
         self.site_power(t);
         self.repair(t);
         let lamps: Vec<f64> = self.nodes.iter().map(VirtualNode::own_lux).collect();
+        let lights: Vec<f64> = self.nodes.iter().map(VirtualNode::light).collect();
         for i in 0..self.nodes.len() {
             let spill: f64 = self.nodes[i]
                 .neighbours
                 .iter()
                 .map(|(j, share)| lamps[*j] * share)
                 .sum();
-            let (sky_lux, local, night) = sky[self.nodes[i].site];
+            let (sky_lux, local, night, dark) = sky[self.nodes[i].site];
+            let mates = &self.nodes[i].zone_mates;
+            self.nodes[i].zone.light =
+                mates.iter().map(|j| lights[*j]).sum::<f64>() / mates.len().max(1) as f64;
             let powered = self.sites[self.nodes[i].site].power_back.is_none()
                 && (night || !self.nodes[i].night_circuit);
             if self.nodes[i].node.is_some() && !powered {
@@ -470,11 +506,11 @@ impl World {
                 let down = *down;
                 self.boot(i, t, down);
             }
-            self.step_node(i, t, sky_lux + spill, local);
+            self.step_node(i, t, sky_lux + spill, local, dark);
         }
     }
 
-    fn step_node(&mut self, i: usize, t: i64, ambient_lux: f64, (hour, minute): (u8, u8)) {
+    fn step_node(&mut self, i: usize, t: i64, ambient_lux: f64, at: people::Moment, dark: bool) {
         self.rate_faults(i, t);
         if self.nodes[i].node.is_none() {
             return;
@@ -489,7 +525,7 @@ impl World {
         }
         let node = &mut self.nodes[i];
         // People: Poisson detections spread over the step, each a short PIR pulse.
-        let rate = people::rate_per_hour(hour, minute, node.zone_popularity, node.zone_poles);
+        let rate = people::rate_per_hour(at, dark, &node.zone);
         let count = people::detections(rate, STEP_MS as f64 / 1000.0, &mut node.rng);
         let mut times: Vec<i64> = (0..count)
             .map(|_| t - node.rng.random_range(0..STEP_MS))

@@ -8,10 +8,12 @@
 //! - `places`: sites, zones (GeoJSON with live status), nodes.
 //! - `crew`: alerts, their history, acknowledge and resolve; silences.
 //! - `series`: a zone's or a node's series at a step.
-//! - `usage`: foot traffic by zone, hour and weekday for partnerships.
+//! - `usage`: foot traffic by zone, hour and weekday for partnerships; `change`: before
+//!   and after a date.
 //! - [`live`]: `/api/v1/events`, live updates as Server-Sent Events.
 
 pub mod access;
+mod change;
 mod compliance;
 mod control;
 mod crew;
@@ -426,6 +428,7 @@ pub fn router(api: Shared) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(crew::end_silence))
         .routes(routes!(series::series))
         .routes(routes!(usage::usage))
+        .routes(routes!(change::change))
         .routes(routes!(live::events))
         .routes(routes!(control::state))
         .routes(routes!(control::set_lighting, control::reset_lighting))

@@ -54,12 +54,8 @@ fn main() {
     // Raw rows stay until the detectors have judged them: a retention shorter than the
     // history would let the first housekeeping round drop rows they have not read yet.
     let mut gateway = Gateway::new(&broker.url(), "");
+    gateway.set_retention_days(days + 30);
     let config = gateway.config_path().to_string_lossy().into_owned();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[storage]\n",
-        &format!("[storage]\nretention_days = {}\n", days + 30),
-    );
-    std::fs::write(&config, text).unwrap();
 
     let started = Instant::now();
     let backfill = Parklight::spawn(&[

@@ -1,0 +1,704 @@
+//! Before and after a date: did a zone's (or a site's) evening use change, e.g. after new
+//! lighting? Each night after the date is paired with the night of the same weekday
+//! `weeks` earlier, and only the local times dark outside in both nights of a pair are
+//! compared (comparable darkness hours: longer autumn nights add no detections). For a
+//! zone, control zones whose lighting did not change take out what changed everywhere
+//! (season, weather, events): the estimate is the ratio of the zone's after/before ratio
+//! to the controls' (a difference-in-differences on the log scale, as in evaluations of
+//! street lighting), its interval from the spread across pairs of nights, so nights that
+//! vary more than chance widen it. The naive comparison (every dark window of each
+//! period, no pairing, no controls) is given beside it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use axum::Json;
+use axum::extract::{Query, State, rejection::QueryRejection};
+use axum::response::{IntoResponse, Response};
+use parklight_core::tz::{TimeZone, civil_from_days, days_from_civil};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::access::{Caller, Permission, Role};
+use super::{ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, wants_csv};
+use crate::detect::{Status, ZoneWindow};
+
+/// Confidence of every interval.
+const CONFIDENCE: f64 = 0.95;
+/// Weeks each side at most.
+const MAX_WEEKS: u32 = 13;
+const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// Which comparison.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ChangeQuery {
+    /// The site.
+    pub site: String,
+    /// The zone (default: the whole site, without controls).
+    pub zone: Option<String>,
+    /// The first night after the change, a local date (YYYY-MM-DD); nights run from
+    /// local noon to noon.
+    pub date: String,
+    /// Weeks compared on each side, 1 to 13 (default 4).
+    pub weeks: Option<u32>,
+    /// Control zones, comma-separated: zones whose lighting did not change (default:
+    /// every other zone of the site; empty for none). Only with a zone.
+    pub controls: Option<String>,
+    /// `json` (the default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// One side of the comparison.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Period {
+    /// Its first night (local date of the evening).
+    pub first_night: String,
+    /// Its last night.
+    pub last_night: String,
+    /// From, Unix ms (local noon).
+    pub from: i64,
+    /// To, Unix ms (local noon).
+    pub to: i64,
+    /// Nights in it that are over and were judged.
+    pub nights: u32,
+}
+
+/// A night after the date and the night of the same weekday before it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Pair {
+    /// The night before (local date of the evening).
+    pub before_night: String,
+    /// The night after.
+    pub after_night: String,
+    /// Their weekday (Mon–Sun).
+    pub weekday: String,
+    /// Minutes dark outside in both nights: the minutes compared.
+    pub dark_minutes: u64,
+    /// Detections in those minutes, the night before (`null`: suppressed).
+    pub before: Option<u64>,
+    /// And the night after (`null`: suppressed).
+    pub after: Option<u64>,
+    /// The control zones' detections in those minutes, the night before (`null`:
+    /// suppressed or no controls).
+    pub controls_before: Option<u64>,
+    /// And the night after.
+    pub controls_after: Option<u64>,
+    /// Occupied dark minutes in those minutes, the night before (`null`: suppressed with
+    /// the detections in the dark).
+    pub occupied_dark_minutes_before: Option<u64>,
+    /// And the night after.
+    pub occupied_dark_minutes_after: Option<u64>,
+}
+
+/// A figure before and after, its change and the interval of the change.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct Comparison {
+    /// Before (detections: a total, `null` when suppressed; minutes: per night).
+    pub before: Option<f64>,
+    /// After.
+    pub after: Option<f64>,
+    /// The change (detections: relative, 0.25 is a quarter more; minutes: per night),
+    /// `null` when the figures do not allow one.
+    pub change: Option<f64>,
+    /// Low end of its interval.
+    pub low: Option<f64>,
+    /// High end of its interval.
+    pub high: Option<f64>,
+}
+
+/// A figure compared both ways.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Methods {
+    /// Paired nights, matched dark minutes, relative to the controls.
+    pub matched: Comparison,
+    /// Every dark window of each period, per night, no controls.
+    pub naive: Comparison,
+}
+
+/// Before and after a date.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Change {
+    /// The site.
+    pub site: String,
+    /// The zone (`null`: the whole site).
+    pub zone: Option<String>,
+    /// The site's IANA time zone: nights are local.
+    pub timezone: String,
+    /// The first night after the change.
+    pub date: String,
+    /// Weeks on each side.
+    pub weeks: u32,
+    /// The control zones.
+    pub controls: Vec<String>,
+    /// Confidence of the intervals.
+    pub confidence: f64,
+    /// Counts from 1 below this are suppressed (`null`); 0 when nothing is.
+    pub suppressed_below: u32,
+    /// The nights before.
+    pub before: Period,
+    /// The nights after (up to the last that is over).
+    pub after: Period,
+    /// The pairs compared.
+    pub pairs: Vec<Pair>,
+    /// Detections while dark outside.
+    pub after_dark_detections: Methods,
+    /// Minutes dark (below class) with detections.
+    pub occupied_dark_minutes: Methods,
+}
+
+/// One window's figures, as a night keeps them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cell {
+    minutes: u64,
+    detections: u64,
+    occupied_dark_minutes: u64,
+    detections_dark: u64,
+}
+
+/// A zone's judged (dark outside) windows per night, by local time since noon.
+type Nights = HashMap<(String, i64), BTreeMap<i64, Cell>>;
+
+/// A night's totals over the slots compared.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    minutes: u64,
+    detections: u64,
+    occupied_dark_minutes: u64,
+    detections_dark: u64,
+    controls: u64,
+    controls_occupied_dark_minutes: u64,
+}
+
+/// Before and after a date for a zone or a site: after-dark detections and occupied dark
+/// minutes in paired nights and matched dark minutes, against control zones, with a 95 %
+/// interval; and the naive comparison. JSON, or CSV (one row per figure and method)
+/// with `format=csv`.
+#[utoipa::path(get, path = "/api/v1/usage/change", params(ChangeQuery), responses(
+    (status = 200, body = Change), (status = 200, content_type = "text/csv", body = String),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn change(
+    State(api): State<Shared>,
+    caller: Caller,
+    query: Result<Query<ChangeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::Usage)?;
+    let Query(q) = query?;
+    let site = api.site_with(&q.site, q.zone.as_deref())?.clone();
+    let csv = wants_csv(q.format.as_deref())?;
+    let weeks = q.weeks.unwrap_or(4);
+    if !(1..=MAX_WEEKS).contains(&weeks) {
+        return Err(ApiError::invalid("weeks", format!("1 to {MAX_WEEKS}")));
+    }
+    let date: jiff::civil::Date =
+        (q.date.parse()).map_err(|_| ApiError::invalid("date", "a local date, YYYY-MM-DD"))?;
+    let change_night = days_from_civil(
+        i32::from(date.year()),
+        date.month() as u32,
+        date.day() as u32,
+    );
+    let targets: Vec<String> = match &q.zone {
+        Some(zone) => vec![zone.clone()],
+        None => site.zones.iter().map(|z| z.id.clone()).collect(),
+    };
+    let controls: Vec<String> = match (&q.zone, q.controls.as_deref()) {
+        (None, None | Some("")) => Vec::new(),
+        (None, Some(_)) => return Err(ApiError::invalid("controls", "only with a zone")),
+        (Some(zone), None) => (site.zones.iter())
+            .map(|z| z.id.clone())
+            .filter(|z| z != zone)
+            .collect(),
+        (Some(zone), Some(list)) => {
+            let list: BTreeSet<&str> = list.split(',').filter(|c| !c.is_empty()).collect();
+            if let Some(bad) = list.iter().find(|c| site.zone(c).is_none() || *c == zone) {
+                return Err(ApiError::invalid(
+                    "controls",
+                    format!("{bad} is not another zone of {}", site.id),
+                ));
+            }
+            list.into_iter().map(str::to_owned).collect()
+        }
+    };
+    let partner = caller.role == Role::Partnership;
+    let below = if partner { api.suppress_below } else { 0 };
+    let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
+    let span = i64::from(weeks) * 7;
+    let noon = |night: i64| tz.from_local(night * DAY_MS + 12 * HOUR_MS);
+    let (from, to) = (noon(change_night - span), noon(change_night + span));
+    let now = jiff::Timestamp::now().as_millisecond();
+    // Partners: nothing newer than the last full hour.
+    let until = if partner {
+        now - now.rem_euclid(HOUR_MS)
+    } else {
+        now
+    };
+    let id = site.id.clone();
+    let windows = api
+        .read(move |store| Ok(store.site_windows(&id, from, to.min(until))?))
+        .await?;
+    let wanted: BTreeSet<&str> = targets
+        .iter()
+        .chain(&controls)
+        .map(String::as_str)
+        .collect();
+    let nights = by_night(&tz, windows.iter().filter(|w| wanted.contains(&*w.zone)));
+    // A night counts once it is over and was judged in every target zone.
+    let usable = |night: i64| {
+        noon(night + 1) <= until
+            && targets
+                .iter()
+                .all(|z| nights.contains_key(&(z.clone(), night)))
+    };
+    let mut pairs = Vec::new();
+    let mut matched = Vec::new();
+    for k in 0..span {
+        let (before, after) = (change_night - span + k, change_night + k);
+        if !(usable(before) && usable(after)) {
+            continue;
+        }
+        let (b, a) = matched_sums(&nights, &targets, &controls, before, after);
+        let controlled = !controls.is_empty();
+        pairs.push(Pair {
+            before_night: night_name(before),
+            after_night: night_name(after),
+            weekday: WEEKDAYS[(before + 3).rem_euclid(7) as usize].into(),
+            dark_minutes: b.minutes,
+            before: shown(b.detections, below),
+            after: shown(a.detections, below),
+            controls_before: controlled.then(|| shown(b.controls, below)).flatten(),
+            controls_after: controlled.then(|| shown(a.controls, below)).flatten(),
+            occupied_dark_minutes_before: shown(b.detections_dark, below)
+                .map(|_| b.occupied_dark_minutes),
+            occupied_dark_minutes_after: shown(a.detections_dark, below)
+                .map(|_| a.occupied_dark_minutes),
+        });
+        matched.push((b, a));
+    }
+    let whole = |first: i64| -> Vec<Sums> {
+        (first..first + span)
+            .filter(|n| usable(*n))
+            .map(|n| night_sums(&nights, &targets, n, None))
+            .collect()
+    };
+    let (all_before, all_after) = (whole(change_night - span), whole(change_night));
+    let controls_n = controls.len().max(1) as f64;
+    let mut detections = Methods {
+        matched: ratio_in_differences(&matched, !controls.is_empty()),
+        naive: ratio_of_means(&all_before, &all_after),
+    };
+    for comparison in [&mut detections.matched, &mut detections.naive] {
+        comparison.before = comparison
+            .before
+            .filter(|c| shown(*c as u64, below).is_some());
+        comparison.after = comparison
+            .after
+            .filter(|c| shown(*c as u64, below).is_some());
+    }
+    let minutes = Methods {
+        matched: mean_difference(
+            &(matched.iter())
+                .map(|(b, a)| {
+                    let controls = (a.controls_occupied_dark_minutes as f64
+                        - b.controls_occupied_dark_minutes as f64)
+                        / controls_n;
+                    (
+                        b.occupied_dark_minutes as f64,
+                        a.occupied_dark_minutes as f64,
+                        controls,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ),
+        naive: difference_of_means(
+            &all_before
+                .iter()
+                .map(|s| s.occupied_dark_minutes as f64)
+                .collect::<Vec<_>>(),
+            &all_after
+                .iter()
+                .map(|s| s.occupied_dark_minutes as f64)
+                .collect::<Vec<_>>(),
+        ),
+    };
+    let period = |first: i64, counted: usize| Period {
+        first_night: night_name(first),
+        last_night: night_name(first + span - 1),
+        from: noon(first),
+        to: noon(first + span),
+        nights: counted as u32,
+    };
+    let change = Change {
+        site: site.id.clone(),
+        zone: q.zone.clone(),
+        timezone: site.timezone.clone(),
+        date: night_name(change_night),
+        weeks,
+        controls,
+        confidence: CONFIDENCE,
+        suppressed_below: below,
+        before: period(change_night - span, all_before.len()),
+        after: period(change_night, all_after.len()),
+        pairs,
+        after_dark_detections: detections,
+        occupied_dark_minutes: minutes,
+    };
+    if csv {
+        return Ok(csv_response(change_csv(&change)));
+    }
+    Ok(Json(change).into_response())
+}
+
+/// A count as shown: `None` when it is from 1 to `below - 1`.
+fn shown(count: u64, below: u32) -> Option<u64> {
+    (count == 0 || count >= u64::from(below)).then_some(count)
+}
+
+/// The local date of night `day` (days since 1970-01-01).
+fn night_name(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Judged windows by zone and night (local noon to noon), each at its local time since
+/// noon; a time a DST night holds twice adds up.
+fn by_night<'w>(tz: &TimeZone, windows: impl Iterator<Item = &'w ZoneWindow>) -> Nights {
+    let mut nights = Nights::new();
+    for w in windows.filter(|w| w.status != Status::NotJudged) {
+        let since_noon = tz.to_local(w.end - 1) - 12 * HOUR_MS;
+        let night = since_noon.div_euclid(DAY_MS);
+        let cell = (nights.entry((w.zone.clone(), night)).or_default())
+            .entry(since_noon.rem_euclid(DAY_MS) / 60_000)
+            .or_default();
+        cell.minutes += ((w.end - w.start) / 60_000) as u64;
+        cell.detections += u64::from(w.detections);
+        cell.occupied_dark_minutes += u64::from(w.occupied_dark_minutes);
+        cell.detections_dark += u64::from(w.detections_dark);
+    }
+    nights
+}
+
+/// Sums of `zones` in `night`, over the slots in `only` (every slot when `None`).
+fn night_sums(nights: &Nights, zones: &[String], night: i64, only: Option<&[i64]>) -> Sums {
+    let mut sums = Sums::default();
+    for zone in zones {
+        let Some(cells) = nights.get(&(zone.clone(), night)) else {
+            continue;
+        };
+        let mut add = |cell: &Cell| {
+            sums.detections += cell.detections;
+            sums.occupied_dark_minutes += cell.occupied_dark_minutes;
+            sums.detections_dark += cell.detections_dark;
+        };
+        match only {
+            Some(slots) => slots.iter().filter_map(|s| cells.get(s)).for_each(&mut add),
+            None => cells.values().for_each(&mut add),
+        }
+    }
+    sums
+}
+
+/// A pair's sums over the local times dark outside in both nights (for every target
+/// zone), the controls' over the same times.
+fn matched_sums(
+    nights: &Nights,
+    targets: &[String],
+    controls: &[String],
+    before: i64,
+    after: i64,
+) -> (Sums, Sums) {
+    let slots_of = |night: i64| -> BTreeSet<i64> {
+        (targets.iter())
+            .filter_map(|z| nights.get(&(z.clone(), night)))
+            .map(|cells| cells.keys().copied().collect::<BTreeSet<_>>())
+            .reduce(|a, b| &a & &b)
+            .unwrap_or_default()
+    };
+    let slots: Vec<i64> = (&slots_of(before) & &slots_of(after)).into_iter().collect();
+    let minutes: u64 = (targets.first())
+        .and_then(|z| nights.get(&(z.clone(), before)))
+        .map_or(0, |cells| {
+            slots
+                .iter()
+                .filter_map(|s| cells.get(s))
+                .map(|c| c.minutes)
+                .sum()
+        });
+    let side = |night: i64| {
+        let own = night_sums(nights, targets, night, Some(&slots));
+        let controls = night_sums(nights, controls, night, Some(&slots));
+        Sums {
+            minutes,
+            controls: controls.detections,
+            controls_occupied_dark_minutes: controls.occupied_dark_minutes,
+            ..own
+        }
+    };
+    (side(before), side(after))
+}
+
+/// The two-sided 97.5 % quantile of Student's t with `df` degrees of freedom
+/// (Cornish–Fisher expansion about the normal; within 0.1 % from 5 degrees up).
+fn t_quantile(df: f64) -> f64 {
+    let z: f64 = 1.959_963_985;
+    let (z3, z5, z7, z9) = (z.powi(3), z.powi(5), z.powi(7), z.powi(9));
+    z + (z3 + z) / (4.0 * df)
+        + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * df.powi(2))
+        + (3.0 * z7 + 19.0 * z5 + 17.0 * z3 - 15.0 * z) / (384.0 * df.powi(3))
+        + (79.0 * z9 + 776.0 * z7 + 1482.0 * z5 - 1920.0 * z3 - 945.0 * z) / (92_160.0 * df.powi(4))
+}
+
+/// A relative change with its interval from a log-scale estimate and standard error.
+fn relative(log_change: f64, se: f64, df: f64) -> (f64, Option<f64>, Option<f64>) {
+    let half = (se.is_finite() && df >= 1.0).then(|| t_quantile(df) * se);
+    (
+        log_change.exp() - 1.0,
+        half.map(|h| (log_change - h).exp() - 1.0),
+        half.map(|h| (log_change + h).exp() - 1.0),
+    )
+}
+
+/// The ratio of after to before totals over paired nights, divided by the controls'
+/// (when `controlled`); its variance by linearisation over pairs (the nights' spread, not
+/// a Poisson assumption).
+fn ratio_in_differences(pairs: &[(Sums, Sums)], controlled: bool) -> Comparison {
+    let total = |f: &dyn Fn(&(Sums, Sums)) -> u64| pairs.iter().map(f).sum::<u64>() as f64;
+    let (zb, za) = (total(&|p| p.0.detections), total(&|p| p.1.detections));
+    let (cb, ca) = if controlled {
+        (total(&|p| p.0.controls), total(&|p| p.1.controls))
+    } else {
+        (1.0, 1.0)
+    };
+    let mut comparison = Comparison {
+        before: Some(zb),
+        after: Some(za),
+        ..Comparison::default()
+    };
+    let n = pairs.len() as f64;
+    if [zb, za, cb, ca].iter().any(|t| *t <= 0.0) || pairs.len() < 2 {
+        return comparison;
+    }
+    let log_change = (za / zb).ln() - (ca / cb).ln();
+    let variance = n / (n - 1.0)
+        * (pairs.iter())
+            .map(|(b, a)| {
+                let own = a.detections as f64 / za - b.detections as f64 / zb;
+                let controls = if controlled {
+                    a.controls as f64 / ca - b.controls as f64 / cb
+                } else {
+                    0.0
+                };
+                (own - controls).powi(2)
+            })
+            .sum::<f64>();
+    let (change, low, high) = relative(log_change, variance.sqrt(), n - 1.0);
+    comparison.change = Some(change);
+    comparison.low = low;
+    comparison.high = high;
+    comparison
+}
+
+/// The ratio of after-dark detections per night after to before, every night of each
+/// period; its variance by linearisation over each period's nights.
+fn ratio_of_means(before: &[Sums], after: &[Sums]) -> Comparison {
+    let part = |nights: &[Sums]| {
+        let n = nights.len() as f64;
+        let total = nights.iter().map(|s| s.detections).sum::<u64>() as f64;
+        let variance = n / (n - 1.0)
+            * (nights.iter())
+                .map(|s| (s.detections as f64 / total - 1.0 / n).powi(2))
+                .sum::<f64>();
+        (total, n, variance)
+    };
+    let ((zb, nb, vb), (za, na, va)) = (part(before), part(after));
+    let mut comparison = Comparison {
+        before: Some(zb),
+        after: Some(za),
+        ..Comparison::default()
+    };
+    if zb <= 0.0 || za <= 0.0 || nb < 2.0 || na < 2.0 {
+        return comparison;
+    }
+    let log_change = (za / na).ln() - (zb / nb).ln();
+    let (change, low, high) = relative(log_change, (vb + va).sqrt(), nb + na - 2.0);
+    comparison.change = Some(change);
+    comparison.low = low;
+    comparison.high = high;
+    comparison
+}
+
+/// Mean and sample variance.
+fn mean_variance(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, variance)
+}
+
+/// Per pair `(before, after, the controls' change per zone)`: the mean change per night
+/// less the controls', with a t interval over pairs.
+fn mean_difference(pairs: &[(f64, f64, f64)]) -> Comparison {
+    let n = pairs.len();
+    if n < 2 {
+        return Comparison::default();
+    }
+    let (before, _) = mean_variance(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+    let (after, _) = mean_variance(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+    let differences: Vec<f64> = pairs.iter().map(|(b, a, c)| a - b - c).collect();
+    let (change, variance) = mean_variance(&differences);
+    let half = t_quantile(n as f64 - 1.0) * (variance / n as f64).sqrt();
+    Comparison {
+        before: Some(before),
+        after: Some(after),
+        change: Some(change),
+        low: Some(change - half),
+        high: Some(change + half),
+    }
+}
+
+/// After's mean less before's, with a Welch interval (conservative degrees of freedom).
+fn difference_of_means(before: &[f64], after: &[f64]) -> Comparison {
+    if before.len() < 2 || after.len() < 2 {
+        return Comparison::default();
+    }
+    let ((mb, vb), (ma, va)) = (mean_variance(before), mean_variance(after));
+    let change = ma - mb;
+    let se = (vb / before.len() as f64 + va / after.len() as f64).sqrt();
+    let half = t_quantile((before.len().min(after.len()) - 1) as f64) * se;
+    Comparison {
+        before: Some(mb),
+        after: Some(ma),
+        change: Some(change),
+        low: Some(change - half),
+        high: Some(change + half),
+    }
+}
+
+/// One row per figure and method:
+/// `figure,method,before,after,change,low,high,before_nights,after_nights,pairs`.
+fn change_csv(change: &Change) -> String {
+    let mut out = String::from(
+        "figure,method,before,after,change,low,high,before_nights,after_nights,pairs\n",
+    );
+    let number = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
+    for (figure, methods) in [
+        ("after_dark_detections", &change.after_dark_detections),
+        ("occupied_dark_minutes", &change.occupied_dark_minutes),
+    ] {
+        for (method, c) in [("matched", &methods.matched), ("naive", &methods.naive)] {
+            out.push_str(&format!(
+                "{figure},{method},{},{},{},{},{},{},{},{}\n",
+                number(c.before),
+                number(c.after),
+                number(c.change),
+                number(c.low),
+                number(c.high),
+                change.before.nights,
+                change.after.nights,
+                change.pairs.len()
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn t_quantiles_match_the_tables() {
+        for (df, table) in [(5.0, 2.571), (10.0, 2.228), (27.0, 2.052), (100.0, 1.984)] {
+            assert!(
+                (t_quantile(df) - table).abs() < 0.002,
+                "{df}: {}",
+                t_quantile(df)
+            );
+        }
+    }
+
+    fn pair(before: u64, after: u64, controls_before: u64, controls_after: u64) -> (Sums, Sums) {
+        let side = |detections, controls| Sums {
+            detections,
+            controls,
+            ..Sums::default()
+        };
+        (side(before, controls_before), side(after, controls_after))
+    }
+
+    #[test]
+    fn the_controls_take_out_what_changed_everywhere() {
+        // Everything halved after, the zone too: no change of its own.
+        let pairs: Vec<_> = (0..10)
+            .map(|i| {
+                let noise = |a: u64, b: u64| i * a % b;
+                pair(
+                    100 + noise(37, 11),
+                    50 + noise(53, 9),
+                    400 + noise(17, 23),
+                    200 + noise(29, 13),
+                )
+            })
+            .collect();
+        let c = ratio_in_differences(&pairs, true);
+        assert!(c.change.unwrap().abs() < 0.05, "{c:?}");
+        assert!(c.low.unwrap() < 0.0 && c.high.unwrap() > 0.0, "{c:?}");
+        let naive = ratio_in_differences(&pairs, false);
+        assert!((naive.change.unwrap() + 0.5).abs() < 0.02, "{naive:?}");
+        assert!(naive.high.unwrap() < 0.0, "{naive:?}");
+        // The zone doubles while the controls stay.
+        let pairs: Vec<_> = (0..10)
+            .map(|i| pair(100 + i, 200 + 2 * i, 400, 400))
+            .collect();
+        let c = ratio_in_differences(&pairs, true);
+        assert!((c.change.unwrap() - 1.0).abs() < 1e-9, "{c:?}");
+    }
+
+    #[test]
+    fn too_few_nights_or_none_counted_give_no_change() {
+        assert_eq!(ratio_in_differences(&[pair(5, 6, 5, 6)], true).change, None);
+        let zero: Vec<_> = (0..5).map(|_| pair(0, 3, 5, 5)).collect();
+        assert_eq!(ratio_in_differences(&zero, true).change, None);
+        assert_eq!(ratio_of_means(&[], &[]).change, None);
+        assert_eq!(mean_difference(&[(1.0, 2.0, 0.0)]).change, None);
+    }
+
+    #[test]
+    fn minutes_change_by_their_mean_difference() {
+        let pairs: Vec<(f64, f64, f64)> = (0..8).map(|i| (30.0 + f64::from(i), 5.0, 0.0)).collect();
+        let c = mean_difference(&pairs);
+        assert!((c.change.unwrap() + 28.5).abs() < 1e-9, "{c:?}");
+        assert!(c.low.unwrap() < -28.5 && c.high.unwrap() > -28.5);
+    }
+
+    #[test]
+    fn a_dst_night_is_one_night_and_its_repeated_hour_adds_up() {
+        let tz = TimeZone::parse("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
+        // 2026-10-25 00:30 UTC (02:30 summer time) and 01:30 UTC (02:30 winter time).
+        let first = 1_792_888_200_000;
+        let window = |end: i64| ZoneWindow {
+            site: "s".into(),
+            zone: "z".into(),
+            start: end - 300_000,
+            end,
+            status: Status::Lit,
+            lux_avg: None,
+            lux_min: None,
+            required_avg: 7.5,
+            required_min: 1.5,
+            detections: 2,
+            occupied_dark_minutes: 0,
+            detections_dark: 0,
+            valid_nodes: 1,
+            nodes: 1,
+            cause: None,
+            revised: false,
+        };
+        let windows = [window(first), window(first + HOUR_MS)];
+        let nights = by_night(&tz, windows.iter());
+        assert_eq!(nights.len(), 1);
+        let cells = nights.values().next().unwrap();
+        assert_eq!(cells.len(), 1);
+        assert_eq!(cells.values().next().unwrap().detections, 4);
+        let (_, night) = nights.keys().next().unwrap();
+        assert_eq!(night_name(*night), "2026-10-24");
+    }
+}

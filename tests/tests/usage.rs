@@ -1,0 +1,277 @@
+//! Usage before and after a lighting change, on eight weeks of simulated history with a
+//! known effect: one zone's old lamps (half its class) are replaced on a date, which
+//! raises its after-dark foot traffic by `1 / appeal(OLD_LAMPS_LIGHT)` in the simulator's
+//! model of people; the nights lengthen through the weeks compared and the season turns
+//! quieter, so a naive comparison sees changes everywhere.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parklight_gateway::backfill::OLD_LAMPS_LIGHT;
+use parklight_sim::people;
+use parklight_tests::api::{Credential, create_token, request};
+use parklight_tests::broker::Mosquitto;
+use parklight_tests::gateway::{Gateway, remiseparken_file};
+use parklight_tests::process::Parklight;
+use parklight_tests::{one_at_a_time, wait_until};
+use serde_json::Value;
+
+/// The history ends at local noon on 2026-12-02: eight weeks of nights, four before the
+/// change and four after.
+const UNTIL: &str = "2026-12-02T11:00:00Z";
+const CHANGE: &str = "2026-11-04";
+/// The dark wood paths get new lamps.
+const UPGRADED: &str = "elleskoven";
+/// A zone nothing happened to, and its controls (not the upgraded zone).
+const UNTOUCHED: &str = "playground";
+const CONTROLS_OF_UNTOUCHED: &str = "main-path,skatepark";
+const ZONES: [&str; 4] = ["main-path", "skatepark", "playground", UPGRADED];
+/// Partners see counts from this many.
+const K: u64 = 60;
+
+/// Remiseparken's drawing cut to four zones of a pole each, reporting every five
+/// minutes: eight weeks of it backfill in seconds.
+fn small_site(dir: &Path) -> PathBuf {
+    let mut site: Value =
+        serde_json::from_str(&std::fs::read_to_string(remiseparken_file()).unwrap()).unwrap();
+    site["site"]["interval_s"] = 300.into();
+    let mut poles = std::collections::HashMap::<String, usize>::new();
+    let features = site["features"].as_array().unwrap().clone();
+    let kept: Vec<Value> = (features.into_iter())
+        .filter(|f| {
+            let zone = f["properties"]["zone"].as_str().unwrap_or("");
+            if !ZONES.contains(&zone) {
+                return false;
+            }
+            if f["properties"]["node"].is_null() {
+                return true;
+            }
+            let count = poles.entry(zone.to_owned()).or_default();
+            *count += 1;
+            *count == 1
+        })
+        .collect();
+    site["features"] = Value::Array(kept);
+    let path = dir.join("small.geojson");
+    std::fs::write(&path, site.to_string()).unwrap();
+    path
+}
+
+/// A gateway on the small site holding the backfilled weeks of `seed`, its detectors
+/// caught up.
+fn history(broker: &Mosquitto, site: &Path, seed: u64) -> Gateway {
+    let mut gateway = Gateway::new(&broker.url(), &format!("[usage]\nsuppress_below = {K}\n"));
+    gateway.set_sites(&[site.to_owned()]);
+    gateway.set_retention_days(400);
+    let config = gateway.config_path().to_string_lossy().into_owned();
+    let seed = seed.to_string();
+    let upgrade = format!("{UPGRADED}@{CHANGE}");
+    let done = Parklight::spawn(&[
+        "sim",
+        "--backfill",
+        "56d",
+        "--until",
+        UNTIL,
+        "--upgrade",
+        &upgrade,
+        "--seed",
+        &seed,
+        "--config",
+        &config,
+    ])
+    .wait(Duration::from_secs(120));
+    assert!(done.status.success(), "{}", done.stderr);
+    gateway.start();
+    let caught_up = wait_until(Duration::from_secs(120), || {
+        let store = gateway.store();
+        store.detected().unwrap().report >= store.last_report_id().unwrap()
+    });
+    assert!(caught_up, "{}", gateway.log());
+    gateway
+}
+
+fn change(port: u16, token: &str, query: &str) -> Value {
+    let path = format!("/api/v1/usage/change?site=remiseparken&date={CHANGE}&{query}");
+    let answer = request(port, "GET", &path, Credential::Bearer(token), None);
+    assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+    answer.json()
+}
+
+/// Whether `value` is within the interval of `comparison`.
+fn covers(comparison: &Value, value: f64) -> bool {
+    comparison["low"].as_f64().unwrap() <= value && value <= comparison["high"].as_f64().unwrap()
+}
+
+/// The effect the new lamps have on the upgraded zone's after-dark traffic.
+fn known_change() -> f64 {
+    1.0 / people::appeal(OLD_LAMPS_LIGHT) - 1.0
+}
+
+#[test]
+fn before_and_after_a_lighting_change_finds_its_known_effect_and_no_change_where_none_was() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let site = small_site(dir.path());
+    let gateway = history(&broker, &site, 1);
+    let port = gateway.http_port();
+    let config = gateway.config_path().to_string_lossy().into_owned();
+    let operator = create_token(&config, "operator");
+
+    let upgraded = change(port, &operator, &format!("zone={UPGRADED}"));
+    assert_eq!(
+        upgraded["controls"].as_array().unwrap().len(),
+        3,
+        "{upgraded}"
+    );
+    assert_eq!(upgraded["before"]["first_night"], "2026-10-07");
+    assert_eq!(upgraded["after"]["last_night"], "2026-12-01");
+    let pairs = upgraded["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 28, "{upgraded}");
+    for pair in pairs {
+        let night = |key: &str| {
+            let date: jiff::civil::Date = pair[key].as_str().unwrap().parse().unwrap();
+            date
+        };
+        assert_eq!(
+            night("before_night").weekday(),
+            night("after_night").weekday()
+        );
+        assert_eq!(
+            (night("after_night") - night("before_night")).get_days(),
+            28
+        );
+        assert!(pair["dark_minutes"].as_u64().unwrap() > 8 * 60, "{pair}");
+    }
+    let detections = &upgraded["after_dark_detections"];
+    let known = known_change();
+    assert!(
+        covers(&detections["matched"], known),
+        "{known} {detections}"
+    );
+    assert!(
+        detections["matched"]["low"].as_f64().unwrap() > 0.0,
+        "{detections}"
+    );
+    // Lit to class at last: the minutes people spent in the dark there fall.
+    let minutes = &upgraded["occupied_dark_minutes"];
+    assert!(
+        minutes["matched"]["high"].as_f64().unwrap() < 0.0,
+        "{minutes}"
+    );
+    assert!(
+        minutes["matched"]["before"].as_f64().unwrap() > 60.0,
+        "{minutes}"
+    );
+
+    let untouched = change(
+        port,
+        &operator,
+        &format!("zone={UNTOUCHED}&controls={CONTROLS_OF_UNTOUCHED}"),
+    );
+    let detections = &untouched["after_dark_detections"];
+    assert!(covers(&detections["matched"], 0.0), "{detections}");
+    assert!(!covers(&detections["naive"], 0.0), "{detections}");
+    // The longer nights compared naively add at least a quarter.
+    assert!(
+        detections["naive"]["change"].as_f64().unwrap() > 0.25,
+        "{detections}"
+    );
+
+    // Without controls the season's turn is left in: the untouched zone seems quieter.
+    let alone = change(port, &operator, &format!("zone={UNTOUCHED}&controls="));
+    assert!(alone["controls"].as_array().unwrap().is_empty());
+    let matched = &alone["after_dark_detections"]["matched"];
+    assert!(matched["change"].as_f64().unwrap() < 0.0, "{matched}");
+
+    let csv = request(
+        port,
+        "GET",
+        &format!("/api/v1/usage/change?site=remiseparken&zone={UPGRADED}&date={CHANGE}&format=csv"),
+        Credential::Bearer(&operator),
+        None,
+    );
+    let rows: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(rows.len(), 5, "{}", csv.body);
+    assert!(
+        rows[1].starts_with("after_dark_detections,matched,"),
+        "{}",
+        csv.body
+    );
+    let matched_change: f64 = rows[1].split(',').nth(4).unwrap().parse().unwrap();
+    let json_change = upgraded["after_dark_detections"]["matched"]["change"]
+        .as_f64()
+        .unwrap();
+    assert!((matched_change - json_change).abs() < 1e-4, "{}", csv.body);
+
+    // Partners: the same figures, counts below k suppressed, nothing of a node.
+    let partner = create_token(&config, "partnership");
+    let shared = change(port, &partner, &format!("zone={UPGRADED}"));
+    assert_eq!(shared["suppressed_below"], K);
+    assert_eq!(
+        shared["after_dark_detections"]["matched"]["change"],
+        upgraded["after_dark_detections"]["matched"]["change"]
+    );
+    let mut counts = 0;
+    for pair in shared["pairs"].as_array().unwrap() {
+        for key in ["before", "after", "controls_before", "controls_after"] {
+            if let Some(count) = pair[key].as_u64() {
+                assert!(count == 0 || count >= K, "{pair}");
+                counts += 1;
+            }
+        }
+    }
+    assert!(counts > 0, "{shared}");
+    assert!(!shared.to_string().contains("pole-"), "{shared}");
+
+    for (query, field) in [
+        (format!("zone={UPGRADED}&weeks=0"), "weeks"),
+        (format!("zone={UPGRADED}&weeks=14"), "weeks"),
+        (format!("zone={UPGRADED}&controls={UPGRADED}"), "controls"),
+        ("controls=skatepark".to_owned(), "controls"),
+    ] {
+        let path = format!("/api/v1/usage/change?site=remiseparken&date={CHANGE}&{query}");
+        let answer = request(port, "GET", &path, Credential::Bearer(&operator), None);
+        assert_eq!(answer.status, 422, "{query}: {}", answer.body);
+        assert!(answer.body.contains(field), "{}", answer.body);
+    }
+    let bad_date = "/api/v1/usage/change?site=remiseparken&date=2026-13-01";
+    let answer = request(port, "GET", bad_date, Credential::Bearer(&operator), None);
+    assert_eq!(answer.status, 422, "{}", answer.body);
+}
+
+/// Twenty seeds: the matched interval of the untouched zone covers no change, and the
+/// upgraded zone's covers the known one, at least 17 times each (95 % intervals).
+#[test]
+fn across_twenty_seeds_the_matched_intervals_cover_the_truth() {
+    let _serial = one_at_a_time();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let site = small_site(dir.path());
+    let (mut untouched_covered, mut upgraded_covered) = (Vec::new(), Vec::new());
+    for seed in 1..=20 {
+        let gateway = history(&broker, &site, seed);
+        let config = gateway.config_path().to_string_lossy().into_owned();
+        let token = create_token(&config, "operator");
+        let port = gateway.http_port();
+        let untouched = change(
+            port,
+            &token,
+            &format!("zone={UNTOUCHED}&controls={CONTROLS_OF_UNTOUCHED}"),
+        );
+        let upgraded = change(port, &token, &format!("zone={UPGRADED}"));
+        untouched_covered.push(covers(&untouched["after_dark_detections"]["matched"], 0.0));
+        upgraded_covered.push(covers(
+            &upgraded["after_dark_detections"]["matched"],
+            known_change(),
+        ));
+        eprintln!(
+            "seed {seed}: untouched {} upgraded {}",
+            untouched["after_dark_detections"]["matched"],
+            upgraded["after_dark_detections"]["matched"]
+        );
+    }
+    let count = |covered: &[bool]| covered.iter().filter(|c| **c).count();
+    assert!(count(&untouched_covered) >= 17, "{untouched_covered:?}");
+    assert!(count(&upgraded_covered) >= 17, "{upgraded_covered:?}");
+}
