@@ -56,6 +56,8 @@ pub const OLD_LAMPS_LIGHT: f64 = 0.5;
 /// lighting change with a known effect on foot traffic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upgrade {
+    /// The zone's site.
+    pub site: String,
     /// The zone.
     pub zone: String,
     /// When the new lamps burn, Unix ms.
@@ -80,8 +82,8 @@ struct Pole<'s> {
 }
 
 impl Pole<'_> {
-    /// Its report at `ts` under `sky` lux.
-    fn report(&mut self, ts: i64, sky: f64, tz: &TimeZone) -> Telemetry {
+    /// Its report at `ts` under `sky` lux, people going out as the day's `weather` says.
+    fn report(&mut self, ts: i64, sky: f64, tz: &TimeZone, weather: f64) -> Telemetry {
         let interval = self.desired.interval_s;
         let full_lux = match self.upgraded_at {
             Some(at) if ts < at => self.required_lux * OLD_LAMPS_LIGHT,
@@ -90,13 +92,16 @@ impl Pole<'_> {
         let local = jiff::Timestamp::from_millisecond(tz.to_local(ts))
             .map(|t| jiff::tz::Offset::UTC.to_datetime(t))
             .unwrap_or_default();
-        let dark = altitude_deg(ts, self.site.lat, self.site.lon) < CIVIL_TWILIGHT_DEG;
+        let outside = people::Outside {
+            dark: altitude_deg(ts, self.site.lat, self.site.lon) < CIVIL_TWILIGHT_DEG,
+            weather,
+        };
         // Every lamp of a zone is alike here: its own light is its zone's.
         let zone = people::Zone {
             light: full_lux / self.required_lux,
             ..self.zone
         };
-        let rate = people::rate_per_hour(people::Moment::of(local), dark, &zone);
+        let rate = people::rate_per_hour(people::Moment::of(local), outside, &zone);
         let motion = people::detections(rate, f64::from(interval), &mut self.rng);
         let night = night_at(ts, self.site.lat, self.site.lon);
         let mut level = night.map_or(0, |night| {
@@ -200,7 +205,7 @@ pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, Stor
                     light: 1.0,
                 },
                 upgraded_at: (backfill.upgrade.as_ref())
-                    .filter(|u| zone.is_some_and(|z| z.id == u.zone))
+                    .filter(|u| u.site == site.id && zone.is_some_and(|z| z.id == u.zone))
                     .map(|u| u.at_ms),
                 boost_until: 0,
             });
@@ -236,14 +241,16 @@ pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, Stor
     let mut buf = [0u8; 1024];
     let mut t = start;
     while t < backfill.end_ms {
-        let skies: Vec<f64> = (backfill.sites.iter().zip(&mut clouds))
-            .map(|(site, (rng, clouds))| {
+        let skies: Vec<(f64, f64)> = (backfill.sites.iter().zip(&mut clouds).zip(&zones))
+            .map(|((site, (rng, clouds)), tz)| {
                 let cover = clouds.step(rng);
-                physics::sky_lux(
+                let sky = physics::sky_lux(
                     altitude_deg(t, site.lat, site.lon),
                     cover,
                     physics::moon_lux(t),
-                )
+                );
+                let day = tz.to_local(t).div_euclid(86_400_000);
+                (sky, people::weather(backfill.seed ^ hash(&site.id), day))
             })
             .collect();
         for pole in &mut poles {
@@ -253,7 +260,8 @@ pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, Stor
             let index = (backfill.sites.iter())
                 .position(|s| s.id == pole.site.id)
                 .unwrap_or(0);
-            let report = pole.report(t, skies[index], &zones[index]);
+            let (sky, weather) = skies[index];
+            let report = pole.report(t, sky, &zones[index], weather);
             let len = report.encode(&mut buf).unwrap_or(0);
             pending.push((pole.topic.clone(), buf[..len].to_vec(), t));
         }

@@ -323,7 +323,7 @@ struct SimArgs {
     /// With --backfill: the history ends here (RFC 3339, not in the future) [default: now].
     #[arg(long, requires = "backfill")]
     until: Option<jiff::Timestamp>,
-    /// With --backfill: ZONE@DATE, the zone's lamps deliver half its class at full power
+    /// With --backfill: ZONE@DATE, the zone's lamps (at the first site that has it) deliver half its class at full power
     /// until local noon of DATE (YYYY-MM-DD), when new ones light it to class; after
     /// dark, its foot traffic rises by a known factor from that night on.
     #[arg(long, value_name = "ZONE@DATE", requires = "backfill")]
@@ -349,7 +349,7 @@ fn upgrade(
     sites: &[parklight_site::Site],
 ) -> anyhow::Result<parklight_gateway::backfill::Upgrade> {
     let bad = || anyhow::anyhow!("--upgrade {text:?}: ZONE@YYYY-MM-DD, a zone of the sites");
-    let (zone, date) = text.split_once('@').ok_or_else(bad)?;
+    let (zone, date) = text.rsplit_once('@').ok_or_else(bad)?;
     let date: jiff::civil::Date = date.parse().map_err(|_| bad())?;
     let site = (sites.iter())
         .find(|s| s.zone(zone).is_some())
@@ -361,6 +361,7 @@ fn upgrade(
         date.day() as u32,
     );
     Ok(parklight_gateway::backfill::Upgrade {
+        site: site.id.clone(),
         zone: zone.to_owned(),
         at_ms: tz.from_local(day * 86_400_000 + 12 * 3_600_000),
     })

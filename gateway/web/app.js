@@ -325,12 +325,14 @@ function beforeAfter(site, zones) {
 function changeTable(change) {
   const percent = (v) => (v === null ? "–" : `${v > 0 ? "+" : ""}${Math.round(v * 100)} %`);
   const minutes = (v) => (v === null ? "–" : `${v > 0 ? "+" : ""}${v.toFixed(1)}`);
-  const figure = (v) => (v === null ? `<${change.suppressed_below}` : String(Math.round(v * 10) / 10));
+  const figure = (v) => (v === null ? "–" : String(Math.round(v * 10) / 10));
   const rows = [["After-dark detections", change.after_dark_detections, percent], ["Occupied dark minutes per night", change.occupied_dark_minutes, minutes]]
     .flatMap(([name, methods, show]) => [["matched", methods.matched], ["naive", methods.naive]].map(([method, c]) =>
       element("tr", { "data-figure": name, "data-method": method }, element("td", {}, name), element("td", {}, method),
-        element("td", {}, figure(c.before)), element("td", {}, figure(c.after)), element("td", {}, show(c.change)),
-        element("td", {}, c.low === null ? "–" : `${show(c.low)} to ${show(c.high)}`))));
+        c.suppressed
+          ? element("td", { colspan: 4 }, `not shown: a count below ${change.suppressed_below}`)
+          : [element("td", {}, figure(c.before)), element("td", {}, figure(c.after)), element("td", {}, show(c.change)),
+            element("td", {}, c.low === null ? "–" : `${show(c.low)} to ${show(c.high)}`)])));
   return element("div", {},
     element("p", {}, `${change.pairs.length} pairs of nights (same weekday, ${change.weeks} weeks apart), compared over the minutes dark in both`,
       change.controls.length ? `, against ${change.controls.join(", ")}.` : ", without control zones.",

@@ -1,7 +1,8 @@
 //! Foot traffic: detections per zone from a Poisson process whose rate follows the hour,
-//! the weekday and the season, and falls after dark, less on a path lit to its class.
+//! the weekday, the season and the day's weather, and falls after dark, less on a path
+//! lit to its class.
 
-use rand::Rng;
+use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Distribution, Poisson};
 
 /// Detections per hour in a zone of popularity 1, by local hour: quiet after midnight,
@@ -49,6 +50,22 @@ impl Moment {
     }
 }
 
+/// Outside: whether it is dark (the sun below civil twilight), and the day's weather.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outside {
+    /// The sun is below civil twilight.
+    pub dark: bool,
+    /// How many go out today, as [`weather`] gives it.
+    pub weather: f64,
+}
+
+/// How many go out on local `day` (days since 1970-01-01), rain or shine: from 0.6 (a wet,
+/// cold day) to 1.2, the same in every zone of the site `site_seed` is drawn for.
+pub fn weather(site_seed: u64, day: i64) -> f64 {
+    let key = (day as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    rand_chacha::ChaCha8Rng::seed_from_u64(site_seed ^ key).random_range(0.6..1.2)
+}
+
 /// A zone as the people passing see it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Zone {
@@ -68,21 +85,26 @@ pub fn appeal(light: f64) -> f64 {
 }
 
 /// Expected detections per hour at one node of `zone` at `at` (interpolated between
-/// hours), with the sun below civil twilight when `dark`.
-pub fn rate_per_hour(at: Moment, dark: bool, zone: &Zone) -> f64 {
+/// hours), as it is `outside`.
+pub fn rate_per_hour(at: Moment, outside: Outside, zone: &Zone) -> f64 {
     let h = usize::from(at.hour % 24);
     let share = f64::from(at.minute.min(59)) / 60.0;
     let hourly = HOURLY[h] * (1.0 - share) + HOURLY[(h + 1) % 24] * share;
     let season = 1.0
         + SEASON_SWING
             * (std::f64::consts::TAU * (f64::from(at.day_of_year) - 196.0) / 365.25).cos();
-    let darkness = if dark {
+    let darkness = if outside.dark {
         AFTER_DARK * appeal(zone.light)
     } else {
         1.0
     };
     // Every pole of a small zone sees most passers-by; a long path splits them.
-    hourly * WEEKDAY[usize::from(at.weekday % 7)] * season * darkness * zone.popularity
+    hourly
+        * WEEKDAY[usize::from(at.weekday % 7)]
+        * season
+        * outside.weather
+        * darkness
+        * zone.popularity
         / (zone.poles.max(1) as f64).sqrt()
 }
 
@@ -109,6 +131,15 @@ mod tests {
         }
     }
 
+    const DAY: Outside = Outside {
+        dark: false,
+        weather: 1.0,
+    };
+    const NIGHT: Outside = Outside {
+        dark: true,
+        weather: 1.0,
+    };
+
     const PATH: Zone = Zone {
         popularity: 1.0,
         poles: 1,
@@ -117,8 +148,8 @@ mod tests {
 
     #[test]
     fn evenings_are_busier_than_nights_and_popular_short_paths_busiest() {
-        let rate = |zone: &Zone| rate_per_hour(at(2, 18, 100), false, zone);
-        assert!(rate(&PATH) > 10.0 * rate_per_hour(at(2, 3, 100), false, &PATH));
+        let rate = |zone: &Zone| rate_per_hour(at(2, 18, 100), DAY, zone);
+        assert!(rate(&PATH) > 10.0 * rate_per_hour(at(2, 3, 100), DAY, &PATH));
         assert!(
             rate(&Zone {
                 popularity: 2.0,
@@ -130,17 +161,34 @@ mod tests {
 
     #[test]
     fn fewer_people_after_dark_fewest_on_unlit_paths_more_in_summer_and_at_weekends() {
-        let lit = rate_per_hour(at(2, 18, 100), true, &PATH);
-        let day = rate_per_hour(at(2, 18, 100), false, &PATH);
+        let lit = rate_per_hour(at(2, 18, 100), NIGHT, &PATH);
+        let day = rate_per_hour(at(2, 18, 100), DAY, &PATH);
         assert!((lit / day - AFTER_DARK).abs() < 1e-9);
-        let half = rate_per_hour(at(2, 18, 100), true, &Zone { light: 0.5, ..PATH });
+        let half = rate_per_hour(at(2, 18, 100), NIGHT, &Zone { light: 0.5, ..PATH });
         assert!((lit / half - 1.0 / 0.7).abs() < 1e-9, "{}", lit / half);
-        let unlit = rate_per_hour(at(2, 18, 100), true, &Zone { light: 0.0, ..PATH });
+        let unlit = rate_per_hour(at(2, 18, 100), NIGHT, &Zone { light: 0.0, ..PATH });
         assert!((unlit / lit - UNLIT_APPEAL).abs() < 1e-9);
-        let july = rate_per_hour(at(2, 18, 196), false, &PATH);
-        let january = rate_per_hour(at(2, 18, 14), false, &PATH);
+        let july = rate_per_hour(at(2, 18, 196), DAY, &PATH);
+        let january = rate_per_hour(at(2, 18, 14), DAY, &PATH);
         assert!(july > 1.4 * january, "{july} {january}");
-        assert!(rate_per_hour(at(5, 18, 100), false, &PATH) > day);
+        assert!(rate_per_hour(at(5, 18, 100), DAY, &PATH) > day);
+    }
+
+    #[test]
+    fn the_weather_is_the_same_all_day_and_varies_between_days() {
+        assert_eq!(weather(7, 20_000), weather(7, 20_000));
+        let days: Vec<f64> = (20_000..20_060).map(|day| weather(7, day)).collect();
+        assert!(days.iter().all(|w| (0.6..1.2).contains(w)));
+        let spread = days.iter().cloned().fold(f64::MIN, f64::max)
+            - days.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(spread > 0.4, "{days:?}");
+        let rainy = Outside {
+            weather: 0.6,
+            ..DAY
+        };
+        let ratio =
+            rate_per_hour(at(2, 18, 100), rainy, &PATH) / rate_per_hour(at(2, 18, 100), DAY, &PATH);
+        assert!((ratio - 0.6).abs() < 1e-9);
     }
 
     #[test]

@@ -179,11 +179,11 @@ impl VirtualNode {
         }
     }
 
-    /// What its lamp delivers at full power over what its zone's class asks; 0 while it
-    /// is broken or without power.
+    /// What its lamp delivers at full power over what its zone's class asks, up to 1
+    /// (lit to class); 0 while it is broken or without power.
     fn light(&self) -> f64 {
         if self.lamp_works && self.node.is_some() {
-            self.lamp_full_lux / self.required_lux.max(1e-6)
+            (self.lamp_full_lux / self.required_lux.max(1e-6)).min(1.0)
         } else {
             0.0
         }
@@ -458,17 +458,34 @@ impl World {
         for state in &mut self.sites {
             let cloud = state.clouds.step(&mut state.rng);
             let altitude = parklight_core::solar::altitude_deg(t, state.site.lat, state.site.lon);
-            let local = jiff::Timestamp::from_millisecond(t)
-                .map(|ts| people::Moment::of(state.tz.to_datetime(ts)))
-                .unwrap_or(people::Moment {
-                    weekday: 0,
-                    hour: 12,
-                    minute: 0,
-                    day_of_year: 1,
-                });
+            let (local, local_ms) = jiff::Timestamp::from_millisecond(t)
+                .map(|ts| {
+                    let offset_ms = i64::from(state.tz.to_offset(ts).seconds()) * 1000;
+                    (people::Moment::of(state.tz.to_datetime(ts)), t + offset_ms)
+                })
+                .unwrap_or((
+                    people::Moment {
+                        weekday: 0,
+                        hour: 12,
+                        minute: 0,
+                        day_of_year: 1,
+                    },
+                    t,
+                ));
             let night = altitude < parklight_core::solar::SUNSET_ALTITUDE_DEG;
-            let dark = altitude < parklight_core::solar::CIVIL_TWILIGHT_DEG;
-            sky.push((physics::sky_lux(altitude, cloud, moon), local, night, dark));
+            let outside = people::Outside {
+                dark: altitude < parklight_core::solar::CIVIL_TWILIGHT_DEG,
+                weather: people::weather(
+                    self.config.seed ^ fnv64(&state.site.id),
+                    local_ms.div_euclid(86_400_000),
+                ),
+            };
+            sky.push((
+                physics::sky_lux(altitude, cloud, moon),
+                local,
+                night,
+                outside,
+            ));
         }
         self.site_power(t);
         self.repair(t);
@@ -480,7 +497,7 @@ impl World {
                 .iter()
                 .map(|(j, share)| lamps[*j] * share)
                 .sum();
-            let (sky_lux, local, night, dark) = sky[self.nodes[i].site];
+            let (sky_lux, local, night, outside) = sky[self.nodes[i].site];
             let mates = &self.nodes[i].zone_mates;
             self.nodes[i].zone.light =
                 mates.iter().map(|j| lights[*j]).sum::<f64>() / mates.len().max(1) as f64;
@@ -506,11 +523,18 @@ impl World {
                 let down = *down;
                 self.boot(i, t, down);
             }
-            self.step_node(i, t, sky_lux + spill, local, dark);
+            self.step_node(i, t, sky_lux + spill, local, outside);
         }
     }
 
-    fn step_node(&mut self, i: usize, t: i64, ambient_lux: f64, at: people::Moment, dark: bool) {
+    fn step_node(
+        &mut self,
+        i: usize,
+        t: i64,
+        ambient_lux: f64,
+        at: people::Moment,
+        outside: people::Outside,
+    ) {
         self.rate_faults(i, t);
         if self.nodes[i].node.is_none() {
             return;
@@ -525,7 +549,7 @@ impl World {
         }
         let node = &mut self.nodes[i];
         // People: Poisson detections spread over the step, each a short PIR pulse.
-        let rate = people::rate_per_hour(at, dark, &node.zone);
+        let rate = people::rate_per_hour(at, outside, &node.zone);
         let count = people::detections(rate, STEP_MS as f64 / 1000.0, &mut node.rng);
         let mut times: Vec<i64> = (0..count)
             .map(|_| t - node.rng.random_range(0..STEP_MS))

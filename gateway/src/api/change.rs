@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
+use super::usage::{WEEKDAYS, shown};
 use super::{ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, wants_csv};
 use crate::detect::{Status, ZoneWindow};
 
@@ -26,7 +27,6 @@ use crate::detect::{Status, ZoneWindow};
 const CONFIDENCE: f64 = 0.95;
 /// Weeks each side at most.
 const MAX_WEEKS: u32 = 13;
-const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
 /// Which comparison.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -92,7 +92,10 @@ pub struct Pair {
 /// A figure before and after, its change and the interval of the change.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct Comparison {
-    /// Before (detections: a total, `null` when suppressed; minutes: per night).
+    /// Withheld from partners: one of its counts is below `suppressed_below`, and the
+    /// figures would give it away (every other field is then `null`).
+    pub suppressed: bool,
+    /// Before (detections: a total; minutes: per night).
     pub before: Option<f64>,
     /// After.
     pub after: Option<f64>,
@@ -103,6 +106,16 @@ pub struct Comparison {
     pub low: Option<f64>,
     /// High end of its interval.
     pub high: Option<f64>,
+}
+
+impl Comparison {
+    /// A comparison withheld from partners.
+    fn withheld() -> Comparison {
+        Comparison {
+            suppressed: true,
+            ..Comparison::default()
+        }
+    }
 }
 
 /// A figure compared both ways.
@@ -231,23 +244,29 @@ pub async fn change(
     } else {
         now
     };
-    let id = site.id.clone();
+    let (id, wanted) = (site.id.clone(), [&targets[..], &controls[..]].concat());
     let windows = api
-        .read(move |store| Ok(store.site_windows(&id, from, to.min(until))?))
+        .read(move |store| {
+            let of = |zone: &String| store.zone_windows(&id, zone, from, to.min(until));
+            Ok(wanted.iter().map(of).collect::<Result<Vec<_>, _>>()?)
+        })
         .await?;
-    let wanted: BTreeSet<&str> = targets
-        .iter()
-        .chain(&controls)
-        .map(String::as_str)
+    let nights = by_night(&tz, windows.iter().flatten());
+    // How far each zone's windows are judged (daylight ones included).
+    let judged_until: HashMap<&str, i64> = (windows.iter())
+        .filter_map(|w| Some((w.first()?.zone.as_str(), w.last()?.end)))
         .collect();
-    let nights = by_night(&tz, windows.iter().filter(|w| wanted.contains(&*w.zone)));
-    // A night counts once it is over and was judged in every target zone.
+    let compared: Vec<String> = [&targets[..], &controls[..]].concat();
+    // A night counts once it is over and judged to its end in every zone compared.
     let usable = |night: i64| {
-        noon(night + 1) <= until
-            && targets
-                .iter()
-                .all(|z| nights.contains_key(&(z.clone(), night)))
+        let end = noon(night + 1);
+        end <= until
+            && compared.iter().all(|z| {
+                nights.contains_key(&(z.clone(), night))
+                    && judged_until.get(z.as_str()).is_some_and(|t| *t >= end)
+            })
     };
+    let controlled = !controls.is_empty();
     let mut pairs = Vec::new();
     let mut matched = Vec::new();
     for k in 0..span {
@@ -256,7 +275,6 @@ pub async fn change(
             continue;
         }
         let (b, a) = matched_sums(&nights, &targets, &controls, before, after);
-        let controlled = !controls.is_empty();
         pairs.push(Pair {
             before_night: night_name(before),
             after_night: night_name(after),
@@ -280,26 +298,23 @@ pub async fn change(
             .collect()
     };
     let (all_before, all_after) = (whole(change_night - span), whole(change_night));
-    let controls_n = controls.len().max(1) as f64;
+    let per_control = controls.len().max(1) as f64;
+    let minutes_of = |nights: &[Sums]| -> Vec<f64> {
+        (nights.iter())
+            .map(|s| s.occupied_dark_minutes as f64)
+            .collect()
+    };
     let mut detections = Methods {
-        matched: ratio_in_differences(&matched, !controls.is_empty()),
+        matched: ratio_in_differences(&matched, controlled),
         naive: ratio_of_means(&all_before, &all_after),
     };
-    for comparison in [&mut detections.matched, &mut detections.naive] {
-        comparison.before = comparison
-            .before
-            .filter(|c| shown(*c as u64, below).is_some());
-        comparison.after = comparison
-            .after
-            .filter(|c| shown(*c as u64, below).is_some());
-    }
-    let minutes = Methods {
+    let mut minutes = Methods {
         matched: mean_difference(
             &(matched.iter())
                 .map(|(b, a)| {
                     let controls = (a.controls_occupied_dark_minutes as f64
                         - b.controls_occupied_dark_minutes as f64)
-                        / controls_n;
+                        / per_control;
                     (
                         b.occupied_dark_minutes as f64,
                         a.occupied_dark_minutes as f64,
@@ -308,17 +323,38 @@ pub async fn change(
                 })
                 .collect::<Vec<_>>(),
         ),
-        naive: difference_of_means(
-            &all_before
-                .iter()
-                .map(|s| s.occupied_dark_minutes as f64)
-                .collect::<Vec<_>>(),
-            &all_after
-                .iter()
-                .map(|s| s.occupied_dark_minutes as f64)
-                .collect::<Vec<_>>(),
-        ),
+        naive: difference_of_means(&minutes_of(&all_before), &minutes_of(&all_after)),
     };
+    if below > 0 {
+        // For partners, a figure any of whose counts is suppressed is withheld whole:
+        // with its change, or with the pairs shown, it would give the count away.
+        let hidden = |pair: &Pair| {
+            pair.before.is_none()
+                || pair.after.is_none()
+                || (controlled && (pair.controls_before.is_none() || pair.controls_after.is_none()))
+        };
+        if pairs.iter().any(hidden) {
+            detections.matched = Comparison::withheld();
+        }
+        let total = |nights: &[Sums], count: fn(&Sums) -> u64| nights.iter().map(count).sum();
+        let naive_hidden = |count: fn(&Sums) -> u64| {
+            shown(total(&all_before, count), below).is_none()
+                || shown(total(&all_after, count), below).is_none()
+        };
+        if naive_hidden(|s| s.detections) {
+            detections.naive = Comparison::withheld();
+        }
+        let minutes_hidden = |pair: &Pair| {
+            pair.occupied_dark_minutes_before.is_none()
+                || pair.occupied_dark_minutes_after.is_none()
+        };
+        if pairs.iter().any(minutes_hidden) {
+            minutes.matched = Comparison::withheld();
+        }
+        if naive_hidden(|s| s.detections_dark) {
+            minutes.naive = Comparison::withheld();
+        }
+    }
     let period = |first: i64, counted: usize| Period {
         first_night: night_name(first),
         last_night: night_name(first + span - 1),
@@ -347,11 +383,6 @@ pub async fn change(
     Ok(Json(change).into_response())
 }
 
-/// A count as shown: `None` when it is from 1 to `below - 1`.
-fn shown(count: u64, below: u32) -> Option<u64> {
-    (count == 0 || count >= u64::from(below)).then_some(count)
-}
-
 /// The local date of night `day` (days since 1970-01-01).
 fn night_name(day: i64) -> String {
     let (y, m, d) = civil_from_days(day);
@@ -359,19 +390,23 @@ fn night_name(day: i64) -> String {
 }
 
 /// Judged windows by zone and night (local noon to noon), each at its local time since
-/// noon; a time a DST night holds twice adds up.
+/// noon. The hour a night holds twice (clocks going back) counts once, its first pass,
+/// so that the same local times are compared.
 fn by_night<'w>(tz: &TimeZone, windows: impl Iterator<Item = &'w ZoneWindow>) -> Nights {
     let mut nights = Nights::new();
     for w in windows.filter(|w| w.status != Status::NotJudged) {
         let since_noon = tz.to_local(w.end - 1) - 12 * HOUR_MS;
         let night = since_noon.div_euclid(DAY_MS);
-        let cell = (nights.entry((w.zone.clone(), night)).or_default())
-            .entry(since_noon.rem_euclid(DAY_MS) / 60_000)
-            .or_default();
-        cell.minutes += ((w.end - w.start) / 60_000) as u64;
-        cell.detections += u64::from(w.detections);
-        cell.occupied_dark_minutes += u64::from(w.occupied_dark_minutes);
-        cell.detections_dark += u64::from(w.detections_dark);
+        let slot = since_noon.rem_euclid(DAY_MS) / 60_000;
+        let cells = nights.entry((w.zone.clone(), night)).or_default();
+        if let std::collections::btree_map::Entry::Vacant(cell) = cells.entry(slot) {
+            cell.insert(Cell {
+                minutes: ((w.end - w.start) / 60_000) as u64,
+                detections: u64::from(w.detections),
+                occupied_dark_minutes: u64::from(w.occupied_dark_minutes),
+                detections_dark: u64::from(w.detections_dark),
+            });
+        }
     }
     nights
 }
@@ -396,8 +431,8 @@ fn night_sums(nights: &Nights, zones: &[String], night: i64, only: Option<&[i64]
     sums
 }
 
-/// A pair's sums over the local times dark outside in both nights (for every target
-/// zone), the controls' over the same times.
+/// A pair's sums over the local times dark outside in both nights (and judged in every
+/// zone compared), the controls' over the same times.
 fn matched_sums(
     nights: &Nights,
     targets: &[String],
@@ -406,7 +441,7 @@ fn matched_sums(
     after: i64,
 ) -> (Sums, Sums) {
     let slots_of = |night: i64| -> BTreeSet<i64> {
-        (targets.iter())
+        (targets.iter().chain(controls))
             .filter_map(|z| nights.get(&(z.clone(), night)))
             .map(|cells| cells.keys().copied().collect::<BTreeSet<_>>())
             .reduce(|a, b| &a & &b)
@@ -416,8 +451,7 @@ fn matched_sums(
     let minutes: u64 = (targets.first())
         .and_then(|z| nights.get(&(z.clone(), before)))
         .map_or(0, |cells| {
-            slots
-                .iter()
+            (slots.iter())
                 .filter_map(|s| cells.get(s))
                 .map(|c| c.minutes)
                 .sum()
@@ -435,9 +469,14 @@ fn matched_sums(
     (side(before), side(after))
 }
 
-/// The two-sided 97.5 % quantile of Student's t with `df` degrees of freedom
-/// (Cornish–Fisher expansion about the normal; within 0.1 % from 5 degrees up).
+/// The 97.5 % quantile of Student's t with `df` degrees of freedom, for two-sided 95 %
+/// intervals: from the table below 5 degrees (rounded down, so wider), else the
+/// Cornish–Fisher expansion about the normal (within 0.1 %).
 fn t_quantile(df: f64) -> f64 {
+    const TABLE: [f64; 4] = [12.706, 4.303, 3.182, 2.776];
+    if df < 5.0 {
+        return TABLE[(df.floor().max(1.0) as usize) - 1];
+    }
     let z: f64 = 1.959_963_985;
     let (z3, z5, z7, z9) = (z.powi(3), z.powi(5), z.powi(7), z.powi(9));
     z + (z3 + z) / (4.0 * df)
@@ -446,14 +485,39 @@ fn t_quantile(df: f64) -> f64 {
         + (79.0 * z9 + 776.0 * z7 + 1482.0 * z5 - 1920.0 * z3 - 945.0 * z) / (92_160.0 * df.powi(4))
 }
 
-/// A relative change with its interval from a log-scale estimate and standard error.
-fn relative(log_change: f64, se: f64, df: f64) -> (f64, Option<f64>, Option<f64>) {
+/// Welch–Satterthwaite degrees of freedom of a sum of two variances of means, each with
+/// its `n - 1` degrees.
+fn welch_df((variance_a, n_a): (f64, f64), (variance_b, n_b): (f64, f64)) -> f64 {
+    (variance_a + variance_b).powi(2)
+        / (variance_a.powi(2) / (n_a - 1.0) + variance_b.powi(2) / (n_b - 1.0))
+}
+
+/// A comparison of `before` and `after` whose change is `exp(log_change) - 1`, with its
+/// interval from the log-scale standard error.
+fn relative(before: f64, after: f64, log_change: f64, se: f64, df: f64) -> Comparison {
     let half = (se.is_finite() && df >= 1.0).then(|| t_quantile(df) * se);
-    (
-        log_change.exp() - 1.0,
-        half.map(|h| (log_change - h).exp() - 1.0),
-        half.map(|h| (log_change + h).exp() - 1.0),
-    )
+    Comparison {
+        suppressed: false,
+        before: Some(before),
+        after: Some(after),
+        change: Some(log_change.exp() - 1.0),
+        low: half.map(|h| (log_change - h).exp() - 1.0),
+        high: half.map(|h| (log_change + h).exp() - 1.0),
+    }
+}
+
+/// A comparison of `before` and `after` whose change is their difference, with a t
+/// interval.
+fn difference(before: f64, after: f64, change: f64, se: f64, df: f64) -> Comparison {
+    let half = (se.is_finite() && df >= 1.0).then(|| t_quantile(df) * se);
+    Comparison {
+        suppressed: false,
+        before: Some(before),
+        after: Some(after),
+        change: Some(change),
+        low: half.map(|h| change - h),
+        high: half.map(|h| change + h),
+    }
 }
 
 /// The ratio of after to before totals over paired nights, divided by the controls'
@@ -467,15 +531,14 @@ fn ratio_in_differences(pairs: &[(Sums, Sums)], controlled: bool) -> Comparison 
     } else {
         (1.0, 1.0)
     };
-    let mut comparison = Comparison {
-        before: Some(zb),
-        after: Some(za),
-        ..Comparison::default()
-    };
-    let n = pairs.len() as f64;
     if [zb, za, cb, ca].iter().any(|t| *t <= 0.0) || pairs.len() < 2 {
-        return comparison;
+        return Comparison {
+            before: Some(zb),
+            after: Some(za),
+            ..Comparison::default()
+        };
     }
+    let n = pairs.len() as f64;
     let log_change = (za / zb).ln() - (ca / cb).ln();
     let variance = n / (n - 1.0)
         * (pairs.iter())
@@ -489,15 +552,12 @@ fn ratio_in_differences(pairs: &[(Sums, Sums)], controlled: bool) -> Comparison 
                 (own - controls).powi(2)
             })
             .sum::<f64>();
-    let (change, low, high) = relative(log_change, variance.sqrt(), n - 1.0);
-    comparison.change = Some(change);
-    comparison.low = low;
-    comparison.high = high;
-    comparison
+    relative(zb, za, log_change, variance.sqrt(), n - 1.0)
 }
 
 /// The ratio of after-dark detections per night after to before, every night of each
-/// period; its variance by linearisation over each period's nights.
+/// period; its variance by linearisation over each period's nights, Welch's degrees of
+/// freedom.
 fn ratio_of_means(before: &[Sums], after: &[Sums]) -> Comparison {
     let part = |nights: &[Sums]| {
         let n = nights.len() as f64;
@@ -509,20 +569,16 @@ fn ratio_of_means(before: &[Sums], after: &[Sums]) -> Comparison {
         (total, n, variance)
     };
     let ((zb, nb, vb), (za, na, va)) = (part(before), part(after));
-    let mut comparison = Comparison {
-        before: Some(zb),
-        after: Some(za),
-        ..Comparison::default()
-    };
     if zb <= 0.0 || za <= 0.0 || nb < 2.0 || na < 2.0 {
-        return comparison;
+        return Comparison {
+            before: Some(zb),
+            after: Some(za),
+            ..Comparison::default()
+        };
     }
     let log_change = (za / na).ln() - (zb / nb).ln();
-    let (change, low, high) = relative(log_change, (vb + va).sqrt(), nb + na - 2.0);
-    comparison.change = Some(change);
-    comparison.low = low;
-    comparison.high = high;
-    comparison
+    let df = welch_df((vb, nb), (va, na));
+    relative(zb, za, log_change, (vb + va).sqrt(), df)
 }
 
 /// Mean and sample variance.
@@ -536,63 +592,64 @@ fn mean_variance(values: &[f64]) -> (f64, f64) {
 /// Per pair `(before, after, the controls' change per zone)`: the mean change per night
 /// less the controls', with a t interval over pairs.
 fn mean_difference(pairs: &[(f64, f64, f64)]) -> Comparison {
-    let n = pairs.len();
-    if n < 2 {
+    let n = pairs.len() as f64;
+    if pairs.len() < 2 {
         return Comparison::default();
     }
-    let (before, _) = mean_variance(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
-    let (after, _) = mean_variance(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+    let mean = |values: &mut dyn Iterator<Item = f64>| values.sum::<f64>() / n;
+    let (before, after) = (
+        mean(&mut pairs.iter().map(|p| p.0)),
+        mean(&mut pairs.iter().map(|p| p.1)),
+    );
     let differences: Vec<f64> = pairs.iter().map(|(b, a, c)| a - b - c).collect();
     let (change, variance) = mean_variance(&differences);
-    let half = t_quantile(n as f64 - 1.0) * (variance / n as f64).sqrt();
-    Comparison {
-        before: Some(before),
-        after: Some(after),
-        change: Some(change),
-        low: Some(change - half),
-        high: Some(change + half),
-    }
+    difference(before, after, change, (variance / n).sqrt(), n - 1.0)
 }
 
-/// After's mean less before's, with a Welch interval (conservative degrees of freedom).
+/// After's mean less before's, with a Welch interval.
 fn difference_of_means(before: &[f64], after: &[f64]) -> Comparison {
     if before.len() < 2 || after.len() < 2 {
         return Comparison::default();
     }
     let ((mb, vb), (ma, va)) = (mean_variance(before), mean_variance(after));
-    let change = ma - mb;
-    let se = (vb / before.len() as f64 + va / after.len() as f64).sqrt();
-    let half = t_quantile((before.len().min(after.len()) - 1) as f64) * se;
-    Comparison {
-        before: Some(mb),
-        after: Some(ma),
-        change: Some(change),
-        low: Some(change - half),
-        high: Some(change + half),
-    }
+    let (nb, na) = (before.len() as f64, after.len() as f64);
+    let (sb, sa) = (vb / nb, va / na);
+    difference(
+        mb,
+        ma,
+        ma - mb,
+        (sb + sa).sqrt(),
+        welch_df((sb, nb), (sa, na)),
+    )
 }
 
 /// One row per figure and method:
-/// `figure,method,before,after,change,low,high,before_nights,after_nights,pairs`.
+/// `figure,method,before,after,change,low,high,before_first_night,after_last_night,weeks,pairs`;
+/// a withheld figure's cells say `suppressed`.
 fn change_csv(change: &Change) -> String {
     let mut out = String::from(
-        "figure,method,before,after,change,low,high,before_nights,after_nights,pairs\n",
+        "figure,method,before,after,change,low,high,before_first_night,after_last_night,weeks,pairs\n",
     );
-    let number = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
     for (figure, methods) in [
         ("after_dark_detections", &change.after_dark_detections),
         ("occupied_dark_minutes", &change.occupied_dark_minutes),
     ] {
         for (method, c) in [("matched", &methods.matched), ("naive", &methods.naive)] {
+            let number = |v: Option<f64>| match (c.suppressed, v) {
+                (true, _) => "suppressed".to_owned(),
+                (false, Some(v)) => format!("{v:.4}"),
+                (false, None) => String::new(),
+            };
             out.push_str(&format!(
-                "{figure},{method},{},{},{},{},{},{},{},{}\n",
+                "{figure},{method},{},{},{},{},{},{},{},{},{}\n",
                 number(c.before),
                 number(c.after),
                 number(c.change),
                 number(c.low),
                 number(c.high),
-                change.before.nights,
-                change.after.nights,
+                change.before.first_night,
+                change.after.last_night,
+                change.weeks,
                 change.pairs.len()
             ));
         }
@@ -606,7 +663,15 @@ mod tests {
 
     #[test]
     fn t_quantiles_match_the_tables() {
-        for (df, table) in [(5.0, 2.571), (10.0, 2.228), (27.0, 2.052), (100.0, 1.984)] {
+        for (df, table) in [
+            (1.0, 12.706),
+            (2.5, 4.303),
+            (4.0, 2.776),
+            (5.0, 2.571),
+            (10.0, 2.228),
+            (27.0, 2.052),
+            (100.0, 1.984),
+        ] {
             assert!(
                 (t_quantile(df) - table).abs() < 0.002,
                 "{df}: {}",
@@ -670,11 +735,11 @@ mod tests {
     }
 
     #[test]
-    fn a_dst_night_is_one_night_and_its_repeated_hour_adds_up() {
+    fn a_dst_night_is_one_night_and_its_repeated_hour_counts_once() {
         let tz = TimeZone::parse("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
         // 2026-10-25 00:30 UTC (02:30 summer time) and 01:30 UTC (02:30 winter time).
         let first = 1_792_888_200_000;
-        let window = |end: i64| ZoneWindow {
+        let window = |end: i64, detections: u32| ZoneWindow {
             site: "s".into(),
             zone: "z".into(),
             start: end - 300_000,
@@ -684,7 +749,7 @@ mod tests {
             lux_min: None,
             required_avg: 7.5,
             required_min: 1.5,
-            detections: 2,
+            detections,
             occupied_dark_minutes: 0,
             detections_dark: 0,
             valid_nodes: 1,
@@ -692,12 +757,12 @@ mod tests {
             cause: None,
             revised: false,
         };
-        let windows = [window(first), window(first + HOUR_MS)];
+        let windows = [window(first, 2), window(first + HOUR_MS, 5)];
         let nights = by_night(&tz, windows.iter());
         assert_eq!(nights.len(), 1);
         let cells = nights.values().next().unwrap();
         assert_eq!(cells.len(), 1);
-        assert_eq!(cells.values().next().unwrap().detections, 4);
+        assert_eq!(cells.values().next().unwrap().detections, 2);
         let (_, night) = nights.keys().next().unwrap();
         assert_eq!(night_name(*night), "2026-10-24");
     }

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
 use super::{ApiError, ErrorBody, Shared, csv_response, period, wants_csv};
-use crate::detect::ZoneWindow;
+use crate::store::UsageQuarter;
 
 use super::{DAY_MS, HOUR_MS};
 
@@ -76,7 +76,10 @@ pub struct Usage {
     pub zones: Vec<ZoneUsage>,
 }
 
-/// Sums of a cell or a zone.
+/// Local weekdays, Monday first.
+pub(super) const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// Sums of a zone.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sums {
     detections: u64,
@@ -86,23 +89,21 @@ struct Sums {
 }
 
 impl Sums {
-    fn add(&mut self, w: &ZoneWindow) {
-        self.detections += u64::from(w.detections);
+    fn add(&mut self, q: &UsageQuarter) {
+        self.detections += q.detections;
         // Judged windows are those dark outside (and within the zone's dates).
-        if w.status != crate::detect::Status::NotJudged {
-            self.after_dark += u64::from(w.detections);
-        }
-        self.occupied_dark_minutes += u64::from(w.occupied_dark_minutes);
-        self.in_dark_zone += u64::from(w.detections_dark);
+        self.after_dark += q.after_dark;
+        self.occupied_dark_minutes += q.occupied_dark_minutes;
+        self.in_dark_zone += q.detections_dark;
     }
 }
 
 /// A count as shown: `None` when it is from 1 to `below - 1`.
-fn shown(count: u64, below: u32) -> Option<u64> {
+pub(super) fn shown(count: u64, below: u32) -> Option<u64> {
     (count == 0 || count >= u64::from(below)).then_some(count)
 }
 
-/// Local weekday (Monday 0) and hour of the window ending at `end`.
+/// Local weekday (Monday 0) and hour of the window (or quarter) ending at `end`.
 fn weekday_hour(tz: &TimeZone, end: i64) -> (usize, usize) {
     let local = tz.to_local(end - 1);
     let day = local.div_euclid(DAY_MS);
@@ -130,19 +131,29 @@ pub async fn usage(
     let partner = caller.role == Role::Partnership;
     let below = if partner { api.suppress_below } else { 0 };
     let (from, to) = period(q.from, q.to, partner, 400)?;
-    let id = site.id.clone();
-    let windows = api
-        .read(move |store| Ok(store.site_windows(&id, from, to)?))
+    let chosen: Vec<_> = (site.zones.iter())
+        .filter(|z| q.zone.as_ref().is_none_or(|id| *id == z.id))
+        .cloned()
+        .collect();
+    let (id, ids) = (
+        site.id.clone(),
+        chosen.iter().map(|z| z.id.clone()).collect::<Vec<_>>(),
+    );
+    let quarters = api
+        .read(move |store| {
+            let usage = |zone: &String| store.zone_usage(&id, zone, from, to);
+            Ok(ids.iter().map(usage).collect::<Result<Vec<_>, _>>()?)
+        })
         .await?;
     let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
     let mut zones = Vec::new();
-    for zone in (site.zones.iter()).filter(|z| q.zone.as_ref().is_none_or(|id| *id == z.id)) {
+    for (zone, quarters) in chosen.iter().zip(&quarters) {
         let mut total = Sums::default();
         let mut cells = [[0u64; 24]; 7];
-        for w in windows.iter().filter(|w| w.zone == zone.id) {
-            total.add(w);
-            let (weekday, hour) = weekday_hour(&tz, w.end);
-            cells[weekday][hour] += u64::from(w.detections);
+        for quarter in quarters {
+            total.add(quarter);
+            let (weekday, hour) = weekday_hour(&tz, quarter.end);
+            cells[weekday][hour] += quarter.detections;
         }
         let (detections, after_dark) = (
             shown(total.detections, below),
@@ -182,7 +193,6 @@ pub async fn usage(
 /// One row per zone, weekday and hour: `zone,weekday,hour,detections`, a suppressed
 /// count written `suppressed`.
 fn heat_csv(usage: &Usage) -> String {
-    const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     let mut out = String::from("zone,weekday,hour,detections\n");
     for zone in &usage.zones {
         for (weekday, hours) in zone.heat.iter().enumerate() {

@@ -516,6 +516,38 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// A zone's foot traffic from its windows ending in `(from, to]`, summed per quarter
+    /// hour (every time zone's hours are whole quarters), in time order: what the usage
+    /// heat map needs, without reading each window out.
+    pub fn zone_usage(
+        &self,
+        site: &str,
+        zone: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<UsageQuarter>, StorageError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT (end_ms - 1) / {QUARTER_MS}, SUM(detections),
+                    SUM(CASE WHEN status != {not_judged} THEN detections ELSE 0 END),
+                    SUM(occupied_dark_minutes), SUM(detections_dark)
+             FROM zone_windows WHERE site = ?1 AND zone = ?2 AND end_ms > ?3 AND end_ms <= ?4
+             GROUP BY 1 ORDER BY 1",
+            not_judged = Status::NotJudged as i64
+        ))?;
+        let rows = statement.query_map(params![site, zone, from, to], |row| {
+            // Sums of counts stored as u32: never negative.
+            let count = |i: usize| row.get::<_, i64>(i).map(|n| n.max(0) as u64);
+            Ok(UsageQuarter {
+                end: (row.get::<_, i64>(0)? + 1) * QUARTER_MS,
+                detections: count(1)?,
+                after_dark: count(2)?,
+                occupied_dark_minutes: count(3)?,
+                detections_dark: count(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn window_rows(
         &self,
         filter: &str,
@@ -533,6 +565,23 @@ impl Store {
         };
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+const QUARTER_MS: i64 = 15 * 60_000;
+
+/// A zone's foot traffic in one quarter hour, from its windows ending in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageQuarter {
+    /// The quarter's end, Unix ms.
+    pub end: i64,
+    /// Motion detections.
+    pub detections: u64,
+    /// Detections in windows judged (dark outside).
+    pub after_dark: u64,
+    /// Minutes dark (below class) with detections.
+    pub occupied_dark_minutes: u64,
+    /// Detections while the zone was dark.
+    pub detections_dark: u64,
 }
 
 /// A zone window from the columns `WINDOW_COLUMNS` names, in order.

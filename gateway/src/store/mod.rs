@@ -23,7 +23,7 @@ pub use writer::{Placement, Writer};
 use turns::Turns;
 
 pub use history::{Bucket, Compaction, HOUR_MS, LatestReport, Selector};
-pub use journal::{ConditionRow, Entry, Position};
+pub use journal::{ConditionRow, Entry, Position, UsageQuarter};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
