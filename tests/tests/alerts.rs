@@ -580,8 +580,9 @@ fn a_silenced_zone_pages_nobody_and_what_is_still_wrong_at_its_end_is_paged_then
 #[test]
 fn a_dark_zone_acknowledged_pages_again_when_people_make_it_critical() {
     /// Detections in a dark window that make a dark zone critical: more than the rush
-    /// brings in its first dark windows, fewer than it brings later.
-    const CRITICAL: u32 = 25;
+    /// brings in its first dark windows (2, 4, 5 with this seed and evening; people avoid
+    /// the unlit path), fewer than it brings later (8, 9).
+    const CRITICAL: u32 = 7;
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     // The busiest zone loses its lamps through the evening rush, played at 60 times real

@@ -793,6 +793,11 @@ fn usage_counts(path: &str, answer: &Answer) -> Vec<u64> {
     }
     let mut counts = Vec::new();
     for zone in answer.json()["zones"].as_array().unwrap() {
+        assert_eq!(
+            zone["occupied_dark_minutes"].is_null(),
+            zone["detections_in_dark_zone"].is_null(),
+            "{zone}"
+        );
         for (key, value) in zone.as_object().unwrap() {
             if key == "heat" {
                 let cells = value
@@ -801,7 +806,8 @@ fn usage_counts(path: &str, answer: &Answer) -> Vec<u64> {
                     .iter()
                     .flat_map(|r| r.as_array().unwrap().clone());
                 counts.extend(cells.filter_map(|c| c.as_u64()));
-            } else if key != "after_dark_share" {
+            } else if !["after_dark_share", "occupied_dark_minutes"].contains(&key.as_str()) {
+                // Minutes are no count of people: shown from k detections in the dark.
                 counts.extend(value.as_u64());
             }
         }

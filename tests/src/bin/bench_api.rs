@@ -3,8 +3,9 @@
 //! sim --backfill` (the gateway's own decode, validation and writer, no broker), starts
 //! the real gateway on it and measures: the backfill's rate, the start-up time (to
 //! `/healthz`), the detectors' catch-up over the whole history, then p50/p99 of a zone's
-//! series for 24 h at a 1-minute step and of the 30-day usage heat map. Every loop is
-//! bounded; everything listens on loopback.
+//! series for 24 h at a 1-minute step, of the usage heat map over 30 days and a year, of
+//! a zone's before/after over 4 weeks each side, and of 30 days of energy and of
+//! compliance. Every loop is bounded; everything listens on loopback.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,9 @@ use parklight_tests::gateway::Gateway;
 use parklight_tests::process::Parklight;
 use parklight_tests::wait_until;
 
-/// Requests per measured route.
+/// Requests per measured route (fewer for those that read a month or more of reports).
 const REQUESTS: usize = 200;
+const HEAVY_REQUESTS: usize = 20;
 
 /// p50 and p99 of `samples`, in ms.
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
@@ -27,9 +29,9 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     (at(0.50), at(0.99))
 }
 
-/// Times `REQUESTS` GETs of `path(i)`, each required to answer 200.
-fn time_requests(port: u16, token: &str, path: impl Fn(usize) -> String) -> (f64, f64) {
-    let samples = (0..REQUESTS)
+/// Times `count` GETs of `path(i)`, each required to answer 200, and prints p50 and p99.
+fn time_requests(port: u16, token: &str, what: &str, count: usize, path: impl Fn(usize) -> String) {
+    let samples = (0..count)
         .map(|i| {
             let path = path(i);
             let started = Instant::now();
@@ -39,7 +41,8 @@ fn time_requests(port: u16, token: &str, path: impl Fn(usize) -> String) -> (f64
             took
         })
         .collect();
-    percentiles(samples)
+    let (p50, p99) = percentiles(samples);
+    println!("{what} ({count} requests): p50 {p50:.1} ms, p99 {p99:.1} ms");
 }
 
 fn main() {
@@ -102,20 +105,45 @@ fn main() {
         .collect();
     let now = jiff::Timestamp::now().as_millisecond();
     let day = 86_400_000;
-    let (p50, p99) = time_requests(port, &token, |i| {
+    time_requests(port, &token, "zone series, 24 h at 1 min", REQUESTS, |i| {
         format!(
             "/api/v1/series?site=remiseparken&zone={}&from={}&to={now}&step_s=60",
             zones[i % zones.len()],
             now - day
         )
     });
-    println!("zone series, 24 h at 1 min ({REQUESTS} requests): p50 {p50:.1} ms, p99 {p99:.1} ms");
-    let (p50, p99) = time_requests(port, &token, |_| {
-        format!(
-            "/api/v1/usage?site=remiseparken&from={}&to={now}",
-            now - 30 * day
-        )
+    let last = |days: i64| format!("site=remiseparken&from={}&to={now}", now - days * day);
+    time_requests(port, &token, "usage heat map, 30 days", REQUESTS, |_| {
+        format!("/api/v1/usage?{}", last(30))
     });
-    println!("usage heat map, 30 days ({REQUESTS} requests): p50 {p50:.1} ms, p99 {p99:.1} ms");
+    time_requests(
+        port,
+        &token,
+        "usage heat map, 365 days",
+        HEAVY_REQUESTS,
+        |_| format!("/api/v1/usage?{}", last(365)),
+    );
+    let date = jiff::Timestamp::from_millisecond(now - 28 * day)
+        .unwrap()
+        .to_string();
+    time_requests(
+        port,
+        &token,
+        "before/after, 4 weeks each side",
+        HEAVY_REQUESTS,
+        |i| {
+            format!(
+                "/api/v1/usage/change?site=remiseparken&zone={}&date={}",
+                zones[i % zones.len()],
+                &date[..10]
+            )
+        },
+    );
+    time_requests(port, &token, "energy, 30 days", HEAVY_REQUESTS, |_| {
+        format!("/api/v1/energy?{}", last(30))
+    });
+    time_requests(port, &token, "compliance, 30 days", HEAVY_REQUESTS, |_| {
+        format!("/api/v1/compliance?{}", last(30))
+    });
     gateway.stop();
 }
