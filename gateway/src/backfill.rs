@@ -98,7 +98,7 @@ impl Pole<'_> {
         };
         // Every lamp of a zone is alike here: its own light is its zone's.
         let zone = people::Zone {
-            light: full_lux / self.required_lux,
+            light: full_lux / self.required_lux.max(1e-6),
             ..self.zone
         };
         let rate = people::rate_per_hour(people::Moment::of(local), outside, &zone);

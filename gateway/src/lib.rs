@@ -270,6 +270,7 @@ pub async fn run(loaded: Loaded, stop: CancellationToken) -> Result<(), GatewayE
                 store: config.storage.path.clone(),
                 retention_days: config.storage.retention_days,
                 forwarding: config.influxdb.is_some(),
+                detecting: true,
                 dead_letters_max: config.storage.dead_letters_max,
                 every: Duration::from_secs(config.storage.housekeeping_interval_s),
             },

@@ -27,6 +27,10 @@ pub struct Housekeeping {
     pub retention_days: u32,
     /// Whether a forwarder runs (rows it has not sent are kept).
     pub forwarding: bool,
+    /// Whether the detectors run: rows they have not judged are kept, and no raw row
+    /// goes before they have kept a state at all (a store they never ran on, such as a
+    /// backfill or one from before them, would otherwise lose what they have not read).
+    pub detecting: bool,
     /// Dead letters kept (the store enforces it on every write).
     pub dead_letters_max: usize,
     /// Time between rounds.
@@ -61,8 +65,12 @@ pub fn tidy(settings: &Housekeeping, now_ms: i64, stop: &dyn Fn() -> bool) -> Ro
     };
     let compaction = store.compact(now_ms - GRACE_MS, stop);
     let horizon = now_ms - i64::from(settings.retention_days) * 86_400_000;
-    let retention = forwarded(&store, settings.forwarding)
-        .and_then(|forwarded| store.retain(horizon, forwarded, stop));
+    let retention = match store.detector_state() {
+        Ok(None) if settings.detecting => Ok(0),
+        Err(error) => Err(error),
+        _ => forwarded(&store, settings.forwarding)
+            .and_then(|forwarded| store.retain(horizon, forwarded, stop)),
+    };
     for (step, error) in [
         ("compaction", compaction.as_ref().err()),
         ("retention", retention.as_ref().err()),
@@ -152,6 +160,7 @@ mod tests {
             store: dir.to_owned(),
             retention_days: 1,
             forwarding,
+            detecting: false,
             dead_letters_max: 10,
             every: Duration::from_secs(600),
         }
@@ -177,6 +186,32 @@ mod tests {
             [60, 60]
         );
         assert_eq!(store.raw_report_count().unwrap(), 90, "30 sent, so 30 gone");
+    }
+
+    #[test]
+    fn no_raw_row_goes_before_the_detectors_have_kept_a_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = two_hours(dir.path());
+        let detecting = Housekeeping {
+            detecting: true,
+            ..settings(dir.path(), false)
+        };
+        let later = HOUR + 2 * 86_400_000;
+        let round = tidy(&detecting, later, &never);
+        assert_eq!(round.retention.unwrap().unwrap(), 0);
+        assert_eq!(store.raw_report_count().unwrap(), 120, "none judged yet");
+        // They have read the first hour.
+        let read = crate::store::Position {
+            report: 60,
+            fact: 0,
+        };
+        store.save_detector_state(read, "{}").unwrap();
+        tidy(&detecting, later, &never);
+        assert_eq!(
+            store.raw_report_count().unwrap(),
+            60,
+            "the hour judged is gone"
+        );
     }
 
     #[test]

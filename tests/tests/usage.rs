@@ -27,7 +27,7 @@ const UNTOUCHED: &str = "playground";
 const CONTROLS_OF_UNTOUCHED: &str = "main-path,skatepark";
 const ZONES: [&str; 4] = ["main-path", "skatepark", "playground", UPGRADED];
 /// Partners see counts from this many.
-const K: u64 = 60;
+const K: u64 = 40;
 
 /// Remiseparken's drawing cut to four zones of a pole each, reporting every five
 /// minutes: eight weeks of it backfill in seconds.
@@ -245,12 +245,40 @@ fn before_and_after_a_lighting_change_finds_its_known_effect_and_no_change_where
         "{}",
         shared_csv.body
     );
-    // A busy zone's counts are all shown: partners get the operators' figures.
+    // No subtraction gives the wood's count away: the site's sums, and the other zones'
+    // as its controls, hide every pair the wood's own do.
+    let site = change(port, &partner, "");
+    let zone_pairs = shared["pairs"].as_array().unwrap();
+    let site_pairs = site["pairs"].as_array().unwrap();
+    assert_eq!(zone_pairs.len(), site_pairs.len());
+    for (zone_pair, site_pair) in zone_pairs.iter().zip(site_pairs) {
+        for key in ["before", "after"] {
+            if zone_pair[key].is_null() {
+                assert!(site_pair[key].is_null(), "{site_pair}");
+            }
+        }
+    }
+    assert_eq!(site["after_dark_detections"]["matched"]["suppressed"], true);
+    // A busy zone: partners get the operators' figures, a figure withheld exactly when
+    // one of its counts is suppressed (here a control's rainy night falls below k).
     let busy = format!("zone={UNTOUCHED}&controls={CONTROLS_OF_UNTOUCHED}");
     let shared = change(port, &partner, &busy);
+    let hidden = (shared["pairs"].as_array().unwrap().iter()).any(|p| {
+        ["before", "after", "controls_before", "controls_after"]
+            .iter()
+            .any(|k| p[k].is_null())
+    });
+    let figures = &shared["after_dark_detections"];
+    assert_eq!(figures["matched"]["suppressed"], hidden, "{shared}");
+    if !hidden {
+        assert_eq!(
+            figures["matched"],
+            untouched["after_dark_detections"]["matched"]
+        );
+    }
     assert_eq!(
-        shared["after_dark_detections"],
-        untouched["after_dark_detections"]
+        figures["naive"], untouched["after_dark_detections"]["naive"],
+        "{shared}"
     );
 
     for (query, field) in [

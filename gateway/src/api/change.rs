@@ -158,27 +158,69 @@ pub struct Change {
     pub occupied_dark_minutes: Methods,
 }
 
-/// One window's figures, as a night keeps them.
+/// One local hour of a night: its judged windows' figures.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cell {
-    minutes: u64,
+    judged_ms: i64,
     detections: u64,
     occupied_dark_minutes: u64,
     detections_dark: u64,
 }
 
-/// A zone's judged (dark outside) windows per night, by local time since noon.
+impl Cell {
+    /// Judged (dark outside) all through.
+    fn is_full(&self) -> bool {
+        self.judged_ms >= HOUR_MS
+    }
+}
+
+/// A zone's judged windows per night, by local hour since noon.
 type Nights = HashMap<(String, i64), BTreeMap<i64, Cell>>;
 
-/// A night's totals over the slots compared.
+/// A zone's figures in one night, over the hours compared.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sums {
-    minutes: u64,
     detections: u64,
     occupied_dark_minutes: u64,
     detections_dark: u64,
-    controls: u64,
-    controls_occupied_dark_minutes: u64,
+}
+
+impl Sums {
+    fn add(&mut self, other: Sums) {
+        self.detections += other.detections;
+        self.occupied_dark_minutes += other.occupied_dark_minutes;
+        self.detections_dark += other.detections_dark;
+    }
+}
+
+/// Each zone's figures in a night (in the order asked), and their sum.
+#[derive(Debug, Default, Clone)]
+struct Zones {
+    each: Vec<Sums>,
+    total: Sums,
+}
+
+impl Zones {
+    fn of(each: Vec<Sums>) -> Zones {
+        let mut total = Sums::default();
+        each.iter().for_each(|s| total.add(*s));
+        Zones { each, total }
+    }
+
+    /// Whether a partner may see `count` of every zone: each 0 or at least `below`.
+    fn shown(&self, below: u32, count: fn(&Sums) -> u64) -> bool {
+        self.each.iter().all(|s| shown(count(s), below).is_some())
+    }
+}
+
+/// A pair of nights over the local hours dark in both, in every zone compared.
+#[derive(Debug, Clone)]
+struct Matched {
+    hours: u64,
+    before: Zones,
+    after: Zones,
+    controls_before: Zones,
+    controls_after: Zones,
 }
 
 /// Before and after a date for a zone or a site: after-dark detections and occupied dark
@@ -213,7 +255,7 @@ pub async fn change(
         Some(zone) => vec![zone.clone()],
         None => site.zones.iter().map(|z| z.id.clone()).collect(),
     };
-    let controls: Vec<String> = match (&q.zone, q.controls.as_deref()) {
+    let mut controls: Vec<String> = match (&q.zone, q.controls.as_deref()) {
         (None, None | Some("")) => Vec::new(),
         (None, Some(_)) => return Err(ApiError::invalid("controls", "only with a zone")),
         (Some(zone), None) => (site.zones.iter())
@@ -256,6 +298,12 @@ pub async fn change(
     let judged_until: HashMap<&str, i64> = (windows.iter())
         .filter_map(|w| Some((w.first()?.zone.as_str(), w.last()?.end)))
         .collect();
+    if q.zone.is_some() && q.controls.is_none() {
+        // By default, the other zones that have windows then (not a zone without poles,
+        // nor one out of its dates).
+        controls.retain(|z| judged_until.contains_key(z.as_str()));
+    }
+    let controlled = !controls.is_empty();
     let compared: Vec<String> = [&targets[..], &controls[..]].concat();
     // A night counts once it is over and judged to its end in every zone compared.
     let usable = |night: i64| {
@@ -266,7 +314,12 @@ pub async fn change(
                     && judged_until.get(z.as_str()).is_some_and(|t| *t >= end)
             })
     };
-    let controlled = !controls.is_empty();
+    let detections = |s: &Sums| s.detections;
+    let in_the_dark = |s: &Sums| s.detections_dark;
+    // A partner sees a sum only when each zone's count in it is shown.
+    let show = |zones: &Zones, count: fn(&Sums) -> u64| {
+        zones.shown(below, count).then_some(count(&zones.total))
+    };
     let mut pairs = Vec::new();
     let mut matched = Vec::new();
     for k in 0..span {
@@ -274,85 +327,109 @@ pub async fn change(
         if !(usable(before) && usable(after)) {
             continue;
         }
-        let (b, a) = matched_sums(&nights, &targets, &controls, before, after);
+        let m = matched_nights(&nights, &targets, &controls, before, after);
+        let minutes = |zones: &Zones| {
+            zones
+                .shown(below, in_the_dark)
+                .then_some(zones.total.occupied_dark_minutes)
+        };
         pairs.push(Pair {
             before_night: night_name(before),
             after_night: night_name(after),
-            weekday: WEEKDAYS[(before + 3).rem_euclid(7) as usize].into(),
-            dark_minutes: b.minutes,
-            before: shown(b.detections, below),
-            after: shown(a.detections, below),
-            controls_before: controlled.then(|| shown(b.controls, below)).flatten(),
-            controls_after: controlled.then(|| shown(a.controls, below)).flatten(),
-            occupied_dark_minutes_before: shown(b.detections_dark, below)
-                .map(|_| b.occupied_dark_minutes),
-            occupied_dark_minutes_after: shown(a.detections_dark, below)
-                .map(|_| a.occupied_dark_minutes),
+            weekday: WEEKDAYS[weekday(before)].into(),
+            dark_minutes: m.hours * 60,
+            before: show(&m.before, detections),
+            after: show(&m.after, detections),
+            controls_before: controlled
+                .then(|| show(&m.controls_before, detections))
+                .flatten(),
+            controls_after: controlled
+                .then(|| show(&m.controls_after, detections))
+                .flatten(),
+            occupied_dark_minutes_before: minutes(&m.before),
+            occupied_dark_minutes_after: minutes(&m.after),
         });
-        matched.push((b, a));
+        matched.push(m);
     }
-    let whole = |first: i64| -> Vec<Sums> {
+    let whole = |first: i64| -> Vec<Zones> {
         (first..first + span)
             .filter(|n| usable(*n))
-            .map(|n| night_sums(&nights, &targets, n, None))
+            .map(|n| {
+                Zones::of(
+                    targets
+                        .iter()
+                        .map(|z| night_sums(&nights, z, n, None))
+                        .collect(),
+                )
+            })
             .collect()
     };
     let (all_before, all_after) = (whole(change_night - span), whole(change_night));
+    let totals = |nights: &[Zones], count: fn(&Sums) -> u64| -> Vec<f64> {
+        nights.iter().map(|z| count(&z.total) as f64).collect()
+    };
+    let occupied = |s: &Sums| s.occupied_dark_minutes;
     let per_control = controls.len().max(1) as f64;
-    let minutes_of = |nights: &[Sums]| -> Vec<f64> {
-        (nights.iter())
-            .map(|s| s.occupied_dark_minutes as f64)
-            .collect()
+    let mut detections_change = Methods {
+        matched: ratio_in_differences(
+            &(matched.iter())
+                .map(|m| {
+                    [&m.before, &m.after, &m.controls_before, &m.controls_after]
+                        .map(|z| z.total.detections as f64)
+                })
+                .collect::<Vec<_>>(),
+            controlled,
+        ),
+        naive: ratio_of_means(
+            &totals(&all_before, detections),
+            &totals(&all_after, detections),
+        ),
     };
-    let mut detections = Methods {
-        matched: ratio_in_differences(&matched, controlled),
-        naive: ratio_of_means(&all_before, &all_after),
-    };
-    let mut minutes = Methods {
+    let mut minutes_change = Methods {
         matched: mean_difference(
             &(matched.iter())
-                .map(|(b, a)| {
-                    let controls = (a.controls_occupied_dark_minutes as f64
-                        - b.controls_occupied_dark_minutes as f64)
+                .map(|m| {
+                    let controls = (m.controls_after.total.occupied_dark_minutes as f64
+                        - m.controls_before.total.occupied_dark_minutes as f64)
                         / per_control;
                     (
-                        b.occupied_dark_minutes as f64,
-                        a.occupied_dark_minutes as f64,
+                        m.before.total.occupied_dark_minutes as f64,
+                        m.after.total.occupied_dark_minutes as f64,
                         controls,
                     )
                 })
                 .collect::<Vec<_>>(),
         ),
-        naive: difference_of_means(&minutes_of(&all_before), &minutes_of(&all_after)),
+        naive: difference_of_means(
+            &totals(&all_before, occupied),
+            &totals(&all_after, occupied),
+        ),
     };
     if below > 0 {
-        // For partners, a figure any of whose counts is suppressed is withheld whole:
-        // with its change, or with the pairs shown, it would give the count away.
-        let hidden = |pair: &Pair| {
-            pair.before.is_none()
-                || pair.after.is_none()
-                || (controlled && (pair.controls_before.is_none() || pair.controls_after.is_none()))
+        // For partners, a figure any of whose counts (any zone's, any night's) is
+        // suppressed is withheld whole: with its change, a total, or the pairs shown, it
+        // would give the count away.
+        let every = |nights: &[Zones], count: fn(&Sums) -> u64| {
+            nights.iter().all(|z| z.shown(below, count))
         };
-        if pairs.iter().any(hidden) {
-            detections.matched = Comparison::withheld();
-        }
-        let total = |nights: &[Sums], count: fn(&Sums) -> u64| nights.iter().map(count).sum();
-        let naive_hidden = |count: fn(&Sums) -> u64| {
-            shown(total(&all_before, count), below).is_none()
-                || shown(total(&all_after, count), below).is_none()
+        let matched_shown = |count: fn(&Sums) -> u64| {
+            matched.iter().all(|m| {
+                [&m.before, &m.after, &m.controls_before, &m.controls_after]
+                    .iter()
+                    .all(|z| z.shown(below, count))
+            })
         };
-        if naive_hidden(|s| s.detections) {
-            detections.naive = Comparison::withheld();
+        if !matched_shown(detections) {
+            detections_change.matched = Comparison::withheld();
         }
-        let minutes_hidden = |pair: &Pair| {
-            pair.occupied_dark_minutes_before.is_none()
-                || pair.occupied_dark_minutes_after.is_none()
-        };
-        if pairs.iter().any(minutes_hidden) {
-            minutes.matched = Comparison::withheld();
+        if !(every(&all_before, detections) && every(&all_after, detections)) {
+            detections_change.naive = Comparison::withheld();
         }
-        if naive_hidden(|s| s.detections_dark) {
-            minutes.naive = Comparison::withheld();
+        if !matched_shown(in_the_dark) {
+            minutes_change.matched = Comparison::withheld();
+        }
+        if !(every(&all_before, in_the_dark) && every(&all_after, in_the_dark)) {
+            minutes_change.naive = Comparison::withheld();
         }
     }
     let period = |first: i64, counted: usize| Period {
@@ -374,8 +451,8 @@ pub async fn change(
         before: period(change_night - span, all_before.len()),
         after: period(change_night, all_after.len()),
         pairs,
-        after_dark_detections: detections,
-        occupied_dark_minutes: minutes,
+        after_dark_detections: detections_change,
+        occupied_dark_minutes: minutes_change,
     };
     if csv {
         return Ok(csv_response(change_csv(&change)));
@@ -389,84 +466,97 @@ fn night_name(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Judged windows by zone and night (local noon to noon), each at its local time since
-/// noon. The hour a night holds twice (clocks going back) counts once, its first pass,
-/// so that the same local times are compared.
+/// Local weekday (Monday 0) of night `day`'s evening.
+fn weekday(day: i64) -> usize {
+    // 1970-01-01 was a Thursday.
+    (day + 3).rem_euclid(7) as usize
+}
+
+/// Judged windows by zone, night (local noon to noon) and local hour since noon. The
+/// hour a night holds twice (clocks going back) counts once, its first pass, so that the
+/// same local hours are compared.
 fn by_night<'w>(tz: &TimeZone, windows: impl Iterator<Item = &'w ZoneWindow>) -> Nights {
     let mut nights = Nights::new();
     for w in windows.filter(|w| w.status != Status::NotJudged) {
         let since_noon = tz.to_local(w.end - 1) - 12 * HOUR_MS;
         let night = since_noon.div_euclid(DAY_MS);
-        let slot = since_noon.rem_euclid(DAY_MS) / 60_000;
-        let cells = nights.entry((w.zone.clone(), night)).or_default();
-        if let std::collections::btree_map::Entry::Vacant(cell) = cells.entry(slot) {
-            cell.insert(Cell {
-                minutes: ((w.end - w.start) / 60_000) as u64,
-                detections: u64::from(w.detections),
-                occupied_dark_minutes: u64::from(w.occupied_dark_minutes),
-                detections_dark: u64::from(w.detections_dark),
-            });
+        let hour = since_noon.rem_euclid(DAY_MS) / HOUR_MS;
+        let cell = (nights.entry((w.zone.clone(), night)).or_default())
+            .entry(hour)
+            .or_default();
+        if cell.is_full() {
+            continue; // the repeated hour's second pass
         }
+        cell.judged_ms += w.end - w.start;
+        cell.detections += u64::from(w.detections);
+        cell.occupied_dark_minutes += u64::from(w.occupied_dark_minutes);
+        cell.detections_dark += u64::from(w.detections_dark);
     }
     nights
 }
 
-/// Sums of `zones` in `night`, over the slots in `only` (every slot when `None`).
-fn night_sums(nights: &Nights, zones: &[String], night: i64, only: Option<&[i64]>) -> Sums {
+/// A zone's figures in `night`, over the hours in `only` (every judged window when
+/// `None`).
+fn night_sums(nights: &Nights, zone: &str, night: i64, only: Option<&[i64]>) -> Sums {
     let mut sums = Sums::default();
-    for zone in zones {
-        let Some(cells) = nights.get(&(zone.clone(), night)) else {
-            continue;
-        };
-        let mut add = |cell: &Cell| {
-            sums.detections += cell.detections;
-            sums.occupied_dark_minutes += cell.occupied_dark_minutes;
-            sums.detections_dark += cell.detections_dark;
-        };
-        match only {
-            Some(slots) => slots.iter().filter_map(|s| cells.get(s)).for_each(&mut add),
-            None => cells.values().for_each(&mut add),
-        }
+    let Some(cells) = nights.get(&(zone.to_owned(), night)) else {
+        return sums;
+    };
+    let mut add = |cell: &Cell| {
+        sums.add(Sums {
+            detections: cell.detections,
+            occupied_dark_minutes: cell.occupied_dark_minutes,
+            detections_dark: cell.detections_dark,
+        })
+    };
+    match only {
+        Some(hours) => hours.iter().filter_map(|h| cells.get(h)).for_each(&mut add),
+        None => cells.values().for_each(&mut add),
     }
     sums
 }
 
-/// A pair's sums over the local times dark outside in both nights (and judged in every
-/// zone compared), the controls' over the same times.
-fn matched_sums(
+/// A pair of nights over the local hours dark outside all through in both, in every zone
+/// compared.
+fn matched_nights(
     nights: &Nights,
     targets: &[String],
     controls: &[String],
     before: i64,
     after: i64,
-) -> (Sums, Sums) {
-    let slots_of = |night: i64| -> BTreeSet<i64> {
+) -> Matched {
+    let full_hours = |night: i64| -> BTreeSet<i64> {
         (targets.iter().chain(controls))
-            .filter_map(|z| nights.get(&(z.clone(), night)))
-            .map(|cells| cells.keys().copied().collect::<BTreeSet<_>>())
+            .map(|z| {
+                nights
+                    .get(&(z.clone(), night))
+                    .map_or_else(BTreeSet::new, |cells| {
+                        (cells.iter())
+                            .filter(|(_, c)| c.is_full())
+                            .map(|(h, _)| *h)
+                            .collect()
+                    })
+            })
             .reduce(|a, b| &a & &b)
             .unwrap_or_default()
     };
-    let slots: Vec<i64> = (&slots_of(before) & &slots_of(after)).into_iter().collect();
-    let minutes: u64 = (targets.first())
-        .and_then(|z| nights.get(&(z.clone(), before)))
-        .map_or(0, |cells| {
-            (slots.iter())
-                .filter_map(|s| cells.get(s))
-                .map(|c| c.minutes)
-                .sum()
-        });
-    let side = |night: i64| {
-        let own = night_sums(nights, targets, night, Some(&slots));
-        let controls = night_sums(nights, controls, night, Some(&slots));
-        Sums {
-            minutes,
-            controls: controls.detections,
-            controls_occupied_dark_minutes: controls.occupied_dark_minutes,
-            ..own
-        }
+    let hours: Vec<i64> = (&full_hours(before) & &full_hours(after))
+        .into_iter()
+        .collect();
+    let zones = |zones: &[String], night: i64| {
+        Zones::of(
+            (zones.iter())
+                .map(|z| night_sums(nights, z, night, Some(&hours)))
+                .collect(),
+        )
     };
-    (side(before), side(after))
+    Matched {
+        hours: hours.len() as u64,
+        before: zones(targets, before),
+        after: zones(targets, after),
+        controls_before: zones(controls, before),
+        controls_after: zones(controls, after),
+    }
 }
 
 /// The 97.5 % quantile of Student's t with `df` degrees of freedom, for two-sided 95 %
@@ -523,11 +613,11 @@ fn difference(before: f64, after: f64, change: f64, se: f64, df: f64) -> Compari
 /// The ratio of after to before totals over paired nights, divided by the controls'
 /// (when `controlled`); its variance by linearisation over pairs (the nights' spread, not
 /// a Poisson assumption).
-fn ratio_in_differences(pairs: &[(Sums, Sums)], controlled: bool) -> Comparison {
-    let total = |f: &dyn Fn(&(Sums, Sums)) -> u64| pairs.iter().map(f).sum::<u64>() as f64;
-    let (zb, za) = (total(&|p| p.0.detections), total(&|p| p.1.detections));
+fn ratio_in_differences(pairs: &[[f64; 4]], controlled: bool) -> Comparison {
+    let total = |i: usize| pairs.iter().map(|p| p[i]).sum::<f64>();
+    let (zb, za) = (total(0), total(1));
     let (cb, ca) = if controlled {
-        (total(&|p| p.0.controls), total(&|p| p.1.controls))
+        (total(2), total(3))
     } else {
         (1.0, 1.0)
     };
@@ -542,14 +632,9 @@ fn ratio_in_differences(pairs: &[(Sums, Sums)], controlled: bool) -> Comparison 
     let log_change = (za / zb).ln() - (ca / cb).ln();
     let variance = n / (n - 1.0)
         * (pairs.iter())
-            .map(|(b, a)| {
-                let own = a.detections as f64 / za - b.detections as f64 / zb;
-                let controls = if controlled {
-                    a.controls as f64 / ca - b.controls as f64 / cb
-                } else {
-                    0.0
-                };
-                (own - controls).powi(2)
+            .map(|[b, a, c_b, c_a]| {
+                let controls = if controlled { c_a / ca - c_b / cb } else { 0.0 };
+                (a / za - b / zb - controls).powi(2)
             })
             .sum::<f64>();
     relative(zb, za, log_change, variance.sqrt(), n - 1.0)
@@ -558,13 +643,13 @@ fn ratio_in_differences(pairs: &[(Sums, Sums)], controlled: bool) -> Comparison 
 /// The ratio of after-dark detections per night after to before, every night of each
 /// period; its variance by linearisation over each period's nights, Welch's degrees of
 /// freedom.
-fn ratio_of_means(before: &[Sums], after: &[Sums]) -> Comparison {
-    let part = |nights: &[Sums]| {
+fn ratio_of_means(before: &[f64], after: &[f64]) -> Comparison {
+    let part = |nights: &[f64]| {
         let n = nights.len() as f64;
-        let total = nights.iter().map(|s| s.detections).sum::<u64>() as f64;
+        let total = nights.iter().sum::<f64>();
         let variance = n / (n - 1.0)
             * (nights.iter())
-                .map(|s| (s.detections as f64 / total - 1.0 / n).powi(2))
+                .map(|d| (d / total - 1.0 / n).powi(2))
                 .sum::<f64>();
         (total, n, variance)
     };
@@ -680,13 +765,8 @@ mod tests {
         }
     }
 
-    fn pair(before: u64, after: u64, controls_before: u64, controls_after: u64) -> (Sums, Sums) {
-        let side = |detections, controls| Sums {
-            detections,
-            controls,
-            ..Sums::default()
-        };
-        (side(before, controls_before), side(after, controls_after))
+    fn pair(before: u64, after: u64, controls_before: u64, controls_after: u64) -> [f64; 4] {
+        [before, after, controls_before, controls_after].map(|n| n as f64)
     }
 
     #[test]
@@ -737,8 +817,9 @@ mod tests {
     #[test]
     fn a_dst_night_is_one_night_and_its_repeated_hour_counts_once() {
         let tz = TimeZone::parse("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
-        // 2026-10-25 00:30 UTC (02:30 summer time) and 01:30 UTC (02:30 winter time).
-        let first = 1_792_888_200_000;
+        // 2026-10-25 00:00–01:00 UTC is 02:00–03:00 summer time, 01:00–02:00 UTC the
+        // same hour in winter time.
+        let first = 1_792_886_400_000;
         let window = |end: i64, detections: u32| ZoneWindow {
             site: "s".into(),
             zone: "z".into(),
@@ -757,12 +838,16 @@ mod tests {
             cause: None,
             revised: false,
         };
-        let windows = [window(first, 2), window(first + HOUR_MS, 5)];
+        let windows: Vec<ZoneWindow> = (1..=24)
+            .map(|i| window(first + i * 300_000, if i <= 12 { 2 } else { 5 }))
+            .collect();
         let nights = by_night(&tz, windows.iter());
         assert_eq!(nights.len(), 1);
         let cells = nights.values().next().unwrap();
         assert_eq!(cells.len(), 1);
-        assert_eq!(cells.values().next().unwrap().detections, 2);
+        let hour = cells.values().next().unwrap();
+        assert!(hour.is_full());
+        assert_eq!(hour.detections, 24, "the first pass, 12 windows of 2");
         let (_, night) = nights.keys().next().unwrap();
         assert_eq!(night_name(*night), "2026-10-24");
     }
