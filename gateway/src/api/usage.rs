@@ -103,6 +103,34 @@ pub(super) fn shown(count: u64, below: u32) -> Option<u64> {
     (count == 0 || count >= u64::from(below)).then_some(count)
 }
 
+/// The heat map as shown: counts from 1 to `below - 1` hidden, and while the hidden
+/// ones add up to less than `below` (the zone's total less the cells shown would give
+/// their sum away), the smallest shown ones hidden too.
+fn heat_shown(cells: &[[u64; 24]; 7], below: u32) -> Vec<Vec<Option<u64>>> {
+    let mut heat: Vec<Vec<Option<u64>>> = (cells.iter())
+        .map(|hours| hours.iter().map(|c| shown(*c, below)).collect())
+        .collect();
+    let hidden = |heat: &[Vec<Option<u64>>]| -> u64 {
+        (cells.iter().flatten().zip(heat.iter().flatten()))
+            .filter(|(_, shown)| shown.is_none())
+            .map(|(count, _)| count)
+            .sum()
+    };
+    let mut smallest: Vec<(u64, usize, usize)> = (cells.iter().enumerate())
+        .flat_map(|(day, hours)| hours.iter().enumerate().map(move |(h, c)| (*c, day, h)))
+        .filter(|(count, _, _)| *count > 0 && shown(*count, below).is_some())
+        .collect();
+    smallest.sort_unstable();
+    let mut next = smallest.into_iter();
+    while shown(hidden(&heat), below).is_none() {
+        let Some((_, day, hour)) = next.next() else {
+            break;
+        };
+        heat[day][hour] = None;
+    }
+    heat
+}
+
 /// Local weekday (Monday 0) and hour of the window (or quarter) ending at `end`.
 fn weekday_hour(tz: &TimeZone, end: i64) -> (usize, usize) {
     let local = tz.to_local(end - 1);
@@ -155,10 +183,22 @@ pub async fn usage(
             let (weekday, hour) = weekday_hour(&tz, quarter.end);
             cells[weekday][hour] += quarter.detections;
         }
-        let (detections, after_dark) = (
+        let (detections, mut after_dark, mut in_dark_zone) = (
             shown(total.detections, below),
             shown(total.after_dark, below),
+            shown(total.in_dark_zone, below),
         );
+        // The difference of two counts shown is a count too: by day, after dark but lit.
+        let gives_away = |all: Option<u64>, part: Option<u64>| {
+            all.zip(part)
+                .is_some_and(|(all, part)| shown(all.saturating_sub(part), below).is_none())
+        };
+        if gives_away(detections, after_dark) {
+            after_dark = None;
+        }
+        if gives_away(after_dark, in_dark_zone) || gives_away(detections, in_dark_zone) {
+            in_dark_zone = None;
+        }
         zones.push(ZoneUsage {
             zone: zone.id.clone(),
             name: zone.name.clone(),
@@ -168,12 +208,9 @@ pub async fn usage(
                 .map(|(all, dark)| dark as f64 / all as f64),
             detections,
             after_dark_detections: after_dark,
-            occupied_dark_minutes: shown(total.in_dark_zone, below)
-                .map(|_| total.occupied_dark_minutes),
-            detections_in_dark_zone: shown(total.in_dark_zone, below),
-            heat: (cells.iter())
-                .map(|hours| hours.iter().map(|c| shown(*c, below)).collect())
-                .collect(),
+            occupied_dark_minutes: in_dark_zone.map(|_| total.occupied_dark_minutes),
+            detections_in_dark_zone: in_dark_zone,
+            heat: heat_shown(&cells, below),
         });
     }
     let usage = Usage {
@@ -219,6 +256,23 @@ mod tests {
         assert_eq!(shown(4, 5), None);
         assert_eq!(shown(5, 5), Some(5));
         assert_eq!(shown(3, 0), Some(3));
+    }
+
+    #[test]
+    fn no_total_less_the_cells_shown_gives_a_small_count_away() {
+        let mut cells = [[0u64; 24]; 7];
+        cells[0][18] = 3; // hidden, and alone it would be the total less the rest
+        cells[1][18] = 9;
+        cells[2][18] = 7;
+        cells[3][18] = 20;
+        let heat = heat_shown(&cells, 5);
+        assert_eq!(heat[0][18], None);
+        assert_eq!(heat[2][18], None, "the smallest shown one hidden with it");
+        assert_eq!(heat[1][18], Some(9));
+        assert_eq!(heat[3][18], Some(20));
+        assert_eq!(heat[4][18], Some(0));
+        // Nothing hidden, nothing more to hide.
+        assert_eq!(heat_shown(&cells, 0)[0][18], Some(3));
     }
 
     #[test]
