@@ -467,6 +467,12 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         .map(|m| m["fault_count"].as_u64().unwrap())
         .sum();
     assert!(counted > 0, "{shared:#}");
+    // Nor a median of fewer than three repairs: one's own time, or the mean of two.
+    for month in &months {
+        if month["repaired_count"].as_u64().unwrap() < 3 {
+            assert!(month["median_hours_to_repair"].is_null(), "{month}");
+        }
+    }
 
     // The document validates as OpenAPI 3.1 and lists exactly the routes of the table.
     let document = request(port, "GET", "/api/v1/openapi.json", Credential::None, None);

@@ -146,6 +146,19 @@ pub struct Caller {
     session: Option<String>,
 }
 
+#[cfg(test)]
+impl Caller {
+    /// A caller of `role` without a token, for tests.
+    pub(crate) fn of_role(role: Role) -> Caller {
+        Caller {
+            name: format!("{role:?}"),
+            role,
+            token_hash: String::new(),
+            session: None,
+        }
+    }
+}
+
 impl Caller {
     /// `Ok` when the caller may do `what`, else 403.
     pub fn require(&self, what: Permission) -> Result<(), ApiError> {

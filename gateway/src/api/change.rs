@@ -20,7 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
 use super::usage::{WEEKDAYS, shown};
-use super::{ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, wants_csv};
+use super::{
+    ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, last_full_hour, wants_csv,
+};
 use crate::detect::{Status, ZoneWindow};
 
 /// Confidence of every interval.
@@ -279,12 +281,11 @@ pub async fn change(
     let span = i64::from(weeks) * 7;
     let noon = |night: i64| tz.from_local(night * DAY_MS + 12 * HOUR_MS);
     let (from, to) = (noon(change_night - span), noon(change_night + span));
-    let now = jiff::Timestamp::now().as_millisecond();
     // Partners: nothing newer than the last full hour.
     let until = if partner {
-        now - now.rem_euclid(HOUR_MS)
+        last_full_hour()
     } else {
-        now
+        jiff::Timestamp::now().as_millisecond()
     };
     let (id, wanted) = (site.id.clone(), [&targets[..], &controls[..]].concat());
     let windows = api

@@ -19,6 +19,9 @@ use super::{ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, period, 
 use crate::detect::{Kind, Status, Transition, ZoneWindow};
 use crate::store::ConditionRow;
 
+/// Repairs a month needs before partners see their median.
+const MIN_REPAIRS_FOR_PARTNERS: usize = 3;
+
 /// Which compliance figures.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ComplianceQuery {
@@ -247,6 +250,7 @@ fn compliance(
                         // Partners: counts and the median, no node's history; people in
                         // the dark only from k detections on.
                         m.faults.clear();
+                        m.median_hours_to_repair = median_for_partners(&repairs);
                         let seen = in_dark.get(&m.month).copied().unwrap_or(0);
                         if seen > 0 && seen < u64::from(below) {
                             m.dark_with_people_hours = None;
@@ -353,9 +357,24 @@ fn compliance_csv(report: &ComplianceReport) -> String {
     out
 }
 
+/// The median of sorted `repairs` as partners see it: none of fewer than
+/// [`MIN_REPAIRS_FOR_PARTNERS`] (one fault's own time, or the mean of two).
+fn median_for_partners(repairs: &[f64]) -> Option<f64> {
+    (repairs.len() >= MIN_REPAIRS_FOR_PARTNERS)
+        .then(|| median(repairs))
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partners_get_no_median_of_one_or_two_repairs() {
+        assert_eq!(median_for_partners(&[1.5]), None);
+        assert_eq!(median_for_partners(&[1.0, 2.0]), None);
+        assert_eq!(median_for_partners(&[1.0, 2.0, 9.0]), Some(2.0));
+    }
 
     #[test]
     fn months_are_local_and_the_median_is_the_middle() {

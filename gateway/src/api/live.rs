@@ -14,10 +14,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use super::access::{Caller, Permission};
+use super::access::{Caller, Permission, Role};
 use super::crew::AlertView;
 use super::places::{offline_nodes, zones_now};
-use super::{ApiError, ErrorBody, Shared};
+use super::{ApiError, ErrorBody, HOUR_MS, Shared, last_full_hour};
 use crate::detect::{Kind, Status};
 
 /// How often the store is looked at.
@@ -65,11 +65,13 @@ pub enum LiveEvent {
 }
 
 impl LiveEvent {
-    /// What a caller may see of it: partners and viewers get zone statuses only.
-    fn for_caller(&self, caller: &Caller) -> Option<LiveEvent> {
+    /// What a caller may see of it: partners and viewers get zone statuses only, and
+    /// partners none newer than the last full hour (`last_hour`).
+    fn for_caller(&self, caller: &Caller, last_hour: i64) -> Option<LiveEvent> {
         if caller.may(Permission::Operations) {
             return Some(self.clone());
         }
+        let partner = caller.role == Role::Partnership;
         match self {
             LiveEvent::Zone {
                 status_changed: true,
@@ -78,14 +80,16 @@ impl LiveEvent {
                 status,
                 judged_at,
                 ..
-            } => Some(LiveEvent::Zone {
-                status_changed: true,
-                site: site.clone(),
-                zone: zone.clone(),
-                status: status.clone(),
-                severity: None,
-                judged_at: *judged_at,
-            }),
+            } if !partner || judged_at.is_some_and(|end| end <= last_hour) => {
+                Some(LiveEvent::Zone {
+                    status_changed: true,
+                    site: site.clone(),
+                    zone: zone.clone(),
+                    status: status.clone(),
+                    severity: None,
+                    judged_at: *judged_at,
+                })
+            }
             LiveEvent::Resync => Some(LiveEvent::Resync),
             LiveEvent::Zone { .. } | LiveEvent::Alert(_) | LiveEvent::Node { .. } => None,
         }
@@ -124,8 +128,13 @@ async fn relay(api: Shared, caller: Caller, sender: tokio::sync::mpsc::Sender<Ev
     let mut broadcast = api.events.subscribe();
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.tick().await;
+    let partner = caller.role == Role::Partnership;
     loop {
+        // Partners hear of newer zone statuses at the full hour: fetch the zones again.
+        let now = jiff::Timestamp::now().as_millisecond();
+        let to_the_hour = Duration::from_millis((HOUR_MS - now.rem_euclid(HOUR_MS)) as u64);
         let event = tokio::select! {
+            () = tokio::time::sleep(to_the_hour), if partner => LiveEvent::Resync,
             received = broadcast.recv() => match received {
                 Ok(event) => event,
                 Err(RecvError::Lagged(_)) => LiveEvent::Resync,
@@ -139,7 +148,7 @@ async fn relay(api: Shared, caller: Caller, sender: tokio::sync::mpsc::Sender<Ev
             }
             () = sender.closed() => return,
         };
-        let Some(event) = event.for_caller(&caller) else {
+        let Some(event) = event.for_caller(&caller, last_full_hour()) else {
             continue;
         };
         let Ok(data) = serde_json::to_string(&event) else {
@@ -213,7 +222,7 @@ fn start(store: &mut crate::store::Store) -> Result<Seen, ApiError> {
         outbox: store.outbox_end()?,
         ..Seen::default()
     };
-    let (windows, dark) = zones_now(store, None)?;
+    let (windows, dark) = zones_now(store, None, i64::MAX)?;
     for (key, window) in windows {
         let severity = dark.get(&key).map(|s| s.as_str().to_owned());
         seen.zones
@@ -327,4 +336,36 @@ fn follow(seen: &mut Seen, news: News) -> Vec<LiveEvent> {
         events.push(LiveEvent::Alert(Box::new(change.alert.into())));
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partners_hear_of_no_zone_status_newer_than_the_last_full_hour() {
+        let dark = |judged_at: i64| LiveEvent::Zone {
+            status_changed: true,
+            site: "s".into(),
+            zone: "z".into(),
+            status: "dark".into(),
+            severity: Some("high".into()),
+            judged_at: Some(judged_at),
+        };
+        let hour = 10 * HOUR_MS;
+        let partner = Caller::of_role(Role::Partnership);
+        assert_eq!(dark(hour + 5 * 60_000).for_caller(&partner, hour), None);
+        let told = dark(hour).for_caller(&partner, hour).unwrap();
+        assert!(
+            matches!(told, LiveEvent::Zone { severity: None, .. }),
+            "{told:?}"
+        );
+        let operator = Caller::of_role(Role::Operator);
+        assert_eq!(
+            dark(hour + 1).for_caller(&operator, hour),
+            Some(dark(hour + 1))
+        );
+        let viewer = Caller::of_role(Role::Viewer);
+        assert!(dark(hour + 1).for_caller(&viewer, hour).is_some());
+    }
 }

@@ -43,6 +43,12 @@ use access::{Caller, Limiter, Role, SESSION_LIFETIME, Sessions};
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
+/// The start of the current hour, Unix ms: partners see nothing newer.
+fn last_full_hour() -> i64 {
+    let now = jiff::Timestamp::now().as_millisecond();
+    now - now.rem_euclid(HOUR_MS)
+}
+
 /// Whether `format` asks for CSV: `json` (the default) or `csv`.
 fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
     match format {

@@ -8,8 +8,8 @@ use parklight_protocol::alert::Severity;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::access::{Caller, Permission};
-use super::{ApiError, ErrorBody, Shared};
+use super::access::{Caller, Permission, Role};
+use super::{ApiError, ErrorBody, Shared, last_full_hour};
 use crate::detect::{Kind, Status, ZoneWindow};
 use crate::store::Store;
 
@@ -152,8 +152,15 @@ pub async fn zones(
         api.site(site)?;
     }
     let site = filter.site.clone();
+    // Partners see zones as of the last full hour: a zone dark because a pole that
+    // counted someone failed its boost would tell of people within minutes.
+    let until = if caller.role == Role::Partnership {
+        last_full_hour()
+    } else {
+        i64::MAX
+    };
     let (windows, dark) = api
-        .read(move |store| zones_now(store, site.as_deref()))
+        .read(move |store| zones_now(store, site.as_deref(), until))
         .await?;
     let operations = caller.may(Permission::Operations);
     let mut features = Vec::new();
@@ -206,8 +213,12 @@ type ZonesNow = (
 );
 
 /// What [`ZonesNow`] says, from the store (of `site`, or of every site).
-pub(super) fn zones_now(store: &Store, site: Option<&str>) -> Result<ZonesNow, ApiError> {
-    let windows = (store.latest_windows(site)?.into_iter())
+pub(super) fn zones_now(
+    store: &Store,
+    site: Option<&str>,
+    until: i64,
+) -> Result<ZonesNow, ApiError> {
+    let windows = (store.latest_windows_until(site, until)?.into_iter())
         .map(|w| ((w.site.clone(), w.zone.clone()), w))
         .collect();
     let dark = (store.active_conditions()?.into_iter())

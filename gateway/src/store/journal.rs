@@ -478,12 +478,23 @@ impl Store {
 
     /// Each zone's latest judged window, of one site or all.
     pub fn latest_windows(&self, site: Option<&str>) -> Result<Vec<ZoneWindow>, StorageError> {
-        self.window_rows(
-            "WHERE (site, zone, end_ms) IN (SELECT site, zone, max(end_ms) FROM zone_windows
-                GROUP BY site, zone) AND (?1 IS NULL OR site = ?1) ORDER BY site, zone",
-            site,
-            None,
-        )
+        self.latest_windows_until(site, i64::MAX)
+    }
+
+    /// Each zone's latest window ending by `until` (of `site`, or of every site).
+    pub fn latest_windows_until(
+        &self,
+        site: Option<&str>,
+        until: i64,
+    ) -> Result<Vec<ZoneWindow>, StorageError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {WINDOW_COLUMNS} FROM zone_windows
+             WHERE (site, zone, end_ms) IN (SELECT site, zone, max(end_ms) FROM zone_windows
+                WHERE end_ms <= ?2 GROUP BY site, zone) AND (?1 IS NULL OR site = ?1)
+             ORDER BY site, zone"
+        ))?;
+        let rows = statement.query_map(params![site, until], window_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// A zone's windows ending in `(from, to]`, in time order.
