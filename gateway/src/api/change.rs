@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
-use super::usage::{WEEKDAYS, shown};
+use super::usage::{WEEKDAYS, shown, weekday};
 use super::{
     ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, last_full_hour, wants_csv,
 };
@@ -467,12 +467,6 @@ fn night_name(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Local weekday (Monday 0) of night `day`'s evening.
-fn weekday(day: i64) -> usize {
-    // 1970-01-01 was a Thursday.
-    (day + 3).rem_euclid(7) as usize
-}
-
 /// Judged windows by zone, night (local noon to noon) and local hour since noon. The
 /// hour a night holds twice (clocks going back) counts once, its first pass, so that the
 /// same local hours are compared.
@@ -583,32 +577,34 @@ fn welch_df((variance_a, n_a): (f64, f64), (variance_b, n_b): (f64, f64)) -> f64
         / (variance_a.powi(2) / (n_a - 1.0) + variance_b.powi(2) / (n_b - 1.0))
 }
 
-/// A comparison of `before` and `after` whose change is `exp(log_change) - 1`, with its
-/// interval from the log-scale standard error.
-fn relative(before: f64, after: f64, log_change: f64, se: f64, df: f64) -> Comparison {
+/// A comparison of `before` and `after` whose change, estimated as `estimate` with
+/// standard error `se` on some scale, is `shown` on the figure's own: a t interval.
+fn compared(
+    (before, after): (f64, f64),
+    estimate: f64,
+    se: f64,
+    df: f64,
+    shown: fn(f64) -> f64,
+) -> Comparison {
     let half = (se.is_finite() && df >= 1.0).then(|| t_quantile(df) * se);
     Comparison {
         suppressed: false,
         before: Some(before),
         after: Some(after),
-        change: Some(log_change.exp() - 1.0),
-        low: half.map(|h| (log_change - h).exp() - 1.0),
-        high: half.map(|h| (log_change + h).exp() - 1.0),
+        change: Some(shown(estimate)),
+        low: half.map(|h| shown(estimate - h)),
+        high: half.map(|h| shown(estimate + h)),
     }
 }
 
-/// A comparison of `before` and `after` whose change is their difference, with a t
-/// interval.
-fn difference(before: f64, after: f64, change: f64, se: f64, df: f64) -> Comparison {
-    let half = (se.is_finite() && df >= 1.0).then(|| t_quantile(df) * se);
-    Comparison {
-        suppressed: false,
-        before: Some(before),
-        after: Some(after),
-        change: Some(change),
-        low: half.map(|h| change - h),
-        high: half.map(|h| change + h),
-    }
+/// A relative change from its log.
+fn relative(log_change: f64) -> f64 {
+    log_change.exp() - 1.0
+}
+
+/// A change shown as estimated.
+fn difference(change: f64) -> f64 {
+    change
 }
 
 /// The ratio of after to before totals over paired nights, divided by the controls'
@@ -638,7 +634,7 @@ fn ratio_in_differences(pairs: &[[f64; 4]], controlled: bool) -> Comparison {
                 (a / za - b / zb - controls).powi(2)
             })
             .sum::<f64>();
-    relative(zb, za, log_change, variance.sqrt(), n - 1.0)
+    compared((zb, za), log_change, variance.sqrt(), n - 1.0, relative)
 }
 
 /// The ratio of after-dark detections per night after to before, every night of each
@@ -664,7 +660,7 @@ fn ratio_of_means(before: &[f64], after: &[f64]) -> Comparison {
     }
     let log_change = (za / na).ln() - (zb / nb).ln();
     let df = welch_df((vb, nb), (va, na));
-    relative(zb, za, log_change, (vb + va).sqrt(), df)
+    compared((zb, za), log_change, (vb + va).sqrt(), df, relative)
 }
 
 /// Mean and sample variance.
@@ -689,7 +685,13 @@ fn mean_difference(pairs: &[(f64, f64, f64)]) -> Comparison {
     );
     let differences: Vec<f64> = pairs.iter().map(|(b, a, c)| a - b - c).collect();
     let (change, variance) = mean_variance(&differences);
-    difference(before, after, change, (variance / n).sqrt(), n - 1.0)
+    compared(
+        (before, after),
+        change,
+        (variance / n).sqrt(),
+        n - 1.0,
+        difference,
+    )
 }
 
 /// After's mean less before's, with a Welch interval.
@@ -700,13 +702,8 @@ fn difference_of_means(before: &[f64], after: &[f64]) -> Comparison {
     let ((mb, vb), (ma, va)) = (mean_variance(before), mean_variance(after));
     let (nb, na) = (before.len() as f64, after.len() as f64);
     let (sb, sa) = (vb / nb, va / na);
-    difference(
-        mb,
-        ma,
-        ma - mb,
-        (sb + sa).sqrt(),
-        welch_df((sb, nb), (sa, na)),
-    )
+    let df = welch_df((sb, nb), (sa, na));
+    compared((mb, ma), ma - mb, (sb + sa).sqrt(), df, difference)
 }
 
 /// One row per figure and method:

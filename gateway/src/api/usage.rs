@@ -91,7 +91,6 @@ struct Sums {
 impl Sums {
     fn add(&mut self, q: &UsageQuarter) {
         self.detections += q.detections;
-        // Judged windows are those dark outside (and within the zone's dates).
         self.after_dark += q.after_dark;
         self.occupied_dark_minutes += q.occupied_dark_minutes;
         self.in_dark_zone += q.detections_dark;
@@ -131,12 +130,16 @@ fn heat_shown(cells: &[[u64; 24]; 7], below: u32) -> Vec<Vec<Option<u64>>> {
     heat
 }
 
+/// Weekday (Monday 0) of `day`, days since 1970-01-01.
+pub(super) fn weekday(day: i64) -> usize {
+    // 1970-01-01 was a Thursday.
+    (day + 3).rem_euclid(7) as usize
+}
+
 /// Local weekday (Monday 0) and hour of the window (or quarter) ending at `end`.
 fn weekday_hour(tz: &TimeZone, end: i64) -> (usize, usize) {
     let local = tz.to_local(end - 1);
-    let day = local.div_euclid(DAY_MS);
-    // 1970-01-01 was a Thursday.
-    let weekday = (day + 3).rem_euclid(7) as usize;
+    let weekday = weekday(local.div_euclid(DAY_MS));
     let hour = (local.rem_euclid(DAY_MS) / HOUR_MS) as usize;
     (weekday, hour)
 }
