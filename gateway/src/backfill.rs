@@ -14,6 +14,7 @@ use parklight_core::solar::{CIVIL_TWILIGHT_DEG, altitude_deg, night_at};
 use parklight_core::tz::TimeZone;
 use parklight_protocol::topic::{NodeTopic, node_topic};
 use parklight_protocol::{Faults, Lamp, Lux, Message, Telemetry};
+use parklight_sim::world::fnv64;
 use parklight_sim::{people, physics};
 use parklight_site::{Desired, NodePlacement, Site};
 use rand::{RngExt, SeedableRng};
@@ -178,7 +179,7 @@ pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, Stor
         for placement in &site.nodes {
             let zone = placement.zone.as_deref().and_then(|z| site.zone(z));
             let required_lux = zone.map_or(5.0, |z| z.requirement.avg_lux);
-            let mut rng = ChaCha8Rng::seed_from_u64(backfill.seed ^ hash(&placement.id));
+            let mut rng = ChaCha8Rng::seed_from_u64(backfill.seed ^ fnv64(&placement.id));
             let Ok(topic) = node_topic(
                 &backfill.prefix,
                 &site.id,
@@ -216,7 +217,7 @@ pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, Stor
         .collect();
     let mut clouds: Vec<(ChaCha8Rng, physics::Clouds)> = (backfill.sites.iter())
         .map(|s| {
-            let mut rng = ChaCha8Rng::seed_from_u64(backfill.seed ^ hash(&s.id));
+            let mut rng = ChaCha8Rng::seed_from_u64(backfill.seed ^ fnv64(&s.id));
             let clouds = physics::Clouds::new(&mut rng);
             (rng, clouds)
         })
@@ -250,7 +251,7 @@ pub fn run(backfill: &Backfill, progress: impl Fn(i64, u64)) -> Result<u64, Stor
                     physics::moon_lux(t),
                 );
                 let day = tz.to_local(t).div_euclid(86_400_000);
-                (sky, people::weather(backfill.seed ^ hash(&site.id), day))
+                (sky, people::weather(backfill.seed ^ fnv64(&site.id), day))
             })
             .collect();
         for pole in &mut poles {
@@ -308,10 +309,4 @@ fn store_group(
     writer.commit()?;
     ingest.committed();
     Ok(stored)
-}
-
-fn hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

@@ -279,7 +279,7 @@ async function usageView() {
     const count = (n) => (n === null ? `<${usage.suppressed_below}` : String(n));
     view.append(element("h2", {}, site.name),
       element("p", {}, `Hours and weekdays in ${usage.timezone}.`,
-        usage.suppressed_below ? ` Counts below ${usage.suppressed_below} are not shown.` : ""),
+        usage.suppressed_below ? ` Counts below ${usage.suppressed_below} are not shown, and each hour's counts are rounded to a multiple of ${usage.suppressed_below}.` : ""),
       element("table", { "data-usage": site.id },
         element("thead", {}, element("tr", {}, ["Zone", "Detections", "After dark", "Share after dark", "Occupied dark minutes"].map((h) => element("th", {}, h)))),
         element("tbody", {}, usage.zones.map((z) => element("tr", {},

@@ -272,10 +272,11 @@ pub struct World {
     repairs: Vec<(usize, FaultKind, Until)>,
 }
 
-fn fnv64(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// A stable hash of `text` (FNV-1a), to give each site and node its own seed.
+pub fn fnv64(text: &str) -> u64 {
+    let mut hasher = fnv::FnvHasher::default();
+    std::hash::Hasher::write(&mut hasher, text.as_bytes());
+    std::hash::Hasher::finish(&hasher)
 }
 
 impl World {

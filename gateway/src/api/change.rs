@@ -7,7 +7,8 @@
 //! to the controls' (a difference-in-differences on the log scale, as in evaluations of
 //! street lighting), its interval from the spread across pairs of nights, so nights that
 //! vary more than chance widen it. The naive comparison (every dark window of each
-//! period, no pairing, no controls) is given beside it.
+//! period, no pairing, no controls) is given beside it. Partners get it all from each
+//! zone's hours as told ([`super::rounding`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -19,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
-use super::usage::{WEEKDAYS, shown, weekday};
+use super::rounding::{Count, Telling, local_hour};
+use super::usage::{WEEKDAYS, weekday};
 use super::{
     ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, last_full_hour, wants_csv,
 };
@@ -146,7 +148,8 @@ pub struct Change {
     pub controls: Vec<String>,
     /// Confidence of the intervals.
     pub confidence: f64,
-    /// Counts from 1 below this are suppressed (`null`); 0 when nothing is.
+    /// Counts from 1 below this are suppressed (`null`), and every count (and figure)
+    /// is from hours each rounded to a multiple of it; 0 when counts are exact.
     pub suppressed_below: u32,
     /// The nights before.
     pub before: Period,
@@ -163,6 +166,8 @@ pub struct Change {
 /// One local hour of a night: its judged windows' figures.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cell {
+    /// The hour's start, Unix ms.
+    hour: i64,
     judged_ms: i64,
     detections: u64,
     occupied_dark_minutes: u64,
@@ -179,19 +184,19 @@ impl Cell {
 /// A zone's judged windows per night, by local hour since noon.
 type Nights = HashMap<(String, i64), BTreeMap<i64, Cell>>;
 
-/// A zone's figures in one night, over the hours compared.
+/// A zone's figures in one night, over the hours compared, as told.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sums {
-    detections: u64,
-    occupied_dark_minutes: u64,
-    detections_dark: u64,
+    detections: Count,
+    occupied_dark_minutes: Count,
+    detections_dark: Count,
 }
 
 impl Sums {
     fn add(&mut self, other: Sums) {
-        self.detections += other.detections;
-        self.occupied_dark_minutes += other.occupied_dark_minutes;
-        self.detections_dark += other.detections_dark;
+        self.detections.add(other.detections);
+        self.occupied_dark_minutes.add(other.occupied_dark_minutes);
+        self.detections_dark.add(other.detections_dark);
     }
 }
 
@@ -210,8 +215,8 @@ impl Zones {
     }
 
     /// Whether a partner may see `count` of every zone: each 0 or at least `below`.
-    fn shown(&self, below: u32, count: fn(&Sums) -> u64) -> bool {
-        self.each.iter().all(|s| shown(count(s), below).is_some())
+    fn shown(&self, below: u32, count: fn(&Sums) -> Count) -> bool {
+        self.each.iter().all(|s| count(s).shown(below).is_some())
     }
 }
 
@@ -277,6 +282,7 @@ pub async fn change(
     };
     let partner = caller.role == Role::Partnership;
     let below = if partner { api.suppress_below } else { 0 };
+    let telling = Telling::new(&site.id, below);
     let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
     let span = i64::from(weeks) * 7;
     let noon = |night: i64| tz.from_local(night * DAY_MS + 12 * HOUR_MS);
@@ -318,8 +324,10 @@ pub async fn change(
     let detections = |s: &Sums| s.detections;
     let in_the_dark = |s: &Sums| s.detections_dark;
     // A partner sees a sum only when each zone's count in it is shown.
-    let show = |zones: &Zones, count: fn(&Sums) -> u64| {
-        zones.shown(below, count).then_some(count(&zones.total))
+    let show = |zones: &Zones, count: fn(&Sums) -> Count| {
+        zones
+            .shown(below, count)
+            .then_some(count(&zones.total).told)
     };
     let mut pairs = Vec::new();
     let mut matched = Vec::new();
@@ -328,11 +336,11 @@ pub async fn change(
         if !(usable(before) && usable(after)) {
             continue;
         }
-        let m = matched_nights(&nights, &targets, &controls, before, after);
+        let m = matched_nights(&nights, &telling, &targets, &controls, (before, after));
         let minutes = |zones: &Zones| {
             zones
                 .shown(below, in_the_dark)
-                .then_some(zones.total.occupied_dark_minutes)
+                .then_some(zones.total.occupied_dark_minutes.told)
         };
         pairs.push(Pair {
             before_night: night_name(before),
@@ -359,15 +367,15 @@ pub async fn change(
                 Zones::of(
                     targets
                         .iter()
-                        .map(|z| night_sums(&nights, z, n, None))
+                        .map(|z| night_sums(&nights, &telling, z, n, None))
                         .collect(),
                 )
             })
             .collect()
     };
     let (all_before, all_after) = (whole(change_night - span), whole(change_night));
-    let totals = |nights: &[Zones], count: fn(&Sums) -> u64| -> Vec<f64> {
-        nights.iter().map(|z| count(&z.total) as f64).collect()
+    let totals = |nights: &[Zones], count: fn(&Sums) -> Count| -> Vec<f64> {
+        nights.iter().map(|z| count(&z.total).told as f64).collect()
     };
     let occupied = |s: &Sums| s.occupied_dark_minutes;
     let per_control = controls.len().max(1) as f64;
@@ -376,7 +384,7 @@ pub async fn change(
             &(matched.iter())
                 .map(|m| {
                     [&m.before, &m.after, &m.controls_before, &m.controls_after]
-                        .map(|z| z.total.detections as f64)
+                        .map(|z| z.total.detections.told as f64)
                 })
                 .collect::<Vec<_>>(),
             controlled,
@@ -390,14 +398,10 @@ pub async fn change(
         matched: mean_difference(
             &(matched.iter())
                 .map(|m| {
-                    let controls = (m.controls_after.total.occupied_dark_minutes as f64
-                        - m.controls_before.total.occupied_dark_minutes as f64)
-                        / per_control;
-                    (
-                        m.before.total.occupied_dark_minutes as f64,
-                        m.after.total.occupied_dark_minutes as f64,
-                        controls,
-                    )
+                    let minutes = |z: &Zones| z.total.occupied_dark_minutes.told as f64;
+                    let controls =
+                        (minutes(&m.controls_after) - minutes(&m.controls_before)) / per_control;
+                    (minutes(&m.before), minutes(&m.after), controls)
                 })
                 .collect::<Vec<_>>(),
         ),
@@ -410,10 +414,10 @@ pub async fn change(
         // For partners, a figure any of whose counts (any zone's, any night's) is
         // suppressed is withheld whole: with its change, a total, or the pairs shown, it
         // would give the count away.
-        let every = |nights: &[Zones], count: fn(&Sums) -> u64| {
+        let every = |nights: &[Zones], count: fn(&Sums) -> Count| {
             nights.iter().all(|z| z.shown(below, count))
         };
-        let matched_shown = |count: fn(&Sums) -> u64| {
+        let matched_shown = |count: fn(&Sums) -> Count| {
             matched.iter().all(|m| {
                 [&m.before, &m.after, &m.controls_before, &m.controls_after]
                     .iter()
@@ -478,8 +482,11 @@ fn by_night<'w>(tz: &TimeZone, windows: impl Iterator<Item = &'w ZoneWindow>) ->
         let hour = since_noon.rem_euclid(DAY_MS) / HOUR_MS;
         let cell = (nights.entry((w.zone.clone(), night)).or_default())
             .entry(hour)
-            .or_default();
-        if cell.is_full() {
+            .or_insert_with(|| Cell {
+                hour: local_hour(tz, w.end - 1),
+                ..Cell::default()
+            });
+        if cell.is_full() || cell.hour != local_hour(tz, w.end - 1) {
             continue; // the repeated hour's second pass
         }
         cell.judged_ms += w.end - w.start;
@@ -491,17 +498,32 @@ fn by_night<'w>(tz: &TimeZone, windows: impl Iterator<Item = &'w ZoneWindow>) ->
 }
 
 /// A zone's figures in `night`, over the hours in `only` (every judged window when
-/// `None`).
-fn night_sums(nights: &Nights, zone: &str, night: i64, only: Option<&[i64]>) -> Sums {
+/// `None`), each hour as told.
+fn night_sums(
+    nights: &Nights,
+    telling: &Telling,
+    zone: &str,
+    night: i64,
+    only: Option<&[i64]>,
+) -> Sums {
     let mut sums = Sums::default();
     let Some(cells) = nights.get(&(zone.to_owned(), night)) else {
         return sums;
     };
     let mut add = |cell: &Cell| {
+        let [detections, occupied_dark_minutes, detections_dark] = telling.hour(
+            zone,
+            cell.hour,
+            [
+                cell.detections,
+                cell.occupied_dark_minutes,
+                cell.detections_dark,
+            ],
+        );
         sums.add(Sums {
-            detections: cell.detections,
-            occupied_dark_minutes: cell.occupied_dark_minutes,
-            detections_dark: cell.detections_dark,
+            detections,
+            occupied_dark_minutes,
+            detections_dark,
         })
     };
     match only {
@@ -515,10 +537,10 @@ fn night_sums(nights: &Nights, zone: &str, night: i64, only: Option<&[i64]>) -> 
 /// compared.
 fn matched_nights(
     nights: &Nights,
+    telling: &Telling,
     targets: &[String],
     controls: &[String],
-    before: i64,
-    after: i64,
+    (before, after): (i64, i64),
 ) -> Matched {
     let full_hours = |night: i64| -> BTreeSet<i64> {
         (targets.iter().chain(controls))
@@ -541,7 +563,7 @@ fn matched_nights(
     let zones = |zones: &[String], night: i64| {
         Zones::of(
             (zones.iter())
-                .map(|z| night_sums(nights, z, night, Some(&hours)))
+                .map(|z| night_sums(nights, telling, z, night, Some(&hours)))
                 .collect(),
         )
     };

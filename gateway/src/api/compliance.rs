@@ -2,7 +2,8 @@
 //! hours dark outside that the zone was lit to its class, the hours it was dark with
 //! people in it, and the time from each fault to its repair. From the detectors' zone
 //! windows and conditions (in the time things happened, not when they were judged);
-//! partners get no node and nothing newer than the last full hour.
+//! partners get no node, nothing newer than the last full hour, and the hours dark with
+//! people from each local hour's occupied minutes as told ([`super::rounding`]).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
+use super::rounding::{Count, Telling, local_hour};
 use super::{ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, period, wants_csv};
 use crate::detect::{Kind, Status, Transition, ZoneWindow};
 use crate::store::ConditionRow;
@@ -71,7 +73,8 @@ pub struct MonthCompliance {
     /// as not shown lit.
     pub lit_share: Option<f64>,
     /// Hours the zone was below its class with people in it (detections); for partners
-    /// `null` when fewer than `[usage] suppress_below` detections were in the dark.
+    /// a sum of hours each rounded to a multiple of `[usage] suppress_below` minutes,
+    /// and `null` when fewer than that many detections were in the dark.
     pub dark_with_people_hours: Option<f64>,
     /// Faults that began this month.
     pub fault_count: u32,
@@ -193,6 +196,7 @@ fn compliance(
     partner_below: Option<u32>,
 ) -> Vec<ZoneCompliance> {
     let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
+    let telling = Telling::new(&site.id, partner_below.unwrap_or(0));
     let here: Vec<ConditionRow> = (conditions.iter())
         .filter(|row| row.transition.site == site.id)
         .cloned()
@@ -208,7 +212,8 @@ fn compliance(
         .filter(|z| zone.is_none_or(|id| id == z.id))
         .map(|z| {
             let mut months: BTreeMap<String, MonthCompliance> = BTreeMap::new();
-            let mut in_dark: BTreeMap<String, u64> = BTreeMap::new();
+            // Occupied dark minutes and detections in the dark by month and local hour.
+            let mut in_dark: BTreeMap<(String, i64), [u64; 2]> = BTreeMap::new();
             for w in windows.iter().filter(|w| w.zone == z.id) {
                 let hours = (w.end - w.start) as f64 / HOUR_MS as f64;
                 let m = month(&mut months, &tz, w.end - 1);
@@ -219,9 +224,17 @@ fn compliance(
                     Status::Unobserved => m.unobserved_hours += hours,
                 }
                 m.dark_hours += hours;
-                let people = m.dark_with_people_hours.get_or_insert(0.0);
-                *people += f64::from(w.occupied_dark_minutes) / 60.0;
-                *in_dark.entry(m.month.clone()).or_default() += u64::from(w.detections_dark);
+                m.dark_with_people_hours.get_or_insert(0.0);
+                let hour =
+                    (in_dark.entry((m.month.clone(), local_hour(&tz, w.end - 1)))).or_default();
+                hour[0] += u64::from(w.occupied_dark_minutes);
+                hour[1] += u64::from(w.detections_dark);
+            }
+            let mut people: BTreeMap<String, [Count; 2]> = BTreeMap::new();
+            for ((month, hour), values) in in_dark {
+                let told = telling.hour(&z.id, hour, values);
+                let sums = people.entry(month).or_default();
+                sums.iter_mut().zip(told).for_each(|(sum, t)| sum.add(t));
             }
             for (t, repaired) in faults
                 .iter()
@@ -239,6 +252,10 @@ fn compliance(
                 .into_values()
                 .map(|mut m| {
                     m.lit_share = (m.dark_hours > 0.0).then(|| m.lit_hours / m.dark_hours);
+                    let [minutes, seen] = people.get(&m.month).copied().unwrap_or_default();
+                    if m.dark_with_people_hours.is_some() {
+                        m.dark_with_people_hours = Some(minutes.told as f64 / 60.0);
+                    }
                     m.faults.sort_by_key(|f| f.since);
                     let mut repairs: Vec<f64> =
                         m.faults.iter().filter_map(|f| f.hours_to_repair).collect();
@@ -251,8 +268,7 @@ fn compliance(
                         // the dark only from k detections on.
                         m.faults.clear();
                         m.median_hours_to_repair = median_for_partners(&repairs);
-                        let seen = in_dark.get(&m.month).copied().unwrap_or(0);
-                        if seen > 0 && seen < u64::from(below) {
+                        if seen.shown(below).is_none() {
                             m.dark_with_people_hours = None;
                         }
                     }

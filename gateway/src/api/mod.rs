@@ -20,6 +20,7 @@ mod crew;
 mod energy;
 pub mod live;
 mod places;
+mod rounding;
 mod series;
 mod usage;
 

@@ -1,8 +1,11 @@
 //! Usage for safety partnerships: foot traffic per zone by local hour and weekday, the
 //! share after dark, occupied dark minutes and detections in the dark, from the
 //! detectors' zone windows. Zones only, never a node; for partners, periods are whole
-//! hours, nothing newer than the last full hour is counted, and counts from 1 to
-//! `[usage] suppress_below - 1` are suppressed.
+//! hours, nothing newer than the last full hour is counted, counts are told as sums of
+//! hours rounded to multiples of k ([`super::rounding`]), and counts from 1 to k - 1
+//! (`[usage] suppress_below - 1`) are suppressed.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Query, State, rejection::QueryRejection};
@@ -12,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
+use super::rounding::{Count, Telling, local_hour};
 use super::{ApiError, ErrorBody, Shared, csv_response, period, wants_csv};
-use crate::store::UsageQuarter;
 
 use super::{DAY_MS, HOUR_MS};
 
@@ -70,7 +73,8 @@ pub struct Usage {
     /// To, Unix ms (as counted: for partners, the start of its hour, at most the
     /// current one).
     pub to: i64,
-    /// Counts from 1 below this are suppressed (`null`); 0 when nothing is.
+    /// Counts from 1 below this are suppressed (`null`), and every count is a sum of
+    /// hours each rounded to a multiple of it; 0 when counts are exact.
     pub suppressed_below: u32,
     /// Each zone.
     pub zones: Vec<ZoneUsage>,
@@ -79,55 +83,22 @@ pub struct Usage {
 /// Local weekdays, Monday first.
 pub(super) const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
-/// Sums of a zone.
+/// Sums of a zone, as told.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sums {
-    detections: u64,
-    after_dark: u64,
-    occupied_dark_minutes: u64,
-    in_dark_zone: u64,
+    detections: Count,
+    after_dark: Count,
+    occupied_dark_minutes: Count,
+    in_dark_zone: Count,
 }
 
 impl Sums {
-    fn add(&mut self, q: &UsageQuarter) {
-        self.detections += q.detections;
-        self.after_dark += q.after_dark;
-        self.occupied_dark_minutes += q.occupied_dark_minutes;
-        self.in_dark_zone += q.detections_dark;
+    fn add(&mut self, [detections, after_dark, minutes, in_dark]: [Count; 4]) {
+        self.detections.add(detections);
+        self.after_dark.add(after_dark);
+        self.occupied_dark_minutes.add(minutes);
+        self.in_dark_zone.add(in_dark);
     }
-}
-
-/// A count as shown: `None` when it is from 1 to `below - 1`.
-pub(super) fn shown(count: u64, below: u32) -> Option<u64> {
-    (count == 0 || count >= u64::from(below)).then_some(count)
-}
-
-/// The heat map as shown: counts from 1 to `below - 1` hidden, and while the hidden
-/// ones add up to less than `below` (the zone's total less the cells shown would give
-/// their sum away), the smallest shown ones hidden too.
-fn heat_shown(cells: &[[u64; 24]; 7], below: u32) -> Vec<Vec<Option<u64>>> {
-    let mut heat: Vec<Vec<Option<u64>>> = (cells.iter())
-        .map(|hours| hours.iter().map(|c| shown(*c, below)).collect())
-        .collect();
-    let hidden = |heat: &[Vec<Option<u64>>]| -> u64 {
-        (cells.iter().flatten().zip(heat.iter().flatten()))
-            .filter(|(_, shown)| shown.is_none())
-            .map(|(count, _)| count)
-            .sum()
-    };
-    let mut smallest: Vec<(u64, usize, usize)> = (cells.iter().enumerate())
-        .flat_map(|(day, hours)| hours.iter().enumerate().map(move |(h, c)| (*c, day, h)))
-        .filter(|(count, _, _)| *count > 0 && shown(*count, below).is_some())
-        .collect();
-    smallest.sort_unstable();
-    let mut next = smallest.into_iter();
-    while shown(hidden(&heat), below).is_none() {
-        let Some((_, day, hour)) = next.next() else {
-            break;
-        };
-        heat[day][hour] = None;
-    }
-    heat
 }
 
 /// Weekday (Monday 0) of `day`, days since 1970-01-01.
@@ -136,9 +107,9 @@ pub(super) fn weekday(day: i64) -> usize {
     (day + 3).rem_euclid(7) as usize
 }
 
-/// Local weekday (Monday 0) and hour of the window (or quarter) ending at `end`.
-fn weekday_hour(tz: &TimeZone, end: i64) -> (usize, usize) {
-    let local = tz.to_local(end - 1);
+/// Local weekday (Monday 0) and hour of the instant `at`.
+fn weekday_hour(tz: &TimeZone, at: i64) -> (usize, usize) {
+    let local = tz.to_local(at);
     let weekday = weekday(local.div_euclid(DAY_MS));
     let hour = (local.rem_euclid(DAY_MS) / HOUR_MS) as usize;
     (weekday, hour)
@@ -177,31 +148,32 @@ pub async fn usage(
         })
         .await?;
     let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
+    let telling = Telling::new(&site.id, below);
     let mut zones = Vec::new();
     for (zone, quarters) in chosen.iter().zip(&quarters) {
+        // Each local hour's quarters summed, then told.
+        let mut hours: BTreeMap<i64, [u64; 4]> = BTreeMap::new();
+        for q in quarters {
+            let sums = hours.entry(local_hour(&tz, q.end - 1)).or_default();
+            let values = [
+                q.detections,
+                q.after_dark,
+                q.occupied_dark_minutes,
+                q.detections_dark,
+            ];
+            sums.iter_mut().zip(values).for_each(|(sum, v)| *sum += v);
+        }
         let mut total = Sums::default();
-        let mut cells = [[0u64; 24]; 7];
-        for quarter in quarters {
-            total.add(quarter);
-            let (weekday, hour) = weekday_hour(&tz, quarter.end);
-            cells[weekday][hour] += quarter.detections;
+        let mut cells = [[Count::default(); 24]; 7];
+        for (hour, values) in hours {
+            let told = telling.hour(&zone.id, hour, values);
+            total.add(told);
+            let (weekday, hour) = weekday_hour(&tz, hour);
+            cells[weekday][hour].add(told[0]);
         }
-        let (detections, mut after_dark, mut in_dark_zone) = (
-            shown(total.detections, below),
-            shown(total.after_dark, below),
-            shown(total.in_dark_zone, below),
-        );
-        // The difference of two counts shown is a count too: by day, after dark but lit.
-        let gives_away = |all: Option<u64>, part: Option<u64>| {
-            all.zip(part)
-                .is_some_and(|(all, part)| shown(all.saturating_sub(part), below).is_none())
-        };
-        if gives_away(detections, after_dark) {
-            after_dark = None;
-        }
-        if gives_away(after_dark, in_dark_zone) || gives_away(detections, in_dark_zone) {
-            in_dark_zone = None;
-        }
+        let detections = total.detections.shown(below);
+        let after_dark = total.after_dark.shown(below);
+        let in_dark_zone = total.in_dark_zone.shown(below);
         zones.push(ZoneUsage {
             zone: zone.id.clone(),
             name: zone.name.clone(),
@@ -211,9 +183,11 @@ pub async fn usage(
                 .map(|(all, dark)| dark as f64 / all as f64),
             detections,
             after_dark_detections: after_dark,
-            occupied_dark_minutes: in_dark_zone.map(|_| total.occupied_dark_minutes),
+            occupied_dark_minutes: in_dark_zone.map(|_| total.occupied_dark_minutes.told),
             detections_in_dark_zone: in_dark_zone,
-            heat: heat_shown(&cells, below),
+            heat: (cells.iter())
+                .map(|hours| hours.iter().map(|c| c.shown(below)).collect())
+                .collect(),
         });
     }
     let usage = Usage {
@@ -253,45 +227,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_counts_are_suppressed_and_zero_is_not() {
-        assert_eq!(shown(0, 5), Some(0));
-        assert_eq!(shown(1, 5), None);
-        assert_eq!(shown(4, 5), None);
-        assert_eq!(shown(5, 5), Some(5));
-        assert_eq!(shown(3, 0), Some(3));
-    }
-
-    #[test]
-    fn no_total_less_the_cells_shown_gives_a_small_count_away() {
-        let mut cells = [[0u64; 24]; 7];
-        cells[0][18] = 3; // hidden, and alone it would be the total less the rest
-        cells[1][18] = 9;
-        cells[2][18] = 7;
-        cells[3][18] = 20;
-        let heat = heat_shown(&cells, 5);
-        assert_eq!(heat[0][18], None);
-        assert_eq!(heat[2][18], None, "the smallest shown one hidden with it");
-        assert_eq!(heat[1][18], Some(9));
-        assert_eq!(heat[3][18], Some(20));
-        assert_eq!(heat[4][18], Some(0));
-        // Nothing hidden, nothing more to hide.
-        assert_eq!(heat_shown(&cells, 0)[0][18], Some(3));
-    }
-
-    #[test]
     fn windows_fall_in_their_local_hour_and_weekday_across_a_dst_change() {
         let copenhagen = TimeZone::parse("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
         // Sunday 2026-10-25: 00:55 UTC is 02:55 summer time; 01:05 UTC is 02:05 winter time.
         let summer = jiff::Timestamp::from_second(1_792_889_700)
             .unwrap()
             .as_millisecond();
-        assert_eq!(weekday_hour(&copenhagen, summer), (6, 2));
+        assert_eq!(weekday_hour(&copenhagen, summer - 1), (6, 2));
         let winter = summer + 10 * 60_000;
-        assert_eq!(weekday_hour(&copenhagen, winter), (6, 2));
+        assert_eq!(weekday_hour(&copenhagen, winter - 1), (6, 2));
         // Monday 2026-12-07 18:00 local (17:00 UTC), the window ending then is 17:55–18:00.
         let monday = jiff::Timestamp::from_second(1_796_662_800)
             .unwrap()
             .as_millisecond();
-        assert_eq!(weekday_hour(&copenhagen, monday), (0, 17));
+        assert_eq!(weekday_hour(&copenhagen, monday - 1), (0, 17));
     }
 }
