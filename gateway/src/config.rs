@@ -159,7 +159,8 @@ impl HttpConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UsageConfig {
-    /// Partners see counts from 1 below this as suppressed.
+    /// k: partners get each hour's counts rounded to a multiple of this, and a figure
+    /// that comes to 0 as suppressed (fewer than k); 1 tells them exact counts.
     pub suppress_below: u32,
 }
 
@@ -708,7 +709,7 @@ impl Config {
             found.error(
                 "usage",
                 "suppress_below",
-                "[usage] suppress_below: 1 (nothing suppressed) to 1000".into(),
+                "[usage] suppress_below: 1 (exact counts) to 1000".into(),
             );
         }
         if (self.energy.tariff_per_kwh).is_some_and(|t| !(0.0..=1000.0).contains(&t)) {

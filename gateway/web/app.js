@@ -279,7 +279,7 @@ async function usageView() {
     const count = (n) => (n === null ? `<${usage.suppressed_below}` : String(n));
     view.append(element("h2", {}, site.name),
       element("p", {}, `Hours and weekdays in ${usage.timezone}.`,
-        usage.suppressed_below ? ` Counts below ${usage.suppressed_below} are not shown, and each hour's counts are rounded to a multiple of ${usage.suppressed_below}.` : ""),
+        usage.suppressed_below ? ` Each hour's counts are rounded to a multiple of ${usage.suppressed_below}, up or down at random; <${usage.suppressed_below} is a count that came to 0.` : ""),
       element("table", { "data-usage": site.id },
         element("thead", {}, element("tr", {}, ["Zone", "Detections", "After dark", "Share after dark", "Occupied dark minutes"].map((h) => element("th", {}, h)))),
         element("tbody", {}, usage.zones.map((z) => element("tr", {},
@@ -329,10 +329,8 @@ function changeTable(change) {
   const rows = [["After-dark detections", change.after_dark_detections, percent], ["Occupied dark minutes per night", change.occupied_dark_minutes, minutes]]
     .flatMap(([name, methods, show]) => [["matched", methods.matched], ["naive", methods.naive]].map(([method, c]) =>
       element("tr", { "data-figure": name, "data-method": method }, element("td", {}, name), element("td", {}, method),
-        c.suppressed
-          ? element("td", { colspan: 4 }, `not shown: a count below ${change.suppressed_below}`)
-          : [element("td", {}, figure(c.before)), element("td", {}, figure(c.after)), element("td", {}, show(c.change)),
-            element("td", {}, c.low === null ? "–" : `${show(c.low)} to ${show(c.high)}`)])));
+        [element("td", {}, figure(c.before)), element("td", {}, figure(c.after)), element("td", {}, show(c.change)),
+          element("td", {}, c.low === null ? "–" : `${show(c.low)} to ${show(c.high)}`)])));
   return element("div", {},
     element("p", {}, `${change.pairs.length} pairs of nights (same weekday, ${change.weeks} weeks apart), compared over the minutes dark in both`,
       change.controls.length ? `, against ${change.controls.join(", ")}.` : ", without control zones.",

@@ -70,6 +70,20 @@ impl Gateway {
         self.write_config();
     }
 
+    /// Gives the store the secret `name`, so that what it keys (partners' rounding) is
+    /// the same on every run, as a seed makes the simulator's history.
+    pub fn set_store_secret(&self, name: &str, value: &[u8]) {
+        drop(self.store()); // the store and its tables
+        let file = self.store_path().join(parklight_gateway::store::DB_FILE);
+        let connection = rusqlite::Connection::open(file).unwrap();
+        connection
+            .execute(
+                "INSERT OR REPLACE INTO secrets (name, value) VALUES (?1, ?2)",
+                rusqlite::params![name, value],
+            )
+            .unwrap();
+    }
+
     /// Lists these site files in the configuration instead (from the next start on).
     pub fn set_sites(&mut self, sites: &[PathBuf]) {
         self.sites = sites.to_vec();

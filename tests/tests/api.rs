@@ -531,8 +531,9 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         .count();
     assert!(below * 2 > dark.len(), "{dark:#?}");
 
-    // Partners get the operator's figures, rounded, except counts from 1 to 59:
-    // suppressed.
+    // Partners get each hour's counts rounded to a multiple of 60, a figure told 0 shown
+    // as suppressed: a heat cell (one hour of this night) is off by less than 60, a
+    // total by less than 60 an hour.
     let start = story.start_ms.unwrap();
     let hour = format!(
         "/api/v1/usage?site=remiseparken&from={}&to={}",
@@ -540,47 +541,49 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         now - now % 3_600_000
     );
     let hours = (now - now % 3_600_000 - (start - start % 3_600_000)) as u64 / 3_600_000;
+    assert!(hours < 7 * 24, "a heat cell is one hour");
     let full = request(port, "GET", &hour, operator, None).json();
     let shared = request(port, "GET", &hour, credential(2), None).json();
     assert_eq!(shared["suppressed_below"], 60);
-    let mut small = 0;
+    let (mut suppressed, mut small) = (0, 0);
     for (all, told) in full["zones"]
         .as_array()
         .unwrap()
         .iter()
         .zip(shared["zones"].as_array().unwrap())
     {
+        // Each figure, and how many hours it sums.
         let figures = |z: &serde_json::Value| {
-            let mut values: Vec<serde_json::Value> = z["heat"]
-                .as_array()
-                .unwrap()
+            let mut values: Vec<(serde_json::Value, u64)> = (z["heat"].as_array().unwrap())
                 .iter()
                 .flat_map(|row| row.as_array().unwrap().clone())
+                .map(|cell| (cell, 1))
                 .collect();
             for figure in [
                 "detections",
                 "after_dark_detections",
                 "detections_in_dark_zone",
             ] {
-                values.push(z[figure].clone());
+                values.push((z[figure].clone(), hours));
             }
             values
         };
-        for (count, shown) in figures(all).iter().zip(figures(told)) {
+        for ((count, hours), (shown, _)) in figures(all).iter().zip(figures(told)) {
             let count = count.as_u64().expect("operators see every count");
-            if (1..60).contains(&count) {
-                small += 1;
-                assert!(shown.is_null(), "{count} shown to a partner");
-            } else {
-                // Told as a sum of its hours, each rounded to a multiple of k.
-                let told = shown.as_u64().expect("a count of k or more is shown");
-                assert_eq!(told % 60, 0, "{told}");
-                assert!(told.abs_diff(count) < 60 * hours, "{told} told for {count}");
-                assert!(count > 0 || told == 0);
-            }
+            small += usize::from((1..60).contains(&count));
+            let told = shown.as_u64().unwrap_or_else(|| {
+                suppressed += 1;
+                0
+            });
+            assert_eq!(told % 60, 0, "{told}");
+            assert!(told.abs_diff(count) < 60 * hours, "{told} told for {count}");
+            assert!(count > 0 || shown.is_null(), "0 is told as fewer than 60");
         }
     }
-    assert!(small > 0, "no small count to suppress: {full:#}");
+    assert!(
+        small > 0 && suppressed > 0,
+        "no small count to hide: {full:#}"
+    );
 
     // Each acknowledgement is its token's name's, with its note, in the history.
     for (id, by) in alert_ids.iter().zip(["operator", "maintenance"]) {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
-use super::rounding::{Count, Telling, local_hour};
+use super::rounding::{Telling, local_hour};
 use super::usage::{WEEKDAYS, weekday};
 use super::{
     ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, last_full_hour, wants_csv,
@@ -96,9 +96,6 @@ pub struct Pair {
 /// A figure before and after, its change and the interval of the change.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct Comparison {
-    /// Withheld from partners: one of its counts is below `suppressed_below`, and the
-    /// figures would give it away (every other field is then `null`).
-    pub suppressed: bool,
     /// Before (detections: a total; minutes: per night).
     pub before: Option<f64>,
     /// After.
@@ -110,16 +107,6 @@ pub struct Comparison {
     pub low: Option<f64>,
     /// High end of its interval.
     pub high: Option<f64>,
-}
-
-impl Comparison {
-    /// A comparison withheld from partners.
-    fn withheld() -> Comparison {
-        Comparison {
-            suppressed: true,
-            ..Comparison::default()
-        }
-    }
 }
 
 /// A figure compared both ways.
@@ -148,8 +135,9 @@ pub struct Change {
     pub controls: Vec<String>,
     /// Confidence of the intervals.
     pub confidence: f64,
-    /// Counts from 1 below this are suppressed (`null`), and every count (and figure)
-    /// is from hours each rounded to a multiple of it; 0 when counts are exact.
+    /// Every count (and figure) is from hours each rounded to a multiple of this, and a
+    /// count that comes to 0 is `null` (suppressed: fewer than this); 0 when counts are
+    /// exact.
     pub suppressed_below: u32,
     /// The nights before.
     pub before: Period,
@@ -187,47 +175,36 @@ type Nights = HashMap<(String, i64), BTreeMap<i64, Cell>>;
 /// A zone's figures in one night, over the hours compared, as told.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sums {
-    detections: Count,
-    occupied_dark_minutes: Count,
-    detections_dark: Count,
+    detections: u64,
+    occupied_dark_minutes: u64,
+    detections_dark: u64,
 }
 
 impl Sums {
     fn add(&mut self, other: Sums) {
-        self.detections.add(other.detections);
-        self.occupied_dark_minutes.add(other.occupied_dark_minutes);
-        self.detections_dark.add(other.detections_dark);
+        self.detections += other.detections;
+        self.occupied_dark_minutes += other.occupied_dark_minutes;
+        self.detections_dark += other.detections_dark;
     }
 }
 
-/// Each zone's figures in a night (in the order asked), and their sum.
-#[derive(Debug, Default, Clone)]
-struct Zones {
-    each: Vec<Sums>,
-    total: Sums,
-}
-
-impl Zones {
-    fn of(each: Vec<Sums>) -> Zones {
+impl std::iter::Sum for Sums {
+    fn sum<I: Iterator<Item = Sums>>(each: I) -> Sums {
         let mut total = Sums::default();
-        each.iter().for_each(|s| total.add(*s));
-        Zones { each, total }
-    }
-
-    /// Whether a partner may see `count` of every zone: each 0 or at least `below`.
-    fn shown(&self, below: u32, count: fn(&Sums) -> Count) -> bool {
-        self.each.iter().all(|s| count(s).shown(below).is_some())
+        each.for_each(|s| total.add(s));
+        total
     }
 }
 
-/// A pair of nights over the local hours dark in both, in every zone compared.
+/// A pair of nights over the local hours dark in both: the zones' figures summed, and
+/// the controls'.
 #[derive(Debug, Clone)]
 struct Matched {
     hours: u64,
-    before: Zones,
-    after: Zones,
-    controls_before: Zones,
-    controls_after: Zones,
+    before: Sums,
+    after: Sums,
+    controls_before: Sums,
+    controls_after: Sums,
 }
 
 /// Before and after a date for a zone or a site: after-dark detections and occupied dark
@@ -282,7 +259,7 @@ pub async fn change(
     };
     let partner = caller.role == Role::Partnership;
     let below = if partner { api.suppress_below } else { 0 };
-    let telling = Telling::new(&site.id, below);
+    let telling = api.telling(&site.id, &caller);
     let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
     let span = i64::from(weeks) * 7;
     let noon = |night: i64| tz.from_local(night * DAY_MS + 12 * HOUR_MS);
@@ -322,13 +299,6 @@ pub async fn change(
             })
     };
     let detections = |s: &Sums| s.detections;
-    let in_the_dark = |s: &Sums| s.detections_dark;
-    // A partner sees a sum only when each zone's count in it is shown.
-    let show = |zones: &Zones, count: fn(&Sums) -> Count| {
-        zones
-            .shown(below, count)
-            .then_some(count(&zones.total).told)
-    };
     let mut pairs = Vec::new();
     let mut matched = Vec::new();
     for k in 0..span {
@@ -337,54 +307,49 @@ pub async fn change(
             continue;
         }
         let m = matched_nights(&nights, &telling, &targets, &controls, (before, after));
-        let minutes = |zones: &Zones| {
-            zones
-                .shown(below, in_the_dark)
-                .then_some(zones.total.occupied_dark_minutes.told)
+        // As told; for partners, a figure told 0 is fewer than k (`null`).
+        let show = |sums: &Sums| telling.shown(sums.detections);
+        let minutes = |sums: &Sums| {
+            telling
+                .shown(sums.detections_dark)
+                .map(|_| sums.occupied_dark_minutes)
         };
         pairs.push(Pair {
             before_night: night_name(before),
             after_night: night_name(after),
             weekday: WEEKDAYS[weekday(before)].into(),
             dark_minutes: m.hours * 60,
-            before: show(&m.before, detections),
-            after: show(&m.after, detections),
-            controls_before: controlled
-                .then(|| show(&m.controls_before, detections))
-                .flatten(),
-            controls_after: controlled
-                .then(|| show(&m.controls_after, detections))
-                .flatten(),
+            before: show(&m.before),
+            after: show(&m.after),
+            controls_before: controlled.then(|| show(&m.controls_before)).flatten(),
+            controls_after: controlled.then(|| show(&m.controls_after)).flatten(),
             occupied_dark_minutes_before: minutes(&m.before),
             occupied_dark_minutes_after: minutes(&m.after),
         });
         matched.push(m);
     }
-    let whole = |first: i64| -> Vec<Zones> {
+    let whole = |first: i64| -> Vec<Sums> {
         (first..first + span)
             .filter(|n| usable(*n))
             .map(|n| {
-                Zones::of(
-                    targets
-                        .iter()
-                        .map(|z| night_sums(&nights, &telling, z, n, None))
-                        .collect(),
-                )
+                (targets.iter())
+                    .map(|z| night_sums(&nights, &telling, z, n, None))
+                    .sum()
             })
             .collect()
     };
     let (all_before, all_after) = (whole(change_night - span), whole(change_night));
-    let totals = |nights: &[Zones], count: fn(&Sums) -> Count| -> Vec<f64> {
-        nights.iter().map(|z| count(&z.total).told as f64).collect()
+    let totals = |nights: &[Sums], count: fn(&Sums) -> u64| -> Vec<f64> {
+        nights.iter().map(|s| count(s) as f64).collect()
     };
     let occupied = |s: &Sums| s.occupied_dark_minutes;
     let per_control = controls.len().max(1) as f64;
-    let mut detections_change = Methods {
+    let detections_change = Methods {
         matched: ratio_in_differences(
             &(matched.iter())
                 .map(|m| {
                     [&m.before, &m.after, &m.controls_before, &m.controls_after]
-                        .map(|z| z.total.detections.told as f64)
+                        .map(|s| s.detections as f64)
                 })
                 .collect::<Vec<_>>(),
             controlled,
@@ -394,11 +359,11 @@ pub async fn change(
             &totals(&all_after, detections),
         ),
     };
-    let mut minutes_change = Methods {
+    let minutes_change = Methods {
         matched: mean_difference(
             &(matched.iter())
                 .map(|m| {
-                    let minutes = |z: &Zones| z.total.occupied_dark_minutes.told as f64;
+                    let minutes = |s: &Sums| s.occupied_dark_minutes as f64;
                     let controls =
                         (minutes(&m.controls_after) - minutes(&m.controls_before)) / per_control;
                     (minutes(&m.before), minutes(&m.after), controls)
@@ -410,33 +375,6 @@ pub async fn change(
             &totals(&all_after, occupied),
         ),
     };
-    if below > 0 {
-        // For partners, a figure any of whose counts (any zone's, any night's) is
-        // suppressed is withheld whole: with its change, a total, or the pairs shown, it
-        // would give the count away.
-        let every = |nights: &[Zones], count: fn(&Sums) -> Count| {
-            nights.iter().all(|z| z.shown(below, count))
-        };
-        let matched_shown = |count: fn(&Sums) -> Count| {
-            matched.iter().all(|m| {
-                [&m.before, &m.after, &m.controls_before, &m.controls_after]
-                    .iter()
-                    .all(|z| z.shown(below, count))
-            })
-        };
-        if !matched_shown(detections) {
-            detections_change.matched = Comparison::withheld();
-        }
-        if !(every(&all_before, detections) && every(&all_after, detections)) {
-            detections_change.naive = Comparison::withheld();
-        }
-        if !matched_shown(in_the_dark) {
-            minutes_change.matched = Comparison::withheld();
-        }
-        if !(every(&all_before, in_the_dark) && every(&all_after, in_the_dark)) {
-            minutes_change.naive = Comparison::withheld();
-        }
-    }
     let period = |first: i64, counted: usize| Period {
         first_night: night_name(first),
         last_night: night_name(first + span - 1),
@@ -561,11 +499,9 @@ fn matched_nights(
         .into_iter()
         .collect();
     let zones = |zones: &[String], night: i64| {
-        Zones::of(
-            (zones.iter())
-                .map(|z| night_sums(nights, telling, z, night, Some(&hours)))
-                .collect(),
-        )
+        (zones.iter())
+            .map(|z| night_sums(nights, telling, z, night, Some(&hours)))
+            .sum()
     };
     Matched {
         hours: hours.len() as u64,
@@ -610,7 +546,6 @@ fn compared(
 ) -> Comparison {
     let half = (se.is_finite() && df >= 1.0).then(|| t_quantile(df) * se);
     Comparison {
-        suppressed: false,
         before: Some(before),
         after: Some(after),
         change: Some(shown(estimate)),
@@ -729,8 +664,7 @@ fn difference_of_means(before: &[f64], after: &[f64]) -> Comparison {
 }
 
 /// One row per figure and method:
-/// `figure,method,before,after,change,low,high,before_first_night,after_last_night,weeks,pairs`;
-/// a withheld figure's cells say `suppressed`.
+/// `figure,method,before,after,change,low,high,before_first_night,after_last_night,weeks,pairs`.
 fn change_csv(change: &Change) -> String {
     let mut out = String::from(
         "figure,method,before,after,change,low,high,before_first_night,after_last_night,weeks,pairs\n",
@@ -740,11 +674,7 @@ fn change_csv(change: &Change) -> String {
         ("occupied_dark_minutes", &change.occupied_dark_minutes),
     ] {
         for (method, c) in [("matched", &methods.matched), ("naive", &methods.naive)] {
-            let number = |v: Option<f64>| match (c.suppressed, v) {
-                (true, _) => "suppressed".to_owned(),
-                (false, Some(v)) => format!("{v:.4}"),
-                (false, None) => String::new(),
-            };
+            let number = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
             out.push_str(&format!(
                 "{figure},{method},{},{},{},{},{},{},{},{},{}\n",
                 number(c.before),

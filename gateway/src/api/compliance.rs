@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
-use super::rounding::{Count, Telling, local_hour};
+use super::rounding::{Telling, local_hour};
 use super::{ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, period, wants_csv};
 use crate::detect::{Kind, Status, Transition, ZoneWindow};
 use crate::store::ConditionRow;
@@ -73,8 +73,8 @@ pub struct MonthCompliance {
     /// as not shown lit.
     pub lit_share: Option<f64>,
     /// Hours the zone was below its class with people in it (detections); for partners
-    /// a sum of hours each rounded to a multiple of `[usage] suppress_below` minutes,
-    /// and `null` when fewer than that many detections were in the dark.
+    /// from each local hour's minutes rounded to a multiple of `[usage] suppress_below`,
+    /// and `null` when the detections in the dark, rounded so, come to 0.
     pub dark_with_people_hours: Option<f64>,
     /// Faults that began this month.
     pub fault_count: u32,
@@ -193,10 +193,9 @@ fn compliance(
     windows: &[ZoneWindow],
     conditions: &[ConditionRow],
     period: (i64, i64),
-    partner_below: Option<u32>,
+    (telling, partner): (&Telling, bool),
 ) -> Vec<ZoneCompliance> {
     let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
-    let telling = Telling::new(&site.id, partner_below.unwrap_or(0));
     let here: Vec<ConditionRow> = (conditions.iter())
         .filter(|row| row.transition.site == site.id)
         .cloned()
@@ -230,11 +229,11 @@ fn compliance(
                 hour[0] += u64::from(w.occupied_dark_minutes);
                 hour[1] += u64::from(w.detections_dark);
             }
-            let mut people: BTreeMap<String, [Count; 2]> = BTreeMap::new();
+            let mut people: BTreeMap<String, [u64; 2]> = BTreeMap::new();
             for ((month, hour), values) in in_dark {
                 let told = telling.hour(&z.id, hour, values);
                 let sums = people.entry(month).or_default();
-                sums.iter_mut().zip(told).for_each(|(sum, t)| sum.add(t));
+                sums.iter_mut().zip(told).for_each(|(sum, t)| *sum += t);
             }
             for (t, repaired) in faults
                 .iter()
@@ -254,7 +253,8 @@ fn compliance(
                     m.lit_share = (m.dark_hours > 0.0).then(|| m.lit_hours / m.dark_hours);
                     let [minutes, seen] = people.get(&m.month).copied().unwrap_or_default();
                     if m.dark_with_people_hours.is_some() {
-                        m.dark_with_people_hours = Some(minutes.told as f64 / 60.0);
+                        m.dark_with_people_hours =
+                            telling.shown(seen).map(|_| minutes as f64 / 60.0);
                     }
                     m.faults.sort_by_key(|f| f.since);
                     let mut repairs: Vec<f64> =
@@ -263,14 +263,10 @@ fn compliance(
                     m.median_hours_to_repair = median(&repairs);
                     m.fault_count = m.faults.len() as u32;
                     m.repaired_count = repairs.len() as u32;
-                    if let Some(below) = partner_below {
-                        // Partners: counts and the median, no node's history; people in
-                        // the dark only from k detections on.
+                    if partner {
+                        // Partners: counts and the median, no node's history.
                         m.faults.clear();
                         m.median_hours_to_repair = median_for_partners(&repairs);
-                        if seen.shown(below).is_none() {
-                            m.dark_with_people_hours = None;
-                        }
                     }
                     m
                 })
@@ -313,7 +309,8 @@ pub async fn compliance_report(
     let site = api.site_with(&q.site, q.zone.as_deref())?;
     let csv = wants_csv(q.format.as_deref())?;
     let partner = caller.role == Role::Partnership;
-    let (from, to) = period(q.from, q.to, partner, 400)?;
+    let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
+    let (from, to) = period(q.from, q.to, partner.then_some(&tz), 400)?;
     let id = site.id.clone();
     let (windows, conditions) = api
         .read(move |store| {
@@ -334,7 +331,7 @@ pub async fn compliance_report(
             &windows,
             &conditions,
             (from, to),
-            partner.then_some(api.suppress_below),
+            (&api.telling(&site.id, &caller), partner),
         ),
     };
     if !csv {

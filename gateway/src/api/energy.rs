@@ -195,7 +195,7 @@ pub async fn energy(
     let Query(q) = query?;
     let site = api.site_with(&q.site, q.zone.as_deref())?;
     let csv = wants_csv(q.format.as_deref())?;
-    let (from, to) = period(q.from, q.to, false, 400)?;
+    let (from, to) = period(q.from, q.to, None, 400)?;
     let (shared, site_id, zone) = (api.clone(), site.id.clone(), q.zone.clone());
     let zones = api
         .read(move |store| {

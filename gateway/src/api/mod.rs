@@ -65,18 +65,25 @@ fn csv_response(body: String) -> Response {
 }
 
 /// The period `[from, to)` asked (Unix ms), checked: at most `max_days` long; for
-/// partners, whole hours, none newer than the last full one.
-fn period(from: i64, to: i64, partner: bool, max_days: i64) -> Result<(i64, i64), ApiError> {
+/// partners (with their site's time zone), whole local hours, none newer than the last
+/// full one.
+fn period(
+    from: i64,
+    to: i64,
+    partner: Option<&parklight_core::tz::TimeZone>,
+    max_days: i64,
+) -> Result<(i64, i64), ApiError> {
     if from < 0 || to < 0 {
         let field = if from < 0 { "from" } else { "to" };
         return Err(ApiError::invalid(field, "a time since 1970 (Unix ms)"));
     }
     let now = jiff::Timestamp::now().as_millisecond();
-    let hour = |ms: i64| ms - ms.rem_euclid(HOUR_MS);
-    let (from, to) = if partner {
-        (hour(from), hour(to.min(now)))
-    } else {
-        (from, to)
+    let (from, to) = match partner {
+        Some(tz) => (
+            rounding::local_hour(tz, from),
+            rounding::local_hour(tz, to.min(now)),
+        ),
+        None => (from, to),
     };
     if from < 0 {
         return Err(ApiError::invalid("from", "a time since 1970 (Unix ms)"));
@@ -116,6 +123,8 @@ pub struct ApiState {
     cookie: &'static str,
     secure_cookies: bool,
     suppress_below: u32,
+    /// Keys the rounding of partners' counts ([`rounding`]).
+    rounding_key: ring::hmac::Key,
     events: tokio::sync::broadcast::Sender<live::LiveEvent>,
 }
 
@@ -125,8 +134,8 @@ pub type Shared = Arc<ApiState>;
 impl ApiState {
     /// The API's state, as `config` says, for `sites`; `control` reaches the config
     /// publisher. Session cookies are `Secure` when browsers come over HTTPS (TLS, or
-    /// plain HTTP beyond loopback behind a proxy); partners' counts from 1 below
-    /// `[usage] suppress_below` are suppressed.
+    /// plain HTTP beyond loopback behind a proxy); partners' counts are rounded to
+    /// multiples of `[usage] suppress_below` with the store's secret.
     pub fn new(
         config: &crate::config::Config,
         sites: Vec<Site>,
@@ -135,8 +144,11 @@ impl ApiState {
     ) -> Result<ApiState, StorageError> {
         let (folder, dead_letters_max) = (&config.storage.path, config.storage.dead_letters_max);
         let secure_cookies = config.http.tls().is_some() || config.http.plain_http_beyond_loopback;
+        let mut store = Store::open(folder, dead_letters_max)?;
+        let rounding_key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &store.secret("partner-rounding")?);
         Ok(ApiState {
-            store: Mutex::new(Store::open(folder, dead_letters_max)?),
+            store: Mutex::new(store),
             folder: folder.clone(),
             dead_letters_max,
             sites,
@@ -149,8 +161,19 @@ impl ApiState {
             cookie: access::cookie_name(secure_cookies),
             secure_cookies,
             suppress_below: config.usage.suppress_below,
+            rounding_key,
             events: tokio::sync::broadcast::channel(live::BACKLOG).0,
         })
+    }
+
+    /// How counts of `site` are told to `caller`: rounded for partners, else exact.
+    fn telling(&self, site: &str, caller: &Caller) -> rounding::Telling {
+        match caller.role {
+            Role::Partnership => {
+                rounding::Telling::rounded(&self.rounding_key, site, self.suppress_below)
+            }
+            _ => rounding::Telling::exact(),
+        }
     }
 
     /// Runs `read` on the API's own connection to the store, off the runtime's workers.

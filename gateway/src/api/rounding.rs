@@ -1,81 +1,68 @@
 //! Counts about people as partners are told them. Each figure of a zone's local hour
 //! (detections, after dark, in the dark, occupied dark minutes) is rounded to a multiple
-//! of k, up or down at random but the same way every time: its hour's offset comes from
-//! the site, the zone and the hour, so asking again, over another period or another
-//! route, gives the same. A figure is the sum of its hours as told, so every sum or
-//! difference of what partners get, within one answer or across answers, is a multiple
-//! of k and never a count from 1 to k - 1, while sums stay right on average (a count of
-//! 2 with k = 5 is told 5 two times in five, else 0). Suppression is on top: a figure
-//! whose own count is from 1 to k - 1 is not told at all.
+//! of k, up or down with the chance that keeps it right on average (a count of 2 with
+//! k = 5 is told 5 two times in five, else 0), by an offset keyed with the store's secret
+//! from the site, the zone and the hour: asking again, over another period or through
+//! another route, tells the hour the same, and no one without the secret can tell which
+//! way it went. Every figure partners get is computed from the hours as told, and one
+//! told 0 is shown as fewer than k: so nothing they are told, alone or with other
+//! answers, is a count from 1 to k - 1, or more than what the told hours say.
 
-use std::hash::Hasher;
+use ring::hmac;
 
-use fnv::FnvHasher;
 use parklight_core::tz::TimeZone;
 
 use super::HOUR_MS;
 
-/// A count: what it is, and what the caller is told.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Count {
-    /// The count itself.
-    pub value: u64,
-    /// As told: the value, or for partners a sum of hours rounded to multiples of k.
-    pub told: u64,
-}
-
-impl Count {
-    /// A count told as it is.
-    pub fn exact(value: u64) -> Count {
-        Count { value, told: value }
-    }
-
-    /// Adds `other` to it.
-    pub fn add(&mut self, other: Count) {
-        self.value += other.value;
-        self.told += other.told;
-    }
-
-    /// As shown: `None` when the count is from 1 to `below - 1`, else as told.
-    pub fn shown(self, below: u32) -> Option<u64> {
-        (self.value == 0 || self.value >= u64::from(below)).then_some(self.told)
-    }
-}
-
-/// How a site's counts are told: as they are (operators), or each zone's local hour
-/// rounded to a multiple of `base` (partners).
+/// How a site's counts are told: as they are (operators and crews), or each zone's local
+/// hour rounded to a multiple of k (partners).
 #[derive(Debug, Clone)]
 pub(super) struct Telling {
+    rounding: Option<Rounding>,
+}
+
+#[derive(Debug, Clone)]
+struct Rounding {
+    key: hmac::Key,
     site: String,
     base: u64,
 }
 
 impl Telling {
-    /// Counts of `site` told to a caller with suppression below `below` (0: exact).
-    pub fn new(site: &str, below: u32) -> Telling {
+    /// Counts as they are.
+    pub fn exact() -> Telling {
+        Telling { rounding: None }
+    }
+
+    /// Counts of `site` rounded to multiples of `k` (at least 2) by offsets under `key`.
+    pub fn rounded(key: &hmac::Key, site: &str, k: u32) -> Telling {
         Telling {
-            site: site.to_owned(),
-            base: u64::from(below.max(1)),
+            rounding: (k > 1).then(|| Rounding {
+                key: key.clone(),
+                site: site.to_owned(),
+                base: u64::from(k),
+            }),
         }
     }
 
     /// The figures of one local hour of `zone`, the hour starting at `hour` (Unix ms),
     /// as told: each rounded with the hour's one offset.
-    pub fn hour<const N: usize>(&self, zone: &str, hour: i64, values: [u64; N]) -> [Count; N] {
-        if self.base == 1 {
-            return values.map(Count::exact);
-        }
-        let mut hasher = FnvHasher::default();
-        for part in [self.site.as_bytes(), &[0xff], zone.as_bytes(), &[0xff]] {
-            hasher.write(part);
-        }
-        hasher.write_i64(hour);
-        // The high bits of the product: FNV's low bits mix poorly.
-        let offset = ((u128::from(hasher.finish()) * u128::from(self.base)) >> 64) as u64;
-        values.map(|value| Count {
-            value,
-            told: rounded(value, offset, self.base),
-        })
+    pub fn hour<const N: usize>(&self, zone: &str, hour: i64, values: [u64; N]) -> [u64; N] {
+        let Some(r) = &self.rounding else {
+            return values;
+        };
+        let message = [r.site.as_bytes(), &[0xff], zone.as_bytes(), &[0xff]].concat();
+        let tag = hmac::sign(&r.key, &[&message[..], &hour.to_le_bytes()].concat());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&tag.as_ref()[..8]);
+        let offset = ((u128::from(u64::from_le_bytes(first)) * u128::from(r.base)) >> 64) as u64;
+        values.map(|value| rounded(value, offset, r.base))
+    }
+
+    /// A figure as shown from its told value: for partners, one told 0 is `None`, fewer
+    /// than k.
+    pub fn shown(&self, told: u64) -> Option<u64> {
+        (self.rounding.is_none() || told > 0).then_some(told)
     }
 }
 
@@ -96,6 +83,10 @@ pub(super) fn local_hour(tz: &TimeZone, at: i64) -> i64 {
 mod tests {
     use super::*;
 
+    fn key(secret: &[u8]) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, secret)
+    }
+
     #[test]
     fn rounding_is_to_multiples_of_k_right_on_average_and_keeps_order() {
         for value in 0..40 {
@@ -110,31 +101,42 @@ mod tests {
     }
 
     #[test]
-    fn an_hour_is_told_the_same_every_time_and_hours_are_rounded_apart() {
-        let partners = Telling::new("remiseparken", 5);
+    fn an_hour_is_told_the_same_every_time_and_the_secret_decides_how() {
+        let partners = Telling::rounded(&key(b"one"), "remiseparken", 5);
         let hour = 1_796_662_800_000;
         let [a, b] = partners.hour("lawn", hour, [7, 3]);
         assert_eq!(partners.hour("lawn", hour, [7, 3]), [a, b]);
-        assert_eq!((a.value, b.value), (7, 3));
-        assert!(a.told % 5 == 0 && b.told % 5 == 0 && a.told >= b.told);
+        assert!(a % 5 == 0 && b % 5 == 0 && a >= b);
         // A count of 2 in each of 1 000 hours: told 5 about two times in five.
-        let fives = (0..1000)
-            .filter(|i| partners.hour("lawn", hour + i * HOUR_MS, [2])[0].told == 5)
-            .count();
+        let told = |telling: &Telling| -> Vec<u64> {
+            (0..1000)
+                .map(|i| telling.hour("lawn", hour + i * HOUR_MS, [2])[0])
+                .collect()
+        };
+        let fives = told(&partners).iter().filter(|t| **t == 5).count();
         assert!((330..470).contains(&fives), "{fives}");
+        // Another secret rounds other hours up: the way is not the hour's alone.
+        let other = told(&Telling::rounded(&key(b"two"), "remiseparken", 5));
+        let same = told(&partners)
+            .iter()
+            .zip(&other)
+            .filter(|(a, b)| a == b)
+            .count();
+        assert!(same < 800, "{same}");
         // Operators: as it is.
-        let [exact] = Telling::new("remiseparken", 0).hour("lawn", hour, [7]);
-        assert_eq!(exact, Count::exact(7));
+        assert_eq!(Telling::exact().hour("lawn", hour, [7]), [7]);
     }
 
     #[test]
-    fn suppressed_from_1_to_k_minus_1_and_zero_is_not() {
-        let count = |value, told| Count { value, told };
-        assert_eq!(count(0, 0).shown(5), Some(0));
-        assert_eq!(count(1, 5).shown(5), None);
-        assert_eq!(count(4, 0).shown(5), None);
-        assert_eq!(count(6, 10).shown(5), Some(10));
-        assert_eq!(Count::exact(3).shown(0), Some(3));
+    fn partners_see_a_figure_told_0_as_fewer_than_k() {
+        let partners = Telling::rounded(&key(b"one"), "remiseparken", 5);
+        assert_eq!(partners.shown(0), None);
+        assert_eq!(partners.shown(10), Some(10));
+        assert_eq!(Telling::exact().shown(0), Some(0));
+        assert_eq!(Telling::exact().shown(3), Some(3));
+        // k = 1 suppresses nothing: exact.
+        let one = Telling::rounded(&key(b"one"), "remiseparken", 1);
+        assert_eq!((one.hour("lawn", 0, [3]), one.shown(0)), ([3], Some(0)));
     }
 
     #[test]

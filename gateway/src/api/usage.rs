@@ -1,9 +1,9 @@
 //! Usage for safety partnerships: foot traffic per zone by local hour and weekday, the
 //! share after dark, occupied dark minutes and detections in the dark, from the
 //! detectors' zone windows. Zones only, never a node; for partners, periods are whole
-//! hours, nothing newer than the last full hour is counted, counts are told as sums of
-//! hours rounded to multiples of k ([`super::rounding`]), and counts from 1 to k - 1
-//! (`[usage] suppress_below - 1`) are suppressed.
+//! local hours, nothing newer than the last full hour is counted, and counts are sums of
+//! hours each rounded to a multiple of k (`[usage] suppress_below`), one told 0 shown as
+//! fewer than k ([`super::rounding`]).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
-use super::rounding::{Count, Telling, local_hour};
+use super::rounding::local_hour;
 use super::{ApiError, ErrorBody, Shared, csv_response, period, wants_csv};
 
 use super::{DAY_MS, HOUR_MS};
@@ -29,7 +29,7 @@ pub struct UsageQuery {
     pub zone: Option<String>,
     /// From, Unix ms.
     pub from: i64,
-    /// To, Unix ms (for partners, whole hours: both ends go back to the start of
+    /// To, Unix ms (for partners, whole local hours: both ends go back to the start of
     /// their hour, and to is at most the start of the current one).
     pub to: i64,
     /// `json` (the default) or `csv`.
@@ -73,8 +73,8 @@ pub struct Usage {
     /// To, Unix ms (as counted: for partners, the start of its hour, at most the
     /// current one).
     pub to: i64,
-    /// Counts from 1 below this are suppressed (`null`), and every count is a sum of
-    /// hours each rounded to a multiple of it; 0 when counts are exact.
+    /// Every count is a sum of hours each rounded to a multiple of this, and one that
+    /// comes to 0 is `null` (suppressed: fewer than this); 0 when counts are exact.
     pub suppressed_below: u32,
     /// Each zone.
     pub zones: Vec<ZoneUsage>,
@@ -82,24 +82,6 @@ pub struct Usage {
 
 /// Local weekdays, Monday first.
 pub(super) const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-
-/// Sums of a zone, as told.
-#[derive(Debug, Default, Clone, Copy)]
-struct Sums {
-    detections: Count,
-    after_dark: Count,
-    occupied_dark_minutes: Count,
-    in_dark_zone: Count,
-}
-
-impl Sums {
-    fn add(&mut self, [detections, after_dark, minutes, in_dark]: [Count; 4]) {
-        self.detections.add(detections);
-        self.after_dark.add(after_dark);
-        self.occupied_dark_minutes.add(minutes);
-        self.in_dark_zone.add(in_dark);
-    }
-}
 
 /// Weekday (Monday 0) of `day`, days since 1970-01-01.
 pub(super) fn weekday(day: i64) -> usize {
@@ -132,7 +114,8 @@ pub async fn usage(
     let csv = wants_csv(q.format.as_deref())?;
     let partner = caller.role == Role::Partnership;
     let below = if partner { api.suppress_below } else { 0 };
-    let (from, to) = period(q.from, q.to, partner, 400)?;
+    let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
+    let (from, to) = period(q.from, q.to, partner.then_some(&tz), 400)?;
     let chosen: Vec<_> = (site.zones.iter())
         .filter(|z| q.zone.as_ref().is_none_or(|id| *id == z.id))
         .cloned()
@@ -147,8 +130,7 @@ pub async fn usage(
             Ok(ids.iter().map(usage).collect::<Result<Vec<_>, _>>()?)
         })
         .await?;
-    let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
-    let telling = Telling::new(&site.id, below);
+    let telling = api.telling(&site.id, &caller);
     let mut zones = Vec::new();
     for (zone, quarters) in chosen.iter().zip(&quarters) {
         // Each local hour's quarters summed, then told.
@@ -163,17 +145,21 @@ pub async fn usage(
             ];
             sums.iter_mut().zip(values).for_each(|(sum, v)| *sum += v);
         }
-        let mut total = Sums::default();
-        let mut cells = [[Count::default(); 24]; 7];
+        // Detections, after dark, occupied dark minutes, in the dark: as told.
+        let mut total = [0u64; 4];
+        let mut cells = [[0u64; 24]; 7];
         for (hour, values) in hours {
             let told = telling.hour(&zone.id, hour, values);
-            total.add(told);
+            total.iter_mut().zip(told).for_each(|(sum, t)| *sum += t);
             let (weekday, hour) = weekday_hour(&tz, hour);
-            cells[weekday][hour].add(told[0]);
+            cells[weekday][hour] += told[0];
         }
-        let detections = total.detections.shown(below);
-        let after_dark = total.after_dark.shown(below);
-        let in_dark_zone = total.in_dark_zone.shown(below);
+        let [detections, after_dark, minutes, in_dark_zone] = total;
+        let (detections, after_dark, in_dark_zone) = (
+            telling.shown(detections),
+            telling.shown(after_dark),
+            telling.shown(in_dark_zone),
+        );
         zones.push(ZoneUsage {
             zone: zone.id.clone(),
             name: zone.name.clone(),
@@ -183,10 +169,10 @@ pub async fn usage(
                 .map(|(all, dark)| dark as f64 / all as f64),
             detections,
             after_dark_detections: after_dark,
-            occupied_dark_minutes: in_dark_zone.map(|_| total.occupied_dark_minutes.told),
+            occupied_dark_minutes: in_dark_zone.map(|_| minutes),
             detections_in_dark_zone: in_dark_zone,
             heat: (cells.iter())
-                .map(|hours| hours.iter().map(|c| c.shown(below)).collect())
+                .map(|hours| hours.iter().map(|c| telling.shown(*c)).collect())
                 .collect(),
         });
     }

@@ -1,5 +1,7 @@
-//! API tokens: a name, a role and the hash of the secret (the secret itself is never kept).
+//! API tokens: a name, a role and the hash of the secret (the secret itself is never kept);
+//! the store's own secrets.
 
+use rand::RngExt;
 use rusqlite::{OptionalExtension, params};
 
 use super::{StorageError, Store};
@@ -61,6 +63,24 @@ impl Store {
             .optional()?)
     }
 
+    /// The store's secret `name`, 32 random bytes made on first use and kept for ever
+    /// (it keys what is told of the store's data, so whoever reads the store could read
+    /// that data anyway).
+    pub fn secret(&mut self, name: &str) -> Result<Vec<u8>, StorageError> {
+        let fresh: [u8; 32] = rand::rng().random();
+        let writer = self.write()?;
+        writer
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)")?
+            .execute(params![name, &fresh[..]])?;
+        let value = writer
+            .tx
+            .prepare_cached("SELECT value FROM secrets WHERE name = ?1")?
+            .query_row([name], |row| row.get(0))?;
+        writer.commit()?;
+        Ok(value)
+    }
+
     /// Every token ever created, by name.
     pub fn tokens(&self) -> Result<Vec<TokenRow>, StorageError> {
         let mut statement = self
@@ -75,5 +95,20 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_made_once_and_kept_across_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path(), 10).unwrap().secret("a").unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(store.secret("a").unwrap(), first);
+        assert_ne!(store.secret("b").unwrap(), first);
     }
 }

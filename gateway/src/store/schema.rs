@@ -324,4 +324,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX control_audit_by_site ON control_audit (site, id);
     ",
+    "
+    -- The store's own secrets, e.g. the key of partners' rounding: made once, kept.
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];

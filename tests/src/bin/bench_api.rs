@@ -5,8 +5,11 @@
 //! `/healthz`), the detectors' catch-up over the whole history, then p50/p99 of a zone's
 //! series for 24 h at a 1-minute step, of the usage heat map over 30 days and a year, of
 //! a zone's before/after over 4 weeks each side, and of 30 days of energy and of
-//! compliance. Every loop is bounded; everything listens on loopback.
+//! compliance; then the zone series again while another client keeps asking for 30 days
+//! of energy (how long a short read waits behind a long one). Every loop is bounded;
+//! everything listens on loopback.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parklight_tests::api::{Credential, create_token, request};
@@ -43,6 +46,27 @@ fn time_requests(port: u16, token: &str, what: &str, count: usize, path: impl Fn
         .collect();
     let (p50, p99) = percentiles(samples);
     println!("{what} ({count} requests): p50 {p50:.1} ms, p99 {p99:.1} ms");
+}
+
+/// Runs `measure` while another client asks for `busy` again and again (at most 1 000
+/// times), and prints how many of those it answered meanwhile.
+fn while_busy(port: u16, token: &str, busy: &str, measure: impl FnOnce()) {
+    let done = AtomicBool::new(false);
+    let answered = std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            let mut answered = 0;
+            while !done.load(Ordering::Relaxed) && answered < 1000 {
+                let answer = request(port, "GET", busy, Credential::Bearer(token), None);
+                assert_eq!(answer.status, 200, "{busy}: {}", answer.body);
+                answered += 1;
+            }
+            answered
+        });
+        measure();
+        done.store(true, Ordering::Relaxed);
+        other.join().unwrap()
+    });
+    println!("  (meanwhile {answered} answers to {busy})");
 }
 
 fn main() {
@@ -105,13 +129,14 @@ fn main() {
         .collect();
     let now = jiff::Timestamp::now().as_millisecond();
     let day = 86_400_000;
-    time_requests(port, &token, "zone series, 24 h at 1 min", REQUESTS, |i| {
+    let series = |i: usize| {
         format!(
             "/api/v1/series?site=remiseparken&zone={}&from={}&to={now}&step_s=60",
             zones[i % zones.len()],
             now - day
         )
-    });
+    };
+    time_requests(port, &token, "zone series, 24 h at 1 min", REQUESTS, series);
     let last = |days: i64| format!("site=remiseparken&from={}&to={now}", now - days * day);
     time_requests(port, &token, "usage heat map, 30 days", REQUESTS, |_| {
         format!("/api/v1/usage?{}", last(30))
@@ -145,5 +170,19 @@ fn main() {
     time_requests(port, &token, "compliance, 30 days", HEAVY_REQUESTS, |_| {
         format!("/api/v1/compliance?{}", last(30))
     });
+    while_busy(
+        port,
+        &token,
+        &format!("/api/v1/energy?{}", last(30)),
+        || {
+            time_requests(
+                port,
+                &token,
+                "zone series, 24 h at 1 min, while energy is asked for",
+                REQUESTS,
+                series,
+            );
+        },
+    );
     gateway.stop();
 }
