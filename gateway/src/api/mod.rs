@@ -100,12 +100,19 @@ fn period(
     Ok((from, to))
 }
 
+/// Reads of the store at once, each on a connection of its own (SQLite's readers do not
+/// wait for each other): a month of energy (a second) holds up none of the short reads.
+const READERS: usize = 4;
+
 /// Reports the detectors may lag behind the store while the gateway still counts as ready.
 pub const READY_DETECTION_LAG: i64 = 10_000;
 
 /// What the handlers share.
 pub struct ApiState {
-    store: Mutex<Store>,
+    /// Idle read connections.
+    readers: Mutex<Vec<Store>>,
+    /// A turn for each read at once: at most [`READERS`].
+    read_turns: tokio::sync::Semaphore,
     folder: PathBuf,
     dead_letters_max: usize,
     sites: Vec<Site>,
@@ -148,7 +155,8 @@ impl ApiState {
         let rounding_key =
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &store.secret("partner-rounding")?);
         Ok(ApiState {
-            store: Mutex::new(store),
+            readers: Mutex::new(vec![store]),
+            read_turns: tokio::sync::Semaphore::new(READERS),
             folder: folder.clone(),
             dead_letters_max,
             sites,
@@ -176,15 +184,27 @@ impl ApiState {
         }
     }
 
-    /// Runs `read` on the API's own connection to the store, off the runtime's workers.
+    /// Runs `read` on a read connection of its own, off the runtime's workers, once one
+    /// of the [`READERS`] turns is free: a long read holds up no other.
     async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         read: impl FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        let _turn = (self.read_turns.acquire().await)
+            .map_err(|e| ApiError::internal("a turn to read", e))?;
         let api = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut store = api.store.lock().unwrap_or_else(|p| p.into_inner());
-            read(&mut store)
+            let idle = api.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut store = match idle {
+                Some(store) => store,
+                None => Store::open(&api.folder, api.dead_letters_max)?,
+            };
+            let answer = read(&mut store);
+            api.readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(store);
+            answer
         })
         .await
         .map_err(|e| ApiError::internal("a store read", e))?
