@@ -179,7 +179,7 @@ fn main() {
                 port,
                 &token,
                 "zone series, 24 h at 1 min, while energy is asked for",
-                REQUESTS,
+                5 * REQUESTS,
                 series,
             );
         },
