@@ -276,10 +276,10 @@ async function usageView() {
   $("#view").replaceChildren(view);
   for (const site of sites) {
     const usage = await api(`/api/v1/usage?site=${encodeURIComponent(site.id)}&from=${from}&to=${to}`);
-    const count = (n) => (n === null ? `<${usage.suppressed_below}` : String(n));
+    const count = (n) => (n === null ? "few" : String(n));
     view.append(element("h2", {}, site.name),
       element("p", {}, `Hours and weekdays in ${usage.timezone}.`,
-        usage.suppressed_below ? ` Each hour's counts are rounded to a multiple of ${usage.suppressed_below}, up or down at random; <${usage.suppressed_below} is a count that came to 0.` : ""),
+        usage.suppressed_below ? ` Each hour's counts are rounded to a multiple of ${usage.suppressed_below}, up or down at random; "few" is a figure whose hours each came to 0 (fewer than ${usage.suppressed_below} people each).` : ""),
       element("table", { "data-usage": site.id },
         element("thead", {}, element("tr", {}, ["Zone", "Detections", "After dark", "Share after dark", "Occupied dark minutes"].map((h) => element("th", {}, h)))),
         element("tbody", {}, usage.zones.map((z) => element("tr", {},

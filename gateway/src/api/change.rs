@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
-use super::rounding::{Telling, local_hour};
+use super::rounding::{People, Telling, local_hour};
 use super::usage::{WEEKDAYS, weekday};
 use super::{
     ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, last_full_hour, wants_csv,
@@ -172,39 +172,15 @@ impl Cell {
 /// A zone's judged windows per night, by local hour since noon.
 type Nights = HashMap<(String, i64), BTreeMap<i64, Cell>>;
 
-/// A zone's figures in one night, over the hours compared, as told.
-#[derive(Debug, Default, Clone, Copy)]
-struct Sums {
-    detections: u64,
-    occupied_dark_minutes: u64,
-    detections_dark: u64,
-}
-
-impl Sums {
-    fn add(&mut self, other: Sums) {
-        self.detections += other.detections;
-        self.occupied_dark_minutes += other.occupied_dark_minutes;
-        self.detections_dark += other.detections_dark;
-    }
-}
-
-impl std::iter::Sum for Sums {
-    fn sum<I: Iterator<Item = Sums>>(each: I) -> Sums {
-        let mut total = Sums::default();
-        each.for_each(|s| total.add(s));
-        total
-    }
-}
-
 /// A pair of nights over the local hours dark in both: the zones' figures summed, and
 /// the controls'.
 #[derive(Debug, Clone)]
 struct Matched {
     hours: u64,
-    before: Sums,
-    after: Sums,
-    controls_before: Sums,
-    controls_after: Sums,
+    before: People,
+    after: People,
+    controls_before: People,
+    controls_after: People,
 }
 
 /// Before and after a date for a zone or a site: after-dark detections and occupied dark
@@ -258,15 +234,15 @@ pub async fn change(
         }
     };
     let partner = caller.role == Role::Partnership;
-    let below = if partner { api.suppress_below } else { 0 };
     let telling = api.telling(&site.id, &caller);
+    let below = telling.base();
     let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
     let span = i64::from(weeks) * 7;
     let noon = |night: i64| tz.from_local(night * DAY_MS + 12 * HOUR_MS);
     let (from, to) = (noon(change_night - span), noon(change_night + span));
-    // Partners: nothing newer than the last full hour.
+    // Partners: nights that ended an hour ago or more, as usage's hours.
     let until = if partner {
-        last_full_hour()
+        last_full_hour() - HOUR_MS
     } else {
         jiff::Timestamp::now().as_millisecond()
     };
@@ -298,7 +274,7 @@ pub async fn change(
                     && judged_until.get(z.as_str()).is_some_and(|t| *t >= end)
             })
     };
-    let detections = |s: &Sums| s.detections;
+    let detections = |s: &People| s.detections;
     let mut pairs = Vec::new();
     let mut matched = Vec::new();
     for k in 0..span {
@@ -308,8 +284,8 @@ pub async fn change(
         }
         let m = matched_nights(&nights, &telling, &targets, &controls, (before, after));
         // As told; for partners, a figure told 0 is fewer than k (`null`).
-        let show = |sums: &Sums| telling.shown(sums.detections);
-        let minutes = |sums: &Sums| {
+        let show = |sums: &People| telling.shown(sums.detections);
+        let minutes = |sums: &People| {
             telling
                 .shown(sums.detections_dark)
                 .map(|_| sums.occupied_dark_minutes)
@@ -328,7 +304,7 @@ pub async fn change(
         });
         matched.push(m);
     }
-    let whole = |first: i64| -> Vec<Sums> {
+    let whole = |first: i64| -> Vec<People> {
         (first..first + span)
             .filter(|n| usable(*n))
             .map(|n| {
@@ -339,10 +315,10 @@ pub async fn change(
             .collect()
     };
     let (all_before, all_after) = (whole(change_night - span), whole(change_night));
-    let totals = |nights: &[Sums], count: fn(&Sums) -> u64| -> Vec<f64> {
+    let totals = |nights: &[People], count: fn(&People) -> u64| -> Vec<f64> {
         nights.iter().map(|s| count(s) as f64).collect()
     };
-    let occupied = |s: &Sums| s.occupied_dark_minutes;
+    let occupied = |s: &People| s.occupied_dark_minutes;
     let per_control = controls.len().max(1) as f64;
     let detections_change = Methods {
         matched: ratio_in_differences(
@@ -363,7 +339,7 @@ pub async fn change(
         matched: mean_difference(
             &(matched.iter())
                 .map(|m| {
-                    let minutes = |s: &Sums| s.occupied_dark_minutes as f64;
+                    let minutes = |s: &People| s.occupied_dark_minutes as f64;
                     let controls =
                         (minutes(&m.controls_after) - minutes(&m.controls_before)) / per_control;
                     (minutes(&m.before), minutes(&m.after), controls)
@@ -443,26 +419,23 @@ fn night_sums(
     zone: &str,
     night: i64,
     only: Option<&[i64]>,
-) -> Sums {
-    let mut sums = Sums::default();
+) -> People {
+    let mut sums = People::default();
     let Some(cells) = nights.get(&(zone.to_owned(), night)) else {
         return sums;
     };
+    // Every window of a cell is dark outside: its detections are after dark.
     let mut add = |cell: &Cell| {
-        let [detections, occupied_dark_minutes, detections_dark] = telling.hour(
+        sums.add(telling.hour(
             zone,
             cell.hour,
-            [
-                cell.detections,
-                cell.occupied_dark_minutes,
-                cell.detections_dark,
-            ],
-        );
-        sums.add(Sums {
-            detections,
-            occupied_dark_minutes,
-            detections_dark,
-        })
+            People {
+                detections: cell.detections,
+                after_dark: cell.detections,
+                occupied_dark_minutes: cell.occupied_dark_minutes,
+                detections_dark: cell.detections_dark,
+            },
+        ))
     };
     match only {
         Some(hours) => hours.iter().filter_map(|h| cells.get(h)).for_each(&mut add),

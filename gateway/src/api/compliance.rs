@@ -2,8 +2,8 @@
 //! hours dark outside that the zone was lit to its class, the hours it was dark with
 //! people in it, and the time from each fault to its repair. From the detectors' zone
 //! windows and conditions (in the time things happened, not when they were judged);
-//! partners get no node, nothing newer than the last full hour, and the hours dark with
-//! people from each local hour's occupied minutes as told ([`super::rounding`]).
+//! partners get no node, no hour that ended less than an hour ago, and the hours dark
+//! with people from each local hour's occupied minutes as told ([`super::rounding`]).
 
 use std::collections::BTreeMap;
 
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
-use super::rounding::{Telling, local_hour};
+use super::rounding::{People, Telling, local_hour};
 use super::{ApiError, DAY_MS, ErrorBody, HOUR_MS, Shared, csv_response, period, wants_csv};
 use crate::detect::{Kind, Status, Transition, ZoneWindow};
 use crate::store::ConditionRow;
@@ -33,8 +33,8 @@ pub struct ComplianceQuery {
     pub zone: Option<String>,
     /// From, Unix ms.
     pub from: i64,
-    /// To, Unix ms; at most 400 days after from (for partners, whole hours, at most the
-    /// start of the current one).
+    /// To, Unix ms; at most 400 days after from (for partners, whole local hours, at
+    /// most the start of the hour before the current one).
     pub to: i64,
     /// `json` (the default) or `csv`.
     pub format: Option<String>,
@@ -212,7 +212,7 @@ fn compliance(
         .map(|z| {
             let mut months: BTreeMap<String, MonthCompliance> = BTreeMap::new();
             // Occupied dark minutes and detections in the dark by month and local hour.
-            let mut in_dark: BTreeMap<(String, i64), [u64; 2]> = BTreeMap::new();
+            let mut in_dark: BTreeMap<(String, i64), People> = BTreeMap::new();
             for w in windows.iter().filter(|w| w.zone == z.id) {
                 let hours = (w.end - w.start) as f64 / HOUR_MS as f64;
                 let m = month(&mut months, &tz, w.end - 1);
@@ -224,16 +224,20 @@ fn compliance(
                 }
                 m.dark_hours += hours;
                 m.dark_with_people_hours.get_or_insert(0.0);
-                let hour =
-                    (in_dark.entry((m.month.clone(), local_hour(&tz, w.end - 1)))).or_default();
-                hour[0] += u64::from(w.occupied_dark_minutes);
-                hour[1] += u64::from(w.detections_dark);
+                let hour = local_hour(&tz, w.end - 1);
+                in_dark
+                    .entry((m.month.clone(), hour))
+                    .or_default()
+                    .add(People {
+                        occupied_dark_minutes: u64::from(w.occupied_dark_minutes),
+                        detections_dark: u64::from(w.detections_dark),
+                        ..People::default()
+                    });
             }
-            let mut people: BTreeMap<String, [u64; 2]> = BTreeMap::new();
+            let mut people: BTreeMap<String, People> = BTreeMap::new();
             for ((month, hour), values) in in_dark {
                 let told = telling.hour(&z.id, hour, values);
-                let sums = people.entry(month).or_default();
-                sums.iter_mut().zip(told).for_each(|(sum, t)| *sum += t);
+                people.entry(month).or_default().add(told);
             }
             for (t, repaired) in faults
                 .iter()
@@ -251,10 +255,10 @@ fn compliance(
                 .into_values()
                 .map(|mut m| {
                     m.lit_share = (m.dark_hours > 0.0).then(|| m.lit_hours / m.dark_hours);
-                    let [minutes, seen] = people.get(&m.month).copied().unwrap_or_default();
+                    let told = people.get(&m.month).copied().unwrap_or_default();
                     if m.dark_with_people_hours.is_some() {
-                        m.dark_with_people_hours =
-                            telling.shown(seen).map(|_| minutes as f64 / 60.0);
+                        m.dark_with_people_hours = (telling.shown(told.detections_dark))
+                            .map(|_| told.occupied_dark_minutes as f64 / 60.0);
                     }
                     m.faults.sort_by_key(|f| f.since);
                     let mut repairs: Vec<f64> =
@@ -293,8 +297,8 @@ fn median(values: &[f64]) -> Option<f64> {
 /// Per zone and local month: the share of dark hours lit to class, hours dark with
 /// people, and each fault's time to repair. JSON, or CSV (one row per zone and month)
 /// with `format=csv`. Partners get fault counts and medians but no single fault, hours
-/// dark with people only from `[usage] suppress_below` detections in the dark, and
-/// nothing newer than the last full hour.
+/// dark with people from each local hour as told ([`super::rounding`]), and no hour that
+/// ended less than an hour ago.
 #[utoipa::path(get, path = "/api/v1/compliance", params(ComplianceQuery), responses(
     (status = 200, body = ComplianceReport), (status = 200, content_type = "text/csv", body = String),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

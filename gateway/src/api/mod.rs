@@ -65,8 +65,9 @@ fn csv_response(body: String) -> Response {
 }
 
 /// The period `[from, to)` asked (Unix ms), checked: at most `max_days` long; for
-/// partners (with their site's time zone), whole local hours, none newer than the last
-/// full one.
+/// partners (with their site's time zone), whole local hours that ended an hour ago or
+/// more, so that the detectors have judged them (an hour is told to partners once, from
+/// what the store holds then).
 fn period(
     from: i64,
     to: i64,
@@ -81,7 +82,7 @@ fn period(
     let (from, to) = match partner {
         Some(tz) => (
             rounding::local_hour(tz, from),
-            rounding::local_hour(tz, to.min(now)),
+            rounding::local_hour(tz, to.min(now - HOUR_MS)),
         ),
         None => (from, to),
     };
@@ -93,12 +94,15 @@ fn period(
         return Err(ApiError::invalid(
             "to",
             format!(
-                "after from (for partners: by a whole hour, before the current one), by at most {max_days} days"
+                "after from (for partners: by a whole hour, ending an hour ago or more), by at most {max_days} days"
             ),
         ));
     }
     Ok((from, to))
 }
+
+/// The name of the store's secret that keys partners' rounding ([`rounding`]).
+pub const ROUNDING_SECRET: &str = "partner-rounding";
 
 /// Reads of the store at once, each on a connection of its own (SQLite's readers do not
 /// wait for each other): a month of energy (a second) holds up none of the short reads.
@@ -153,7 +157,7 @@ impl ApiState {
         let secure_cookies = config.http.tls().is_some() || config.http.plain_http_beyond_loopback;
         let mut store = Store::open(folder, dead_letters_max)?;
         let rounding_key =
-            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &store.secret("partner-rounding")?);
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &store.secret(ROUNDING_SECRET)?);
         Ok(ApiState {
             readers: Mutex::new(vec![store]),
             read_turns: tokio::sync::Semaphore::new(READERS),
@@ -645,4 +649,30 @@ async fn whoami(caller: Caller) -> Json<Identity> {
         name: caller.name,
         role: caller.role,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parklight_core::tz::TimeZone;
+
+    #[test]
+    fn partners_periods_are_whole_local_hours_that_ended_an_hour_ago_or_more() {
+        // India is half an hour off UTC: its hours start at half past in UTC.
+        let kolkata = TimeZone::parse("IST-5:30").unwrap();
+        let now = jiff::Timestamp::now().as_millisecond();
+        let (from, to) = period(now - 5 * HOUR_MS - 1234, now, Some(&kolkata), 400).unwrap();
+        for end in [from, to] {
+            assert_eq!((end + 30 * 60_000).rem_euclid(HOUR_MS), 0, "{end}");
+        }
+        assert!(to <= now - HOUR_MS && to > now - 2 * HOUR_MS);
+        assert!(from <= now - 5 * HOUR_MS - 1234 && from > now - 6 * HOUR_MS - 1234);
+        // Less than a whole hour ended an hour ago: nothing to tell.
+        assert!(period(now - HOUR_MS / 2, now, Some(&kolkata), 400).is_err());
+        // Operators get what they ask for.
+        assert_eq!(
+            period(now - 1234, now, None, 400).unwrap(),
+            (now - 1234, now)
+        );
+    }
 }

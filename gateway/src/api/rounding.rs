@@ -4,15 +4,48 @@
 //! k = 5 is told 5 two times in five, else 0), by an offset keyed with the store's secret
 //! from the site, the zone and the hour: asking again, over another period or through
 //! another route, tells the hour the same, and no one without the secret can tell which
-//! way it went. Every figure partners get is computed from the hours as told, and one
-//! told 0 is shown as fewer than k: so nothing they are told, alone or with other
-//! answers, is a count from 1 to k - 1, or more than what the told hours say.
+//! way it went. An hour's occupied dark minutes are told 0 when its detections in the
+//! dark are (a minute says someone was there). Every figure partners get is computed
+//! from the hours as told, and one told 0 is shown as suppressed (each of its hours had
+//! fewer than k): so nothing they are told, alone or with other answers, is a count from
+//! 1 to k - 1, or more than what the told hours say.
 
 use ring::hmac;
 
 use parklight_core::tz::TimeZone;
 
 use super::HOUR_MS;
+
+/// A zone's figures about people in one local hour (or summed over hours).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct People {
+    /// Motion detections.
+    pub detections: u64,
+    /// Of those, while dark outside.
+    pub after_dark: u64,
+    /// Minutes the zone was dark (below its class) with detections.
+    pub occupied_dark_minutes: u64,
+    /// Detections while the zone was dark.
+    pub detections_dark: u64,
+}
+
+impl People {
+    /// Adds `other`.
+    pub fn add(&mut self, other: People) {
+        self.detections += other.detections;
+        self.after_dark += other.after_dark;
+        self.occupied_dark_minutes += other.occupied_dark_minutes;
+        self.detections_dark += other.detections_dark;
+    }
+}
+
+impl std::iter::Sum for People {
+    fn sum<I: Iterator<Item = People>>(each: I) -> People {
+        let mut total = People::default();
+        each.for_each(|p| total.add(p));
+        total
+    }
+}
 
 /// How a site's counts are told: as they are (operators and crews), or each zone's local
 /// hour rounded to a multiple of k (partners).
@@ -45,22 +78,39 @@ impl Telling {
         }
     }
 
+    /// k, or 0 when counts are told as they are.
+    pub fn base(&self) -> u32 {
+        self.rounding.as_ref().map_or(0, |r| r.base as u32)
+    }
+
     /// The figures of one local hour of `zone`, the hour starting at `hour` (Unix ms),
-    /// as told: each rounded with the hour's one offset.
-    pub fn hour<const N: usize>(&self, zone: &str, hour: i64, values: [u64; N]) -> [u64; N] {
+    /// as told: each rounded with the hour's one offset, and its occupied dark minutes
+    /// 0 when its detections in the dark are told 0.
+    pub fn hour(&self, zone: &str, hour: i64, people: People) -> People {
         let Some(r) = &self.rounding else {
-            return values;
+            return people;
         };
         let message = [r.site.as_bytes(), &[0xff], zone.as_bytes(), &[0xff]].concat();
         let tag = hmac::sign(&r.key, &[&message[..], &hour.to_le_bytes()].concat());
         let mut first = [0u8; 8];
         first.copy_from_slice(&tag.as_ref()[..8]);
         let offset = ((u128::from(u64::from_le_bytes(first)) * u128::from(r.base)) >> 64) as u64;
-        values.map(|value| rounded(value, offset, r.base))
+        let told = |value: u64| rounded(value, offset, r.base);
+        let detections_dark = told(people.detections_dark);
+        People {
+            detections: told(people.detections),
+            after_dark: told(people.after_dark),
+            occupied_dark_minutes: if detections_dark == 0 {
+                0
+            } else {
+                told(people.occupied_dark_minutes)
+            },
+            detections_dark,
+        }
     }
 
-    /// A figure as shown from its told value: for partners, one told 0 is `None`, fewer
-    /// than k.
+    /// A figure as shown from its told value: for partners, one told 0 is `None`
+    /// (suppressed: each of its hours had fewer than k).
     pub fn shown(&self, told: u64) -> Option<u64> {
         (self.rounding.is_none() || told > 0).then_some(told)
     }
@@ -100,17 +150,34 @@ mod tests {
         assert!((0..5).all(|offset| rounded(0, offset, 5) == 0));
     }
 
+    fn detections(detections: u64) -> People {
+        People {
+            detections,
+            ..People::default()
+        }
+    }
+
     #[test]
     fn an_hour_is_told_the_same_every_time_and_the_secret_decides_how() {
         let partners = Telling::rounded(&key(b"one"), "remiseparken", 5);
         let hour = 1_796_662_800_000;
-        let [a, b] = partners.hour("lawn", hour, [7, 3]);
-        assert_eq!(partners.hour("lawn", hour, [7, 3]), [a, b]);
-        assert!(a % 5 == 0 && b % 5 == 0 && a >= b);
+        let people = People {
+            detections: 7,
+            after_dark: 3,
+            ..People::default()
+        };
+        let told = partners.hour("lawn", hour, people);
+        assert_eq!(partners.hour("lawn", hour, people), told);
+        assert!(told.detections.is_multiple_of(5) && told.after_dark.is_multiple_of(5));
+        assert!(told.detections >= told.after_dark);
         // A count of 2 in each of 1 000 hours: told 5 about two times in five.
         let told = |telling: &Telling| -> Vec<u64> {
             (0..1000)
-                .map(|i| telling.hour("lawn", hour + i * HOUR_MS, [2])[0])
+                .map(|i| {
+                    telling
+                        .hour("lawn", hour + i * HOUR_MS, detections(2))
+                        .detections
+                })
                 .collect()
         };
         let fives = told(&partners).iter().filter(|t| **t == 5).count();
@@ -124,7 +191,26 @@ mod tests {
             .count();
         assert!(same < 800, "{same}");
         // Operators: as it is.
-        assert_eq!(Telling::exact().hour("lawn", hour, [7]), [7]);
+        assert_eq!(Telling::exact().hour("lawn", hour, people), people);
+    }
+
+    #[test]
+    fn no_occupied_minute_is_told_of_an_hour_whose_detections_in_the_dark_are_told_0() {
+        // One detection straddling a minute boundary: two occupied minutes.
+        let partners = Telling::rounded(&key(b"one"), "remiseparken", 5);
+        let people = People {
+            occupied_dark_minutes: 4,
+            detections_dark: 1,
+            ..People::default()
+        };
+        let told: Vec<People> = (0..1000)
+            .map(|i| partners.hour("lawn", i * HOUR_MS, people))
+            .collect();
+        assert!(
+            told.iter()
+                .all(|t| t.detections_dark > 0 || t.occupied_dark_minutes == 0)
+        );
+        assert!(told.iter().any(|t| t.occupied_dark_minutes > 0));
     }
 
     #[test]
@@ -136,7 +222,8 @@ mod tests {
         assert_eq!(Telling::exact().shown(3), Some(3));
         // k = 1 suppresses nothing: exact.
         let one = Telling::rounded(&key(b"one"), "remiseparken", 1);
-        assert_eq!((one.hour("lawn", 0, [3]), one.shown(0)), ([3], Some(0)));
+        assert_eq!(one.hour("lawn", 0, detections(3)), detections(3));
+        assert_eq!((one.shown(0), one.base()), (Some(0), 0));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Usage for safety partnerships: foot traffic per zone by local hour and weekday, the
 //! share after dark, occupied dark minutes and detections in the dark, from the
 //! detectors' zone windows. Zones only, never a node; for partners, periods are whole
-//! local hours, nothing newer than the last full hour is counted, and counts are sums of
-//! hours each rounded to a multiple of k (`[usage] suppress_below`), one told 0 shown as
-//! fewer than k ([`super::rounding`]).
+//! local hours that ended an hour ago or more, and counts are sums of hours each rounded
+//! to a multiple of k (`[usage] suppress_below`), one told 0 shown as suppressed
+//! ([`super::rounding`]).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Caller, Permission, Role};
-use super::rounding::local_hour;
+use super::rounding::{People, local_hour};
 use super::{ApiError, ErrorBody, Shared, csv_response, period, wants_csv};
 
 use super::{DAY_MS, HOUR_MS};
@@ -30,7 +30,7 @@ pub struct UsageQuery {
     /// From, Unix ms.
     pub from: i64,
     /// To, Unix ms (for partners, whole local hours: both ends go back to the start of
-    /// their hour, and to is at most the start of the current one).
+    /// their hour, and to is at most the start of the hour before the current one).
     pub to: i64,
     /// `json` (the default) or `csv`.
     pub format: Option<String>,
@@ -70,8 +70,8 @@ pub struct Usage {
     pub timezone: String,
     /// From, Unix ms (as counted: for partners, the start of its hour).
     pub from: i64,
-    /// To, Unix ms (as counted: for partners, the start of its hour, at most the
-    /// current one).
+    /// To, Unix ms (as counted: for partners, the start of its local hour, at most the
+    /// hour before the current one).
     pub to: i64,
     /// Every count is a sum of hours each rounded to a multiple of this, and one that
     /// comes to 0 is `null` (suppressed: fewer than this); 0 when counts are exact.
@@ -113,7 +113,6 @@ pub async fn usage(
     let site = api.site_with(&q.site, q.zone.as_deref())?.clone();
     let csv = wants_csv(q.format.as_deref())?;
     let partner = caller.role == Role::Partnership;
-    let below = if partner { api.suppress_below } else { 0 };
     let tz = TimeZone::parse(&site.posix_tz).unwrap_or(TimeZone::UTC);
     let (from, to) = period(q.from, q.to, partner.then_some(&tz), 400)?;
     let chosen: Vec<_> = (site.zones.iter())
@@ -131,45 +130,43 @@ pub async fn usage(
         })
         .await?;
     let telling = api.telling(&site.id, &caller);
+    let below = telling.base();
     let mut zones = Vec::new();
     for (zone, quarters) in chosen.iter().zip(&quarters) {
         // Each local hour's quarters summed, then told.
-        let mut hours: BTreeMap<i64, [u64; 4]> = BTreeMap::new();
+        let mut hours: BTreeMap<i64, People> = BTreeMap::new();
         for q in quarters {
-            let sums = hours.entry(local_hour(&tz, q.end - 1)).or_default();
-            let values = [
-                q.detections,
-                q.after_dark,
-                q.occupied_dark_minutes,
-                q.detections_dark,
-            ];
-            sums.iter_mut().zip(values).for_each(|(sum, v)| *sum += v);
+            hours
+                .entry(local_hour(&tz, q.end - 1))
+                .or_default()
+                .add(People {
+                    detections: q.detections,
+                    after_dark: q.after_dark,
+                    occupied_dark_minutes: q.occupied_dark_minutes,
+                    detections_dark: q.detections_dark,
+                });
         }
-        // Detections, after dark, occupied dark minutes, in the dark: as told.
-        let mut total = [0u64; 4];
+        let mut total = People::default();
         let mut cells = [[0u64; 24]; 7];
-        for (hour, values) in hours {
-            let told = telling.hour(&zone.id, hour, values);
-            total.iter_mut().zip(told).for_each(|(sum, t)| *sum += t);
+        for (hour, people) in hours {
+            let told = telling.hour(&zone.id, hour, people);
+            total.add(told);
             let (weekday, hour) = weekday_hour(&tz, hour);
-            cells[weekday][hour] += told[0];
+            cells[weekday][hour] += told.detections;
         }
-        let [detections, after_dark, minutes, in_dark_zone] = total;
         let (detections, after_dark, in_dark_zone) = (
-            telling.shown(detections),
-            telling.shown(after_dark),
-            telling.shown(in_dark_zone),
+            telling.shown(total.detections),
+            telling.shown(total.after_dark),
+            telling.shown(total.detections_dark),
         );
         zones.push(ZoneUsage {
             zone: zone.id.clone(),
             name: zone.name.clone(),
-            after_dark_share: detections
-                .zip(after_dark)
-                .filter(|(all, _)| *all > 0)
-                .map(|(all, dark)| dark as f64 / all as f64),
+            after_dark_share: (detections.filter(|all| *all > 0))
+                .map(|all| total.after_dark as f64 / all as f64),
             detections,
             after_dark_detections: after_dark,
-            occupied_dark_minutes: in_dark_zone.map(|_| minutes),
+            occupied_dark_minutes: in_dark_zone.map(|_| total.occupied_dark_minutes),
             detections_in_dark_zone: in_dark_zone,
             heat: (cells.iter())
                 .map(|hours| hours.iter().map(|c| telling.shown(*c)).collect())
