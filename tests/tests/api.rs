@@ -132,6 +132,18 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         open.len() == 2 && request(port, "GET", "/readyz", Credential::None, None).status == 200
     });
     assert!(settled, "{open:#?}\n{}", gateway.log());
+    // The latest changed first, as many as asked for.
+    let one = request(
+        port,
+        "GET",
+        "/api/v1/alerts?state=open&kind=sensor_fault&limit=1",
+        operator,
+        None,
+    )
+    .json();
+    let latest = open.iter().map(|a| a["ts"].as_i64().unwrap()).max();
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one[0]["ts"].as_i64(), latest, "{one}");
     // The operator saw the busy zone go dark with its severity, the alerts and the
     // nodes; the partner saw zone statuses only, without severity.
     let seen = events(&live_operator.close().body);
@@ -251,6 +263,12 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         (
             "GET",
             "/api/v1/alerts?state=bogus",
+            Some("/api/v1/alerts"),
+            [401, 403, 403, 422, 422],
+        ),
+        (
+            "GET",
+            "/api/v1/alerts?limit=0",
             Some("/api/v1/alerts"),
             [401, 403, 403, 422, 422],
         ),

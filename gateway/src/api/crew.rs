@@ -137,7 +137,12 @@ pub struct AlertFilter {
     pub from: Option<i64>,
     /// Changed before this time, Unix ms.
     pub to: Option<i64>,
+    /// At most this many, the latest changed first: 1 to 5 000, 500 when not given.
+    pub limit: Option<usize>,
 }
+
+/// Alerts in one answer at most.
+const MOST_ALERTS: usize = 5_000;
 
 impl AlertFilter {
     /// A test for alerts, or the field at fault.
@@ -191,10 +196,15 @@ pub async fn alerts(
     caller.require(Permission::Operations)?;
     let Query(filter) = filter?;
     let test = filter.test()?;
+    let limit = filter.limit.unwrap_or(500);
+    if !(1..=MOST_ALERTS).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("1 to {MOST_ALERTS}")));
+    }
     let open_only = filter.state.as_deref() == Some("open");
     let mut alerts = api.read(move |store| Ok(store.alerts(open_only)?)).await?;
     alerts.retain(|a| test(a));
     alerts.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.id.cmp(&b.id)));
+    alerts.truncate(limit);
     Ok(Json(alerts.into_iter().map(AlertView::from).collect()))
 }
 
