@@ -529,8 +529,38 @@ impl Store {
 
     /// A zone's foot traffic from its windows ending in `(from, to]`, summed per quarter
     /// hour (every time zone's hours are whole quarters), in time order: what the usage
-    /// heat map needs, without reading each window out.
+    /// heat map needs. Whole quarters come from the sums the store keeps as windows are
+    /// written (`zone_quarters`), the parts of a quarter at either end from the windows.
     pub fn zone_usage(
+        &self,
+        site: &str,
+        zone: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<UsageQuarter>, StorageError> {
+        let (first, last) = (
+            (from + QUARTER_MS - 1).div_euclid(QUARTER_MS),
+            to / QUARTER_MS,
+        );
+        if first >= last {
+            return self.zone_usage_of_windows(site, zone, from, to);
+        }
+        let mut quarters = self.zone_usage_of_windows(site, zone, from, first * QUARTER_MS)?;
+        let mut statement = self.connection.prepare_cached(
+            "SELECT quarter, detections, after_dark, occupied_dark_minutes, detections_dark
+             FROM zone_quarters WHERE site = ?1 AND zone = ?2 AND quarter >= ?3 AND quarter < ?4
+             ORDER BY quarter",
+        )?;
+        let rows = statement.query_map(params![site, zone, first, last], usage_quarter)?;
+        for row in rows {
+            quarters.push(row?);
+        }
+        quarters.extend(self.zone_usage_of_windows(site, zone, last * QUARTER_MS, to)?);
+        Ok(quarters)
+    }
+
+    /// [`Store::zone_usage`] summed from the windows themselves.
+    fn zone_usage_of_windows(
         &self,
         site: &str,
         zone: &str,
@@ -545,17 +575,7 @@ impl Store {
              GROUP BY 1 ORDER BY 1",
             not_judged = Status::NotJudged as i64
         ))?;
-        let rows = statement.query_map(params![site, zone, from, to], |row| {
-            // Sums of counts stored as u32: never negative.
-            let count = |i: usize| row.get::<_, i64>(i).map(|n| n.max(0) as u64);
-            Ok(UsageQuarter {
-                end: (row.get::<_, i64>(0)? + 1) * QUARTER_MS,
-                detections: count(1)?,
-                after_dark: count(2)?,
-                occupied_dark_minutes: count(3)?,
-                detections_dark: count(4)?,
-            })
-        })?;
+        let rows = statement.query_map(params![site, zone, from, to], usage_quarter)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -593,6 +613,20 @@ pub struct UsageQuarter {
     pub occupied_dark_minutes: u64,
     /// Detections while the zone was dark.
     pub detections_dark: u64,
+}
+
+/// A quarter's sums from the columns quarter, detections, after dark, occupied dark
+/// minutes, detections in the dark.
+fn usage_quarter(row: &rusqlite::Row<'_>) -> rusqlite::Result<UsageQuarter> {
+    // Sums of counts stored as u32: never negative.
+    let count = |i: usize| row.get::<_, i64>(i).map(|n| n.max(0) as u64);
+    Ok(UsageQuarter {
+        end: (row.get::<_, i64>(0)? + 1) * QUARTER_MS,
+        detections: count(1)?,
+        after_dark: count(2)?,
+        occupied_dark_minutes: count(3)?,
+        detections_dark: count(4)?,
+    })
 }
 
 /// A zone window from the columns `WINDOW_COLUMNS` names, in order.
@@ -785,6 +819,89 @@ mod tests {
         assert!(store.active_conditions().unwrap().is_empty());
         assert_eq!(store.conditions_since(2500).unwrap().len(), 1);
         assert_eq!(store.conditions_since(0).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_quarters_kept_with_the_windows_sum_as_the_windows_do_through_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let window = |minute: i64, detections: u32, status: Status| {
+            Output::Window(ZoneWindow {
+                site: "p".into(),
+                zone: "path".into(),
+                start: (minute - 1) * 60_000,
+                end: minute * 60_000,
+                status,
+                lux_avg: Some(2.5),
+                lux_min: None,
+                required_avg: 5.0,
+                required_min: 1.0,
+                detections,
+                occupied_dark_minutes: detections.min(1),
+                detections_dark: if status == Status::Dark {
+                    detections
+                } else {
+                    0
+                },
+                valid_nodes: 1,
+                nodes: 1,
+                cause: None,
+                revised: false,
+            })
+        };
+        // Two hours of minute windows, judged after the first quarter, some dark.
+        let status = |minute: i64| match minute {
+            ..=15 => Status::NotJudged,
+            m if m % 5 == 0 => Status::Dark,
+            _ => Status::Lit,
+        };
+        let outputs: Vec<Output> = (1..=120)
+            .map(|m| window(m, (m % 7) as u32, status(m)))
+            .collect();
+        store
+            .record_detection(&outputs, Position { report: 1, fact: 0 }, 1)
+            .unwrap();
+        // Revised: written again with other figures.
+        let revised: Vec<Output> = (10..=50).map(|m| window(m, 9, Status::Dark)).collect();
+        store
+            .record_detection(&revised, Position { report: 2, fact: 0 }, 2)
+            .unwrap();
+        let ends = [
+            0, 1, 59_999, 900_000, 1_000_000, 1_800_000, 3_600_000, 7_200_000,
+        ];
+        for from in ends {
+            for to in ends
+                .iter()
+                .chain(&[7_300_000, 1_799_999])
+                .filter(|to| **to > from)
+            {
+                assert_eq!(
+                    store.zone_usage("p", "path", from, *to).unwrap(),
+                    store.zone_usage_of_windows("p", "path", from, *to).unwrap(),
+                    "{from} {to}"
+                );
+            }
+        }
+        let hours = store.zone_usage("p", "path", 0, 7_200_000).unwrap();
+        assert_eq!(hours.len(), 8);
+        assert_eq!(
+            hours[1].detections_dark,
+            9 * 15,
+            "minutes 16 to 30, revised dark"
+        );
+        // A store from before the sums were kept gets them from its windows.
+        drop(store);
+        let connection = rusqlite::Connection::open(dir.path().join(super::super::DB_FILE));
+        let version = super::super::schema::MIGRATIONS.len() - 1;
+        connection
+            .unwrap()
+            .execute_batch(&format!(
+                "DROP TABLE zone_quarters; DROP TRIGGER zone_quarters_take_out;
+                 DROP TRIGGER zone_quarters_put_in; PRAGMA user_version = {version};"
+            ))
+            .unwrap();
+        let store = Store::open(dir.path(), 10).unwrap();
+        assert_eq!(store.zone_usage("p", "path", 0, 7_200_000).unwrap(), hours);
     }
 
     #[test]

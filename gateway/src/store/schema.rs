@@ -331,4 +331,56 @@ pub const MIGRATIONS: &[&str] = &[
         value BLOB NOT NULL
     ) WITHOUT ROWID;
     ",
+    "
+    -- Zone windows' foot traffic summed per quarter hour of their ends (quarter =
+    -- (end_ms - 1) / 900000), kept by triggers as windows are written or revised: the
+    -- usage heat map reads a year in these instead of every window. after_dark counts
+    -- the detections of judged windows (status 0 is not judged).
+    CREATE TABLE zone_quarters (
+        site TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        quarter INTEGER NOT NULL,
+        detections INTEGER NOT NULL,
+        after_dark INTEGER NOT NULL,
+        occupied_dark_minutes INTEGER NOT NULL,
+        detections_dark INTEGER NOT NULL,
+        PRIMARY KEY (site, zone, quarter)
+    ) WITHOUT ROWID;
+    INSERT INTO zone_quarters
+        SELECT site, zone, (end_ms - 1) / 900000, SUM(detections),
+            SUM(CASE WHEN status != 0 THEN detections ELSE 0 END),
+            SUM(occupied_dark_minutes), SUM(detections_dark)
+        FROM zone_windows GROUP BY 1, 2, 3;
+    -- A window written again (revised) first takes its old figures out.
+    CREATE TRIGGER zone_quarters_take_out BEFORE INSERT ON zone_windows
+    WHEN EXISTS (SELECT 1 FROM zone_windows
+        WHERE site = NEW.site AND zone = NEW.zone AND end_ms = NEW.end_ms)
+    BEGIN
+        UPDATE zone_quarters SET
+            detections = zone_quarters.detections - was.detections,
+            after_dark = zone_quarters.after_dark
+                - CASE WHEN was.status != 0 THEN was.detections ELSE 0 END,
+            occupied_dark_minutes = zone_quarters.occupied_dark_minutes
+                - was.occupied_dark_minutes,
+            detections_dark = zone_quarters.detections_dark - was.detections_dark
+        FROM (SELECT status, detections, occupied_dark_minutes, detections_dark
+            FROM zone_windows
+            WHERE site = NEW.site AND zone = NEW.zone AND end_ms = NEW.end_ms) AS was
+        WHERE zone_quarters.site = NEW.site AND zone_quarters.zone = NEW.zone
+            AND quarter = (NEW.end_ms - 1) / 900000;
+    END;
+    CREATE TRIGGER zone_quarters_put_in AFTER INSERT ON zone_windows
+    BEGIN
+        INSERT INTO zone_quarters (site, zone, quarter, detections, after_dark,
+            occupied_dark_minutes, detections_dark)
+        VALUES (NEW.site, NEW.zone, (NEW.end_ms - 1) / 900000, NEW.detections,
+            CASE WHEN NEW.status != 0 THEN NEW.detections ELSE 0 END,
+            NEW.occupied_dark_minutes, NEW.detections_dark)
+        ON CONFLICT (site, zone, quarter) DO UPDATE SET
+            detections = detections + excluded.detections,
+            after_dark = after_dark + excluded.after_dark,
+            occupied_dark_minutes = occupied_dark_minutes + excluded.occupied_dark_minutes,
+            detections_dark = detections_dark + excluded.detections_dark;
+    END;
+    ",
 ];
