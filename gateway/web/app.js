@@ -194,7 +194,7 @@ function paintNode(id) {
 
 async function refreshFaults() {
   if (!mayOperate()) return;
-  const open = await api("/api/v1/alerts?state=open&kind=lamp_fault");
+  const open = await api("/api/v1/alerts?state=open&kind=lamp_fault&limit=5000");
   state.faults = new Set(open.map((a) => a.node));
   for (const id of state.nodes.keys()) paintNode(id);
 }
@@ -241,7 +241,7 @@ function chart(points) {
 
 // Open alerts, newest first, with acknowledge and resolve.
 async function alertsView() {
-  const alerts = await api("/api/v1/alerts?state=open");
+  const alerts = await api("/api/v1/alerts?state=open&limit=5000");
   const rows = alerts.map((a) => {
     const note = element("input", { placeholder: "note", "aria-label": `note for ${a.id}` });
     const act = (verb) => async () => {

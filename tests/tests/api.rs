@@ -139,8 +139,9 @@ fn every_route_answers_each_role_exactly_as_it_may() {
         "/api/v1/alerts?state=open&kind=sensor_fault&limit=1",
         operator,
         None,
-    )
-    .json();
+    );
+    assert_eq!(one.header("x-total-count"), Some("2"), "{:?}", one.headers);
+    let one = one.json();
     let latest = open.iter().map(|a| a["ts"].as_i64().unwrap()).max();
     assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
     assert_eq!(one[0]["ts"].as_i64(), latest, "{one}");

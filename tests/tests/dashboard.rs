@@ -155,8 +155,12 @@ fn an_operator_sees_a_zone_go_dark_live_and_acknowledges_it_and_a_partner_sees_n
         assert_eq!(drawn, site.zones.len());
         assert_eq!(browser.eval("document.querySelectorAll('svg.map circle').length").await, 0);
         assert_eq!(browser.eval("document.querySelector('a[href=\"#/alerts\"]') === null").await, true);
-        browser.client.goto(&format!("{url}#/alerts")).await.unwrap();
-        assert!(browser.wait_for(Duration::from_secs(10), "document.querySelector('svg.map')").await);
+        // The crews' and the operators' pages, asked for by address: the map instead.
+        for page in ["alerts", "control"] {
+            browser.client.goto(&format!("{url}#/{page}")).await.unwrap();
+            assert!(browser.wait_for(Duration::from_secs(10), "document.querySelector('svg.map')").await);
+            assert_eq!(browser.eval("document.querySelector('table[data-control]') === null").await, true);
+        }
         // Nothing of a node anywhere in the page, text, attributes or titles.
         let page = browser.eval("document.documentElement.outerHTML").await;
         let page = page.as_str().unwrap();

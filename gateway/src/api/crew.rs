@@ -184,15 +184,17 @@ impl AlertFilter {
     }
 }
 
-/// Alerts, newest change first.
+/// Alerts, newest change first, at most `limit`; `X-Total-Count` says how many matched.
 #[utoipa::path(get, path = "/api/v1/alerts", params(AlertFilter), responses(
-    (status = 200, body = Vec<AlertView>), (status = 401, body = ErrorBody),
+    (status = 200, body = Vec<AlertView>, headers(
+        ("X-Total-Count" = usize, description = "Alerts that matched, before the limit"))),
+    (status = 401, body = ErrorBody),
     (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn alerts(
     State(api): State<Shared>,
     caller: Caller,
     filter: Result<Query<AlertFilter>, QueryRejection>,
-) -> Result<Json<Vec<AlertView>>, ApiError> {
+) -> Result<([(&'static str, String); 1], Json<Vec<AlertView>>), ApiError> {
     caller.require(Permission::Operations)?;
     let Query(filter) = filter?;
     let test = filter.test()?;
@@ -204,8 +206,12 @@ pub async fn alerts(
     let mut alerts = api.read(move |store| Ok(store.alerts(open_only)?)).await?;
     alerts.retain(|a| test(a));
     alerts.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.id.cmp(&b.id)));
+    let matched = alerts.len();
     alerts.truncate(limit);
-    Ok(Json(alerts.into_iter().map(AlertView::from).collect()))
+    Ok((
+        [("x-total-count", matched.to_string())],
+        Json(alerts.into_iter().map(AlertView::from).collect()),
+    ))
 }
 
 /// An alert with its history.

@@ -116,7 +116,7 @@ pub struct ApiState {
     /// Idle read connections.
     readers: Mutex<Vec<Store>>,
     /// A turn for each read at once: at most [`READERS`].
-    read_turns: tokio::sync::Semaphore,
+    read_turns: Arc<tokio::sync::Semaphore>,
     folder: PathBuf,
     dead_letters_max: usize,
     sites: Vec<Site>,
@@ -160,7 +160,7 @@ impl ApiState {
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &store.secret(ROUNDING_SECRET)?);
         Ok(ApiState {
             readers: Mutex::new(vec![store]),
-            read_turns: tokio::sync::Semaphore::new(READERS),
+            read_turns: Arc::new(tokio::sync::Semaphore::new(READERS)),
             folder: folder.clone(),
             dead_letters_max,
             sites,
@@ -194,10 +194,12 @@ impl ApiState {
         self: &Arc<Self>,
         read: impl FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _turn = (self.read_turns.acquire().await)
+        // The turn goes with the read: a request given up still holds it until the read ends.
+        let turn = (self.read_turns.clone().acquire_owned().await)
             .map_err(|e| ApiError::internal("a turn to read", e))?;
         let api = self.clone();
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let idle = api.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let mut store = match idle {
                 Some(store) => store,

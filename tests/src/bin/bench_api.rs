@@ -2,7 +2,7 @@
 //! history. Stores DAYS (default 365) of simulated Remiseparken history with `parklight
 //! sim --backfill` (the gateway's own decode, validation and writer, no broker), starts
 //! the real gateway on it and measures: the backfill's rate, the start-up time (to
-//! `/healthz`), the detectors' catch-up over the whole history, then p50/p99 of a zone's
+//! `/metrics` answering), the detectors' catch-up over the whole history, then p50/p99 of a zone's
 //! series for 24 h at a 1-minute step, of the usage heat map over 30 days and a year, of
 //! a zone's before/after over 4 weeks each side, and of 30 days of energy and of
 //! compliance; then the zone series again while another client keeps asking for 30 days
