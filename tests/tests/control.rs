@@ -20,11 +20,10 @@ use serde_json::{Value, json};
 
 const ZONE: &str = "/api/v1/control/remiseparken/zones/lawn/lighting";
 
-/// Plays last night on Remiseparken with the simulator's state in `state` (afresh or
-/// as the nodes left it).
-fn night(broker: &Mosquitto, state: &std::path::Path, fresh: bool) {
-    let url = broker.url();
-    let state = state.to_string_lossy();
+/// Starts playing last night on Remiseparken, `speed` times faster, with the simulator's
+/// state in `state` (afresh or as the nodes left it).
+fn play_night(broker: &Mosquitto, state: &std::path::Path, fresh: bool, speed: u32) -> Parklight {
+    let (url, state, speed) = (broker.url(), state.to_string_lossy(), speed.to_string());
     let mut args = vec![
         "sim",
         "--broker",
@@ -34,7 +33,7 @@ fn night(broker: &Mosquitto, state: &std::path::Path, fresh: bool) {
         "--scenario",
         "healthy-night",
         "--speed",
-        "2880",
+        &speed,
         "--drain-s",
         "20",
         "--seed",
@@ -43,7 +42,12 @@ fn night(broker: &Mosquitto, state: &std::path::Path, fresh: bool) {
     if fresh {
         args.push("--fresh");
     }
-    let finished = Parklight::spawn(&args).wait(Duration::from_secs(300));
+    Parklight::spawn(&args)
+}
+
+/// Plays last night on Remiseparken to its end.
+fn night(broker: &Mosquitto, state: &std::path::Path, fresh: bool) {
+    let finished = play_night(broker, state, fresh, 2880).wait(Duration::from_secs(300));
     assert!(finished.status.success(), "{}", finished.stderr);
 }
 
@@ -313,8 +317,14 @@ fn lighting_set_through_the_api_reaches_the_lamps_survives_a_restart_and_is_audi
         "{audit:#}"
     );
 
-    // An override: a `cmd` to each lawn node, logged; one in the past is refused.
+    // An override while the nodes run: a `cmd` to each lawn node, logged, applied by each
+    // (its answer in the audit log) and followed by its lamp; one in the past is refused.
     let commands = Recorder::start_on(&broker.url(), "parklight/v1/remiseparken/+/cmd", false);
+    let playing = play_night(&broker, state.path(), false, 1440);
+    let running = wait_until(Duration::from_secs(60), || {
+        lawn.iter().all(|node| !lit(&gateway, node, 4).is_empty())
+    });
+    assert!(running, "the lawn's lamps lit: {}", gateway.log());
     let path = "/api/v1/control/remiseparken/zones/lawn/override";
     let until = jiff::Timestamp::now().as_millisecond() + 3_600_000;
     let past = call(
@@ -352,10 +362,26 @@ fn lighting_set_through_the_api_reaches_the_lamps_survives_a_restart_and_is_audi
         commanded.insert(message.node().unwrap());
     }
     assert_eq!(commanded, lawn.iter().cloned().collect());
-    let audit = call("GET", "/api/v1/control/remiseparken/audit?limit=1", None).json();
+    let mut audit = Value::Null;
+    let applied = wait_until(Duration::from_secs(30), || {
+        audit = call("GET", "/api/v1/control/remiseparken/audit?limit=1", None).json();
+        let answers = audit[0]["nodes"].as_array().cloned().unwrap_or_default();
+        answers.len() == lawn.len() && answers.iter().all(|n| n["result"] == "applied")
+    });
+    assert!(applied, "each lawn node applied the override: {audit:#}");
     assert_eq!(
         (audit[0]["action"].as_str(), audit[0]["id"].as_i64()),
         (Some("override"), Some(entry))
     );
     assert_eq!(audit[0]["detail"], json!({"level": 40, "until": until}));
+    let finished = playing.wait(Duration::from_secs(300));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    for node in &lawn {
+        // Held at 40 % from the command to the night's end (until is an hour from now).
+        assert_eq!(
+            levels(&gateway, node, 4).last(),
+            Some(&40),
+            "{node}: the override"
+        );
+    }
 }
