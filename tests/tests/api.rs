@@ -41,8 +41,8 @@ const LIGHTING: &str = "/api/v1/control/{site}/{kind}/{id}/lighting";
 #[test]
 fn every_route_answers_each_role_exactly_as_it_may() {
     let _serial = one_at_a_time();
-    let broker = Mosquitto::start();
-    // Partners see counts below 60 as suppressed: an evening hour of a quiet zone is less.
+    let mut broker = Mosquitto::start();
+    // Partners get counts rounded to multiples of 60: an evening hour of a quiet zone is less.
     let mut gateway = Gateway::new(
         &broker.url(),
         "[usage]\nsuppress_below = 60\n\n[energy]\ntariff_per_kwh = 2.5\n",
@@ -744,6 +744,26 @@ fn every_route_answers_each_role_exactly_as_it_may() {
     let blocked = request(port, "GET", "/api/v1/zones", operator, None);
     assert_eq!(blocked.status, 429);
     assert_eq!(blocked.json()["code"], "too_many_attempts");
+    assert_eq!(
+        request(port, "GET", "/healthz", Credential::None, None).status,
+        200
+    );
+    // Without its broker the gateway is up but not ready, and says why.
+    broker.kill();
+    let mut answer = None;
+    let unready = wait_until(Duration::from_secs(30), || {
+        let ready = request(port, "GET", "/readyz", Credential::None, None);
+        let down = ready.status == 503;
+        answer = Some(ready.json());
+        down
+    });
+    let answer = answer.unwrap();
+    assert!(unready, "{answer}");
+    assert_eq!(
+        (&answer["ready"], &answer["broker"], &answer["store"]),
+        (&json!(false), &json!(false), &json!(true)),
+        "{answer}"
+    );
     assert_eq!(
         request(port, "GET", "/healthz", Credential::None, None).status,
         200
