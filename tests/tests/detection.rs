@@ -10,6 +10,7 @@ use parklight_gateway::store::{Position, Store};
 use parklight_protocol::alert::Severity;
 use parklight_sim::scenario::{Length, Story};
 use parklight_sim::{Scenario, Site};
+use parklight_tests::api::{Credential, create_token, request};
 use parklight_tests::broker::Mosquitto;
 use parklight_tests::gateway::{Gateway, remiseparken_file};
 use parklight_tests::process::Parklight;
@@ -604,6 +605,45 @@ fn a_lamp_whose_relay_sticks_is_a_day_burner_by_its_power() {
     assert_eq!(raised[0].kind, Kind::DayBurner);
     assert_eq!(raised[0].node.as_ref(), Some(&burner.targets[0]));
     assert!(raised[0].detail.contains(" W with the sun"), "{raised:#?}");
+    // The operators' energy: the burner's zone burnt some in daylight, every other zone
+    // next to none.
+    park.gateway.start();
+    let gateway = &park.gateway;
+    let token = create_token(&gateway.config_path().to_string_lossy(), "operator");
+    let path = format!(
+        "/api/v1/energy?site=remiseparken&from={}&to={}",
+        burner.start_ms.unwrap() - 3_600_000,
+        jiff::Timestamp::now().as_millisecond()
+    );
+    let energy = request(
+        gateway.http_port(),
+        "GET",
+        &path,
+        Credential::Bearer(&token),
+        None,
+    );
+    assert_eq!(energy.status, 200, "{}", energy.body);
+    let energy = energy.json();
+    let zone = park
+        .site
+        .node(&burner.targets[0])
+        .unwrap()
+        .zone
+        .clone()
+        .unwrap();
+    let daylight = |z: &serde_json::Value| z["total"]["daylight_kwh"].as_f64().unwrap();
+    let zones = energy["zones"].as_array().unwrap();
+    let (burning, others): (Vec<_>, Vec<_>) =
+        zones.iter().partition(|z| z["zone"] == zone.as_str());
+    let burnt = daylight(burning[0]);
+    assert!(
+        burnt > 0.02 && burning[0]["daylight_share"].as_f64() > Some(0.0),
+        "{energy:#}"
+    );
+    assert!(
+        others.iter().all(|z| daylight(z) < burnt / 10.0),
+        "{energy:#}"
+    );
 }
 
 #[test]
