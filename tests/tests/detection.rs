@@ -87,6 +87,21 @@ impl Park {
         Parklight::spawn(&args)
     }
 
+    /// The operators' energy of the site from `from` to now, the gateway started again.
+    fn energy(&mut self, from: i64) -> serde_json::Value {
+        self.gateway.start();
+        let token = create_token(&self.gateway.config_path().to_string_lossy(), "operator");
+        let path = format!(
+            "/api/v1/energy?site={}&from={from}&to={}",
+            self.site.id,
+            jiff::Timestamp::now().as_millisecond()
+        );
+        let port = self.gateway.http_port();
+        let answer = request(port, "GET", &path, Credential::Bearer(&token), None);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()
+    }
+
     /// Waits until the detectors have judged everything stored, then stops the gateway.
     fn settle(&mut self) {
         let path = self.gateway.store_path();
@@ -434,6 +449,39 @@ fn a_lamp_failure_in_the_busiest_zone_is_found_cleared_by_the_repair_with_or_wit
         "from light: {unmetered:#?}"
     );
     assert!(all_cleared(&unmetered), "{unmetered:#?}");
+
+    // Energy: metered in the first park; estimated without meters from each lamp's rated
+    // power and reported levels through the luminance curve, near what was metered.
+    let metered = calm.energy(span.0 - HOUR);
+    let estimated = bare.energy(span.0 - HOUR);
+    let kwh = |energy: &serde_json::Value, key: &str| energy["total"][key].as_f64().unwrap();
+    assert!(kwh(&metered, "kwh") > 0.0, "{metered:#}");
+    assert_eq!(
+        kwh(&metered, "metered_kwh"),
+        kwh(&metered, "kwh"),
+        "{metered:#}"
+    );
+    assert_eq!(kwh(&estimated, "metered_kwh"), 0.0, "{estimated:#}");
+    assert_eq!(
+        kwh(&estimated, "estimated_kwh"),
+        kwh(&estimated, "kwh"),
+        "{estimated:#}"
+    );
+    assert!(
+        (kwh(&estimated, "kwh") / kwh(&metered, "kwh") - 1.0).abs() < 0.25,
+        "{estimated:#}\n{metered:#}"
+    );
+    let zones = |energy: &serde_json::Value| energy["zones"].as_array().unwrap().clone();
+    for zone in zones(&estimated)
+        .iter()
+        .filter(|z| z["total"]["kwh"].as_f64() > Some(0.0))
+    {
+        assert_eq!(zone["estimated"], true, "{zone:#}");
+    }
+    assert!(
+        zones(&metered).iter().all(|z| z["estimated"] == false),
+        "{metered:#}"
+    );
 }
 
 #[test]
@@ -607,23 +655,7 @@ fn a_lamp_whose_relay_sticks_is_a_day_burner_by_its_power() {
     assert!(raised[0].detail.contains(" W with the sun"), "{raised:#?}");
     // The operators' energy: the burner's zone burnt some in daylight, every other zone
     // next to none.
-    park.gateway.start();
-    let gateway = &park.gateway;
-    let token = create_token(&gateway.config_path().to_string_lossy(), "operator");
-    let path = format!(
-        "/api/v1/energy?site=remiseparken&from={}&to={}",
-        burner.start_ms.unwrap() - 3_600_000,
-        jiff::Timestamp::now().as_millisecond()
-    );
-    let energy = request(
-        gateway.http_port(),
-        "GET",
-        &path,
-        Credential::Bearer(&token),
-        None,
-    );
-    assert_eq!(energy.status, 200, "{}", energy.body);
-    let energy = energy.json();
+    let energy = park.energy(burner.start_ms.unwrap() - HOUR);
     let zone = park
         .site
         .node(&burner.targets[0])
