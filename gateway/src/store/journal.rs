@@ -530,7 +530,8 @@ impl Store {
     /// A zone's foot traffic from its windows ending in `(from, to]`, summed per quarter
     /// hour (every time zone's hours are whole quarters), in time order: what the usage
     /// heat map needs. Whole quarters come from the sums the store keeps as windows are
-    /// written (`zone_quarters`), the parts of a quarter at either end from the windows.
+    /// written (`zone_quarters`), the parts of a quarter at either end from the windows,
+    /// all from one snapshot of the file.
     pub fn zone_usage(
         &self,
         site: &str,
@@ -545,8 +546,9 @@ impl Store {
         if first >= last {
             return self.zone_usage_of_windows(site, zone, from, to);
         }
+        let snapshot = self.connection.unchecked_transaction()?;
         let mut quarters = self.zone_usage_of_windows(site, zone, from, first * QUARTER_MS)?;
-        let mut statement = self.connection.prepare_cached(
+        let mut statement = snapshot.prepare_cached(
             "SELECT quarter, detections, after_dark, occupied_dark_minutes, detections_dark
              FROM zone_quarters WHERE site = ?1 AND zone = ?2 AND quarter >= ?3 AND quarter < ?4
              ORDER BY quarter",
@@ -556,6 +558,8 @@ impl Store {
             quarters.push(row?);
         }
         quarters.extend(self.zone_usage_of_windows(site, zone, last * QUARTER_MS, to)?);
+        drop(statement);
+        snapshot.finish()?;
         Ok(quarters)
     }
 
