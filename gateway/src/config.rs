@@ -159,8 +159,9 @@ impl HttpConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UsageConfig {
-    /// k: partners get each hour's counts rounded to a multiple of this, and a figure
-    /// that comes to 0 as suppressed (fewer than k); 1 tells them exact counts.
+    /// k: partners get each hour's counts below this as 0 and the rest rounded to a
+    /// multiple of it, and a figure that comes to 0 as suppressed; 1 tells them exact
+    /// counts.
     pub suppress_below: u32,
 }
 

@@ -279,7 +279,7 @@ async function usageView() {
     const count = (n) => (n === null ? "few" : String(n));
     view.append(element("h2", {}, site.name),
       element("p", {}, `Hours and weekdays in ${usage.timezone}.`,
-        usage.suppressed_below ? ` Each hour's counts are rounded to a multiple of ${usage.suppressed_below}, up or down at random; "few" is a figure whose hours each came to 0 (fewer than ${usage.suppressed_below} people each).` : ""),
+        usage.suppressed_below ? ` Each hour's counts below ${usage.suppressed_below} are left out and the rest rounded to a multiple of ${usage.suppressed_below}, up or down at random; "few" is a figure whose hours each had fewer than ${usage.suppressed_below}.` : ""),
       element("table", { "data-usage": site.id },
         element("thead", {}, element("tr", {}, ["Zone", "Detections", "After dark", "Share after dark", "Occupied dark minutes"].map((h) => element("th", {}, h)))),
         element("tbody", {}, usage.zones.map((z) => element("tr", {},

@@ -135,9 +135,9 @@ pub struct Change {
     pub controls: Vec<String>,
     /// Confidence of the intervals.
     pub confidence: f64,
-    /// Every count (and figure) is from hours each rounded to a multiple of this, and a
-    /// count that comes to 0 is `null` (suppressed: fewer than this); 0 when counts are
-    /// exact.
+    /// Every count (and figure) is from hours each told 0 below this and rounded to a
+    /// multiple of it from this on; a count that comes to 0 is `null` (suppressed: each
+    /// of its hours had fewer); 0 when counts are exact.
     pub suppressed_below: u32,
     /// The nights before.
     pub before: Period,

@@ -73,8 +73,9 @@ pub struct MonthCompliance {
     /// as not shown lit.
     pub lit_share: Option<f64>,
     /// Hours the zone was below its class with people in it (detections); for partners
-    /// from each local hour's minutes rounded to a multiple of `[usage] suppress_below`,
-    /// and `null` when the detections in the dark, rounded so, come to 0.
+    /// from each local hour's minutes as told ([`super::rounding`]: 0 below
+    /// `[usage] suppress_below`, else rounded to a multiple of it), and `null` when the
+    /// detections in the dark, told so, come to 0.
     pub dark_with_people_hours: Option<f64>,
     /// Faults that began this month.
     pub fault_count: u32,

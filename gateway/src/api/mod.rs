@@ -74,9 +74,18 @@ fn period(
     partner: Option<&parklight_core::tz::TimeZone>,
     max_days: i64,
 ) -> Result<(i64, i64), ApiError> {
-    if from < 0 || to < 0 {
-        let field = if from < 0 { "from" } else { "to" };
-        return Err(ApiError::invalid(field, "a time since 1970 (Unix ms)"));
+    // Up to the end of the year 9999.
+    const LAST: i64 = 253_402_300_799_999;
+    if !(0..=LAST).contains(&from) || !(0..=LAST).contains(&to) {
+        let field = if (0..=LAST).contains(&from) {
+            "to"
+        } else {
+            "from"
+        };
+        return Err(ApiError::invalid(
+            field,
+            "a time from 1970 to 9999 (Unix ms)",
+        ));
     }
     let now = jiff::Timestamp::now().as_millisecond();
     let (from, to) = match partner {
@@ -671,10 +680,12 @@ mod tests {
         assert!(from <= now - 5 * HOUR_MS - 1234 && from > now - 6 * HOUR_MS - 1234);
         // Less than a whole hour ended an hour ago: nothing to tell.
         assert!(period(now - HOUR_MS / 2, now, Some(&kolkata), 400).is_err());
-        // Operators get what they ask for.
+        // Operators get what they ask for, within the years 1970 to 9999.
         assert_eq!(
             period(now - 1234, now, None, 400).unwrap(),
             (now - 1234, now)
         );
+        assert!(period(i64::MAX - 1, i64::MAX, None, 400).is_err());
+        assert!(period(-1, now, None, 400).is_err());
     }
 }

@@ -1,14 +1,15 @@
 //! Counts about people as partners are told them. Each figure of a zone's local hour
-//! (detections, after dark, in the dark, occupied dark minutes) is rounded to a multiple
-//! of k, up or down with the chance that keeps it right on average (a count of 2 with
-//! k = 5 is told 5 two times in five, else 0), by an offset keyed with the store's secret
-//! from the site, the zone and the hour: asking again, over another period or through
-//! another route, tells the hour the same, and no one without the secret can tell which
-//! way it went. An hour's occupied dark minutes are told 0 when its detections in the
-//! dark are (a minute says someone was there). Every figure partners get is computed
-//! from the hours as told, and one told 0 is shown as suppressed (each of its hours had
-//! fewer than k): so nothing they are told, alone or with other answers, is a count from
-//! 1 to k - 1, or more than what the told hours say.
+//! (detections, after dark, in the dark, occupied dark minutes) below k is told 0
+//! (suppressed); one of k or more is rounded to a multiple of k, up or down with the
+//! chance that keeps it right on average (a count of 7 with k = 5 is told 10 two times
+//! in five, else 5), by an offset keyed with the store's secret from the site, the zone
+//! and the hour: asking again, over another period or through another route, tells the
+//! hour the same, and no one without the secret can tell which way it went. An hour's
+//! occupied dark minutes are told 0 when its detections in the dark are (a minute says
+//! someone was there). Every figure partners get is computed from the hours as told, and
+//! one told 0 is shown as suppressed (each of its hours had fewer than k): so nothing
+//! they are told, alone or with other answers, is a count from 1 to k - 1, or more than
+//! what the told hours say.
 
 use ring::hmac;
 
@@ -95,7 +96,10 @@ impl Telling {
         let mut first = [0u8; 8];
         first.copy_from_slice(&tag.as_ref()[..8]);
         let offset = ((u128::from(u64::from_le_bytes(first)) * u128::from(r.base)) >> 64) as u64;
-        let told = |value: u64| rounded(value, offset, r.base);
+        let told = |value: u64| match value {
+            small if small < r.base => 0,
+            value => rounded(value, offset, r.base),
+        };
         let detections_dark = told(people.detections_dark);
         People {
             detections: told(people.detections),
@@ -170,25 +174,21 @@ mod tests {
         assert_eq!(partners.hour("lawn", hour, people), told);
         assert!(told.detections.is_multiple_of(5) && told.after_dark.is_multiple_of(5));
         assert!(told.detections >= told.after_dark);
-        // A count of 2 in each of 1 000 hours: told 5 about two times in five.
-        let told = |telling: &Telling| -> Vec<u64> {
+        // A count of 7 in each of 1 000 hours: told 10 about two times in five, else 5.
+        let told = |telling: &Telling, count: u64| -> Vec<u64> {
             (0..1000)
-                .map(|i| {
-                    telling
-                        .hour("lawn", hour + i * HOUR_MS, detections(2))
-                        .detections
-                })
+                .map(|i| (telling.hour("lawn", hour + i * HOUR_MS, detections(count))).detections)
                 .collect()
         };
-        let fives = told(&partners).iter().filter(|t| **t == 5).count();
-        assert!((330..470).contains(&fives), "{fives}");
+        let sevens = told(&partners, 7);
+        assert!(sevens.iter().all(|t| [5, 10].contains(t)));
+        let tens = sevens.iter().filter(|t| **t == 10).count();
+        assert!((330..470).contains(&tens), "{tens}");
+        // Below k: suppressed, every time.
+        assert!(told(&partners, 4).iter().all(|t| *t == 0));
         // Another secret rounds other hours up: the way is not the hour's alone.
-        let other = told(&Telling::rounded(&key(b"two"), "remiseparken", 5));
-        let same = told(&partners)
-            .iter()
-            .zip(&other)
-            .filter(|(a, b)| a == b)
-            .count();
+        let other = told(&Telling::rounded(&key(b"two"), "remiseparken", 5), 7);
+        let same = sevens.iter().zip(&other).filter(|(a, b)| a == b).count();
         assert!(same < 800, "{same}");
         // Operators: as it is.
         assert_eq!(Telling::exact().hour("lawn", hour, people), people);
@@ -196,21 +196,21 @@ mod tests {
 
     #[test]
     fn no_occupied_minute_is_told_of_an_hour_whose_detections_in_the_dark_are_told_0() {
-        // One detection straddling a minute boundary: two occupied minutes.
+        // Four detections in the dark, each straddling a minute boundary: eight occupied
+        // minutes, which alone would be told.
         let partners = Telling::rounded(&key(b"one"), "remiseparken", 5);
-        let people = People {
-            occupied_dark_minutes: 4,
-            detections_dark: 1,
-            ..People::default()
+        let told = |dark: u64| -> Vec<People> {
+            let people = People {
+                occupied_dark_minutes: 8,
+                detections_dark: dark,
+                ..People::default()
+            };
+            (0..1000)
+                .map(|i| partners.hour("lawn", i * HOUR_MS, people))
+                .collect()
         };
-        let told: Vec<People> = (0..1000)
-            .map(|i| partners.hour("lawn", i * HOUR_MS, people))
-            .collect();
-        assert!(
-            told.iter()
-                .all(|t| t.detections_dark > 0 || t.occupied_dark_minutes == 0)
-        );
-        assert!(told.iter().any(|t| t.occupied_dark_minutes > 0));
+        assert!(told(4).iter().all(|t| t.occupied_dark_minutes == 0));
+        assert!(told(6).iter().all(|t| t.occupied_dark_minutes > 0));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Usage for safety partnerships: foot traffic per zone by local hour and weekday, the
 //! share after dark, occupied dark minutes and detections in the dark, from the
 //! detectors' zone windows. Zones only, never a node; for partners, periods are whole
-//! local hours that ended an hour ago or more, and counts are sums of hours each rounded
-//! to a multiple of k (`[usage] suppress_below`), one told 0 shown as suppressed
-//! ([`super::rounding`]).
+//! local hours that ended an hour ago or more, and counts are sums of hours each told 0
+//! below k (`[usage] suppress_below`) and rounded to a multiple of k from k on, one told
+//! 0 shown as suppressed ([`super::rounding`]).
 
 use std::collections::BTreeMap;
 
@@ -73,8 +73,9 @@ pub struct Usage {
     /// To, Unix ms (as counted: for partners, the start of its local hour, at most the
     /// hour before the current one).
     pub to: i64,
-    /// Every count is a sum of hours each rounded to a multiple of this, and one that
-    /// comes to 0 is `null` (suppressed: fewer than this); 0 when counts are exact.
+    /// Every count is a sum of hours each told 0 below this and rounded to a multiple of
+    /// it from this on; one that comes to 0 is `null` (suppressed: each of its hours had
+    /// fewer); 0 when counts are exact.
     pub suppressed_below: u32,
     /// Each zone.
     pub zones: Vec<ZoneUsage>,

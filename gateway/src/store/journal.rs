@@ -540,8 +540,8 @@ impl Store {
         to: i64,
     ) -> Result<Vec<UsageQuarter>, StorageError> {
         let (first, last) = (
-            (from + QUARTER_MS - 1).div_euclid(QUARTER_MS),
-            to / QUARTER_MS,
+            from.saturating_add(QUARTER_MS - 1).div_euclid(QUARTER_MS),
+            to.div_euclid(QUARTER_MS),
         );
         if first >= last {
             return self.zone_usage_of_windows(site, zone, from, to);
