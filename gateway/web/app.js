@@ -211,15 +211,16 @@ async function zoneView(site, zone) {
   $("#view").replaceChildren(view);
   paintZone(key);
   if (!mayOperate()) return;
+  // 48 hours hold the last whole night, whenever it is asked (before dawn, the night before).
   const to = Date.now();
-  const series = await api(`/api/v1/series?site=${encodeURIComponent(site)}&zone=${encodeURIComponent(zone)}&from=${to - 24 * 3600e3}&to=${to}&step_s=300`);
-  view.append(element("h2", {}, "The last 24 hours"), chart(series.points),
+  const series = await api(`/api/v1/series?site=${encodeURIComponent(site)}&zone=${encodeURIComponent(zone)}&from=${to - 48 * 3600e3}&to=${to}&step_s=300`);
+  view.append(element("h2", {}, "The last two nights (48 hours)"), chart(series.points),
     element("p", { class: "legend" }, element("span", {}, "— average lux"), element("span", {}, "- - required"), element("span", {}, "▮ detections")));
 }
 
 function chart(points) {
   const svg = element("svg", { svg: true, class: "chart", viewBox: "0 0 1000 260", preserveAspectRatio: "none" });
-  if (points.length === 0) return element("p", {}, "No reports in the last 24 hours.");
+  if (points.length === 0) return element("p", {}, "No reports in the last 48 hours.");
   const t0 = points[0].start;
   const t1 = points[points.length - 1].start || t0 + 1;
   const luxTop = Math.max(1, ...points.map((p) => Math.max(p.lux_avg || 0, p.required_avg || 0))) * 1.1;

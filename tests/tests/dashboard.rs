@@ -123,6 +123,15 @@ fn an_operator_sees_a_zone_go_dark_live_and_acknowledges_it_and_a_partner_sees_n
         assert_eq!((stored["state"].as_str(), stored["by"].as_str(), stored["note"].as_str()),
             (Some("acknowledged"), Some("operator"), Some("relamping tonight")));
 
+        // The failing zone's page: its lux against what its class requires through last
+        // night, and the people who passed (a bar of detections).
+        browser.client.goto(&format!("{url}#/zone/remiseparken/{zone}")).await.unwrap();
+        let charted = "document.querySelector('svg.chart polyline.lux') \
+            && document.querySelector('svg.chart polyline.required') \
+            && [...document.querySelectorAll('svg.chart rect.detections')].some(r => r.getAttribute('height') > 0)";
+        assert!(browser.wait_for(Duration::from_secs(20), charted).await, "{}", gateway.log());
+        browser.screenshot("zone-page").await;
+
         // The control page: every zone; a class that does not exist is refused with its
         // field named, and the lawn at 90 % is saved and in force.
         browser.client.goto(&format!("{url}#/control")).await.unwrap();
