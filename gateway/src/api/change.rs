@@ -275,6 +275,9 @@ pub async fn change(
             })
     };
     let detections = |s: &People| s.detections;
+    // As told; for partners, a figure told 0 is suppressed (`null`).
+    let show = |sums: &People| telling.shown(sums.detections);
+    let minutes = |sums: &People| telling.shown_minutes(sums);
     let mut pairs = Vec::new();
     let mut matched = Vec::new();
     for k in 0..span {
@@ -283,13 +286,6 @@ pub async fn change(
             continue;
         }
         let m = matched_nights(&nights, &telling, &targets, &controls, (before, after));
-        // As told; for partners, a figure told 0 is fewer than k (`null`).
-        let show = |sums: &People| telling.shown(sums.detections);
-        let minutes = |sums: &People| {
-            telling
-                .shown(sums.detections_dark)
-                .map(|_| sums.occupied_dark_minutes)
-        };
         pairs.push(Pair {
             before_night: night_name(before),
             after_night: night_name(after),

@@ -258,8 +258,8 @@ fn compliance(
                     m.lit_share = (m.dark_hours > 0.0).then(|| m.lit_hours / m.dark_hours);
                     let told = people.get(&m.month).copied().unwrap_or_default();
                     if m.dark_with_people_hours.is_some() {
-                        m.dark_with_people_hours = (telling.shown(told.detections_dark))
-                            .map(|_| told.occupied_dark_minutes as f64 / 60.0);
+                        m.dark_with_people_hours =
+                            telling.shown_minutes(&told).map(|m| m as f64 / 60.0);
                     }
                     m.faults.sort_by_key(|f| f.since);
                     let mut repairs: Vec<f64> =

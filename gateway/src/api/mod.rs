@@ -154,8 +154,8 @@ pub type Shared = Arc<ApiState>;
 impl ApiState {
     /// The API's state, as `config` says, for `sites`; `control` reaches the config
     /// publisher. Session cookies are `Secure` when browsers come over HTTPS (TLS, or
-    /// plain HTTP beyond loopback behind a proxy); partners' counts are rounded to
-    /// multiples of `[usage] suppress_below` with the store's secret.
+    /// plain HTTP beyond loopback behind a proxy); partners' counts are told by the
+    /// hour with `[usage] suppress_below` and the store's secret ([`rounding`]).
     pub fn new(
         config: &crate::config::Config,
         sites: Vec<Site>,

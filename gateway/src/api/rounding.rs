@@ -118,6 +118,12 @@ impl Telling {
     pub fn shown(&self, told: u64) -> Option<u64> {
         (self.rounding.is_none() || told > 0).then_some(told)
     }
+
+    /// Occupied dark minutes as shown from `told` figures: with the detections in the
+    /// dark, or not at all.
+    pub fn shown_minutes(&self, told: &People) -> Option<u64> {
+        (self.shown(told.detections_dark)).map(|_| told.occupied_dark_minutes)
+    }
 }
 
 /// `value` rounded to a multiple of `base` with `offset` (0 to `base - 1`): up for the

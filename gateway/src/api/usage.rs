@@ -167,7 +167,7 @@ pub async fn usage(
                 .map(|all| total.after_dark as f64 / all as f64),
             detections,
             after_dark_detections: after_dark,
-            occupied_dark_minutes: in_dark_zone.map(|_| total.occupied_dark_minutes),
+            occupied_dark_minutes: telling.shown_minutes(&total),
             detections_in_dark_zone: in_dark_zone,
             heat: (cells.iter())
                 .map(|hours| hours.iter().map(|c| telling.shown(*c)).collect())
